@@ -1,0 +1,6 @@
+//! prom-ha-proxy: one Prometheus API in front of several replicas, with their
+//! answers merged so that a hole in one is filled from another.
+//!
+//! See ARCHITECTURE.md for the map of modules.
+
+pub mod merge;

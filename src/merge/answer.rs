@@ -1,0 +1,686 @@
+//! One upstream's parsed answer: the body buffer it arrived in, plus byte
+//! spans into that buffer for every label, sample and warning.
+//!
+//! This is the form that crosses actor mailboxes. A borrowed simd-json tape
+//! cannot outlive the `&mut` borrow of its buffer, so the parser walks the tape
+//! once, together with simd-json's structural index (the byte offset of every
+//! `{ } [ ] , :` and of every scalar), and records plain `u32` offsets. The
+//! merger later turns those offsets back into `&str`/`&[u8]` slices of the same
+//! buffer: labels and values are never copied into owned strings.
+//!
+//! simd-json unescapes strings in place, so a label span covers the unescaped
+//! text (re-escaped on output). Sample spans cover the raw bytes of
+//! `[ts,"value"]`, which are written out unchanged; the parser checks that
+//! those bytes held no escape sequence (Prometheus never escapes numbers).
+
+use simd_json::{Buffers, Node, StaticNode, Tape};
+use std::ops::Range;
+
+/// Extra bytes the parser needs after the body (simd-json reads in blocks).
+pub const PADDING: usize = simd_json::INPUT_PADDING;
+
+/// A byte range in an [`Answer`]'s buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Span {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Span {
+    fn range(self) -> Range<usize> {
+        self.start as usize..self.end as usize
+    }
+}
+
+/// The `resultType` of a query answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResultKind {
+    Matrix,
+    Vector,
+    Scalar,
+    String,
+}
+
+impl ResultKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResultKind::Matrix => "matrix",
+            ResultKind::Vector => "vector",
+            ResultKind::Scalar => "scalar",
+            ResultKind::String => "string",
+        }
+    }
+}
+
+/// One sample: its timestamp in milliseconds (for ordering and eligibility)
+/// and the raw bytes `[ts,"v"]` or `[ts,{histogram}]` it was sent as.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    pub t: i64,
+    pub raw: Span,
+}
+
+/// One series of a matrix or vector: ranges into [`Answer`]'s label and sample tables.
+#[derive(Clone, Debug)]
+pub struct Series {
+    pub labels: Range<u32>,
+    pub floats: Range<u32>,
+    pub histograms: Range<u32>,
+}
+
+/// A scalar or string result `[ts,"text"]`: its time, raw bytes and unescaped text.
+#[derive(Clone, Copy, Debug)]
+pub struct Single {
+    pub t: i64,
+    pub raw: Span,
+    pub text: Span,
+}
+
+/// A label pair as spans of unescaped text.
+#[derive(Clone, Copy, Debug)]
+pub struct LabelSpan {
+    pub name: Span,
+    pub value: Span,
+}
+
+/// Why an upstream body is not a usable answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnswerError {
+    /// Not JSON at all, or too large to index with 32-bit offsets.
+    Json(String),
+    /// JSON, but not shaped like a Prometheus query answer.
+    Shape(&'static str),
+    /// A well-formed `"status":"error"` answer.
+    Status { error_type: String, error: String },
+}
+
+impl std::fmt::Display for AnswerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AnswerError::Json(e) => write!(f, "body is not valid JSON: {e}"),
+            AnswerError::Shape(what) => write!(f, "body is not a Prometheus query answer: {what}"),
+            AnswerError::Status { error_type, error } => write!(f, "{error_type}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for AnswerError {}
+
+/// A parsed upstream answer (see the module docs).
+pub struct Answer {
+    buf: Vec<u8>,
+    pub kind: ResultKind,
+    pub labels: Vec<LabelSpan>,
+    pub samples: Vec<Sample>,
+    pub series: Vec<Series>,
+    /// Scalar or string result.
+    pub single: Option<Single>,
+    pub warnings: Vec<Span>,
+    pub infos: Vec<Span>,
+    /// Raw span of `data.stats`, when the client asked for stats.
+    pub stats: Option<Span>,
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Answer")
+            .field("kind", &self.kind)
+            .field("series", &self.series.len())
+            .field("samples", &self.samples.len())
+            .finish()
+    }
+}
+
+impl Answer {
+    /// Parses `body`, which must hold the JSON followed by at least [`PADDING`]
+    /// bytes (the parser appends them when missing). Takes the buffer so the
+    /// answer can own it.
+    pub fn parse(mut body: Vec<u8>) -> Result<Answer, AnswerError> {
+        let len = body.len();
+        if len > u32::MAX as usize - PADDING {
+            return Err(AnswerError::Json("body larger than 4 GiB".into()));
+        }
+        body.resize(len + PADDING, 0);
+        Self::parse_padded(body, len)
+    }
+
+    /// Like [`Answer::parse`] for a buffer whose first `len` bytes are the body
+    /// and whose tail is padding of any content.
+    pub fn parse_padded(mut buf: Vec<u8>, len: usize) -> Result<Answer, AnswerError> {
+        if buf.len() < len + PADDING {
+            buf.resize(len + PADDING, 0);
+        }
+        let mut buffers = Buffers::new(len);
+        let mut tape = Tape::null();
+        let mut index = Index::default();
+        let deferred_quotes;
+        // Strings point into `buf`; they are recorded as offsets from its start.
+        let base = buf.as_ptr() as usize;
+        {
+            simd_json::fill_tape_padded(&mut buf, len, &mut buffers, &mut tape)
+                .map_err(|e| AnswerError::Json(e.to_string()))?;
+            let mut walker = Walker {
+                nodes: &tape.0,
+                structurals: buffers.structural_indexes(),
+                base,
+                n: 0,
+                s: 0,
+                deferred_quotes: Vec::new(),
+            };
+            walker.top(&mut index)?;
+            deferred_quotes = walker.deferred_quotes;
+        }
+        drop(tape);
+        if deferred_quotes.iter().any(|&p| buf.get(p as usize) != Some(&b'"')) {
+            return Err(AnswerError::Shape("escape sequence inside a sample"));
+        }
+        buf.truncate(len);
+        let answer = Answer {
+            buf,
+            kind: index.kind.ok_or(AnswerError::Shape("no data.resultType"))?,
+            labels: index.labels,
+            samples: index.samples,
+            series: index.series,
+            single: index.single,
+            warnings: index.warnings,
+            infos: index.infos,
+            stats: index.stats,
+        };
+        if !index.saw_result {
+            return Err(AnswerError::Shape("no data.result"));
+        }
+        Ok(answer)
+    }
+
+    /// The bytes behind a span.
+    #[inline]
+    pub fn bytes(&self, span: Span) -> &[u8] {
+        &self.buf[span.range()]
+    }
+
+    /// The text behind a span that the parser recorded as a string.
+    #[inline]
+    pub fn text(&self, span: Span) -> &str {
+        // Spans of strings come from simd-json, which validated UTF-8.
+        std::str::from_utf8(self.bytes(span)).unwrap_or("")
+    }
+
+    pub fn series_labels(&self, s: &Series) -> &[LabelSpan] {
+        &self.labels[s.labels.start as usize..s.labels.end as usize]
+    }
+
+    pub fn floats(&self, s: &Series) -> &[Sample] {
+        &self.samples[s.floats.start as usize..s.floats.end as usize]
+    }
+
+    pub fn histograms(&self, s: &Series) -> &[Sample] {
+        &self.samples[s.histograms.start as usize..s.histograms.end as usize]
+    }
+
+    /// Size of the body this answer was parsed from.
+    pub fn body_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The value of a float sample (for re-applying topk/sort), parsed from its raw bytes.
+    pub fn sample_value(&self, sample: &Sample) -> f64 {
+        let raw = self.bytes(sample.raw);
+        // raw is `[ts,"v"]`: the value sits between the last two quotes.
+        let end = raw.iter().rposition(|&b| b == b'"');
+        let start = end.and_then(|e| raw[..e].iter().rposition(|&b| b == b'"'));
+        match (start, end) {
+            (Some(s), Some(e)) => parse_prom_float(&raw[s + 1..e]),
+            _ => f64::NAN,
+        }
+    }
+}
+
+/// Parses a Prometheus sample value ("1.5", "NaN", "+Inf", "-Inf").
+pub fn parse_prom_float(bytes: &[u8]) -> f64 {
+    match bytes {
+        b"+Inf" | b"Inf" => f64::INFINITY,
+        b"-Inf" => f64::NEG_INFINITY,
+        _ => std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(f64::NAN),
+    }
+}
+
+#[derive(Default)]
+struct Index {
+    kind: Option<ResultKind>,
+    saw_result: bool,
+    labels: Vec<LabelSpan>,
+    samples: Vec<Sample>,
+    series: Vec<Series>,
+    single: Option<Single>,
+    warnings: Vec<Span>,
+    infos: Vec<Span>,
+    stats: Option<Span>,
+}
+
+/// Walks the tape and the structural index in step. The tape has one node per
+/// value; the structural index has one entry per value *and* per `,` `:` and
+/// closing bracket, which the walker consumes where the grammar puts them.
+struct Walker<'a, 'de> {
+    nodes: &'a [Node<'de>],
+    structurals: &'a [u32],
+    base: usize,
+    n: usize,
+    s: usize,
+    /// Offsets that must hold a closing quote (see [`Walker::raw_str`]).
+    deferred_quotes: Vec<u32>,
+}
+
+const TRUNCATED: AnswerError = AnswerError::Shape("truncated structure");
+
+impl<'de> Walker<'_, 'de> {
+    /// Takes the next value's node and the byte offset where it starts.
+    fn open(&mut self) -> Result<(Node<'de>, u32), AnswerError> {
+        let node = *self.nodes.get(self.n).ok_or(TRUNCATED)?;
+        let pos = *self.structurals.get(self.s).ok_or(TRUNCATED)?;
+        self.n += 1;
+        self.s += 1;
+        Ok((node, pos))
+    }
+
+    /// Steps over a `,` or `:`.
+    fn sep(&mut self) {
+        self.s += 1;
+    }
+
+    /// Steps over a closing bracket and returns the offset just past it.
+    fn close(&mut self) -> Result<u32, AnswerError> {
+        let pos = *self.structurals.get(self.s).ok_or(TRUNCATED)?;
+        self.s += 1;
+        Ok(pos + 1)
+    }
+
+    fn span_of(&self, s: &str) -> Span {
+        let start = (s.as_ptr() as usize - self.base) as u32;
+        Span {
+            start,
+            end: start + s.len() as u32,
+        }
+    }
+
+    /// Checks that a string just opened is still its raw bytes, because the
+    /// bytes around it will be copied to the output verbatim.
+    ///
+    /// In-place unescaping writes the shorter text over the start of the raw
+    /// text. So if the text holds no `"` or `\\` and its closing quote sits
+    /// right after it, nothing was unescaped: an unescaped string is shorter
+    /// than its raw form, and the raw byte at that offset would be a quote only
+    /// as part of `\\"`, which would have put a `"` into the text.
+    fn raw_str(&mut self, s: &str) -> Result<(), AnswerError> {
+        if s.bytes().any(|b| b == b'"' || b == b'\\') {
+            return Err(AnswerError::Shape("escape sequence inside a sample"));
+        }
+        let end = self.span_of(s).end;
+        // Compact JSON: the next structural is right after the closing quote.
+        if self.structurals.get(self.s) != Some(&(end + 1)) {
+            self.deferred_quotes.push(end);
+        }
+        Ok(())
+    }
+
+    /// Skips one whole value, whatever its shape; returns its raw span. With
+    /// `raw`, every string in it is checked by [`Walker::raw_str`].
+    fn skip(&mut self, raw: bool) -> Result<Span, AnswerError> {
+        let (node, start) = self.open()?;
+        let end = match node {
+            Node::Array { len, .. } => {
+                for i in 0..len {
+                    if i > 0 {
+                        self.sep();
+                    }
+                    self.skip(raw)?;
+                }
+                self.close()?
+            }
+            Node::Object { len, .. } => {
+                for i in 0..len {
+                    if i > 0 {
+                        self.sep();
+                    }
+                    let key = self.expect_str("object key")?;
+                    if raw {
+                        self.raw_str(key)?;
+                    }
+                    self.sep();
+                    self.skip(raw)?;
+                }
+                self.close()?
+            }
+            Node::String(s) if raw => {
+                self.raw_str(s)?;
+                start
+            }
+            // Scalars: the span is only used for containers, so an empty end is fine.
+            _ => start,
+        };
+        Ok(Span { start, end })
+    }
+
+    fn expect_str(&mut self, what: &'static str) -> Result<&'de str, AnswerError> {
+        match self.open()?.0 {
+            Node::String(s) => Ok(s),
+            _ => Err(AnswerError::Shape(what)),
+        }
+    }
+
+    /// Iterates an object's keys, calling `f` with the walker positioned at each value.
+    fn object(
+        &mut self,
+        what: &'static str,
+        mut f: impl FnMut(&mut Self, &'de str) -> Result<(), AnswerError>,
+    ) -> Result<u32, AnswerError> {
+        let (node, _) = self.open()?;
+        let Node::Object { len, .. } = node else {
+            return Err(AnswerError::Shape(what));
+        };
+        for i in 0..len {
+            if i > 0 {
+                self.sep();
+            }
+            let key = self.expect_str("object key")?;
+            self.sep();
+            f(self, key)?;
+        }
+        self.close()
+    }
+
+    /// Iterates an array's elements.
+    fn array(
+        &mut self,
+        what: &'static str,
+        mut f: impl FnMut(&mut Self) -> Result<(), AnswerError>,
+    ) -> Result<(), AnswerError> {
+        let (node, _) = self.open()?;
+        let Node::Array { len, .. } = node else {
+            return Err(AnswerError::Shape(what));
+        };
+        for i in 0..len {
+            if i > 0 {
+                self.sep();
+            }
+            f(self)?;
+        }
+        self.close()?;
+        Ok(())
+    }
+
+    fn top(&mut self, ix: &mut Index) -> Result<(), AnswerError> {
+        let mut status = None;
+        let mut error_type = String::new();
+        let mut error = String::new();
+        self.object("answer is not an object", |w, key| {
+            match key {
+                "status" => status = Some(w.expect_str("status is not a string")?),
+                "errorType" => error_type = w.expect_str("errorType")?.to_owned(),
+                "error" => error = w.expect_str("error")?.to_owned(),
+                "data" => w.data(ix)?,
+                "warnings" => w.strings(&mut ix.warnings)?,
+                "infos" => w.strings(&mut ix.infos)?,
+                _ => {
+                    w.skip(false)?;
+                }
+            }
+            Ok(())
+        })?;
+        match status {
+            Some("success") => Ok(()),
+            Some("error") => Err(AnswerError::Status { error_type, error }),
+            _ => Err(AnswerError::Shape("no status")),
+        }
+    }
+
+    fn strings(&mut self, out: &mut Vec<Span>) -> Result<(), AnswerError> {
+        self.array("warnings is not an array", |w| {
+            let s = w.expect_str("warning is not a string")?;
+            out.push(w.span_of(s));
+            Ok(())
+        })
+    }
+
+    fn data(&mut self, ix: &mut Index) -> Result<(), AnswerError> {
+        // resultType may come after result; if so, the result's shape decides it.
+        let mut declared = None;
+        let mut seen = None;
+        if let Some(Node::Static(StaticNode::Null)) = self.nodes.get(self.n) {
+            self.open()?;
+            return Ok(());
+        }
+        self.object("data is not an object", |w, key| {
+            match key {
+                "resultType" => {
+                    declared = Some(match w.expect_str("resultType")? {
+                        "matrix" => ResultKind::Matrix,
+                        "vector" => ResultKind::Vector,
+                        "scalar" => ResultKind::Scalar,
+                        "string" => ResultKind::String,
+                        _ => return Err(AnswerError::Shape("unknown resultType")),
+                    })
+                }
+                "result" => {
+                    seen = Some(w.result(ix)?);
+                    ix.saw_result = true;
+                }
+                "stats" => ix.stats = Some(w.skip(true)?),
+                _ => {
+                    w.skip(false)?;
+                }
+            }
+            Ok(())
+        })?;
+        let single = |k: ResultKind| matches!(k, ResultKind::Scalar | ResultKind::String);
+        if let (Some(d), Some(Some(s))) = (declared, seen) {
+            // The shape of `result` says scalar for strings too, so compare families.
+            if single(d) != single(s) || (!single(d) && d != s) {
+                return Err(AnswerError::Shape("result does not match resultType"));
+            }
+        }
+        ix.kind = declared;
+        Ok(())
+    }
+
+    /// Parses `data.result`. Returns the kind its shape implies when it can tell
+    /// (an empty array could be a vector or a matrix).
+    fn result(&mut self, ix: &mut Index) -> Result<Option<ResultKind>, AnswerError> {
+        let Some(&Node::Array { len, .. }) = self.nodes.get(self.n) else {
+            return Err(AnswerError::Shape("result is not an array"));
+        };
+        // A scalar or string result is `[ts, "text"]`; a vector or matrix is an array of objects.
+        if len == 2
+            && matches!(self.nodes.get(self.n + 1), Some(Node::Static(_)))
+            && matches!(self.nodes.get(self.n + 2), Some(Node::String(_)))
+        {
+            let (_, start) = self.open()?;
+            let t = timestamp(self.open()?.0)?;
+            self.sep();
+            let text = self.expect_str("value")?;
+            let end = self.close()?;
+            ix.single = Some(Single {
+                t,
+                raw: Span { start, end },
+                text: self.span_of(text),
+            });
+            return Ok(Some(ResultKind::Scalar));
+        }
+        let mut kind = None;
+        self.array("result is not an array", |w| {
+            let labels_start = ix.labels.len() as u32;
+            let floats_start = ix.samples.len() as u32;
+            let mut floats = floats_start..floats_start;
+            let mut histograms = floats_start..floats_start;
+            w.object("series is not an object", |w, key| {
+                match key {
+                    "metric" => {
+                        w.object("metric is not an object", |w, name| {
+                            let name = w.span_of(name);
+                            let value = w.expect_str("label value is not a string")?;
+                            ix.labels.push(LabelSpan {
+                                name,
+                                value: w.span_of(value),
+                            });
+                            Ok(())
+                        })?;
+                    }
+                    "values" | "histograms" => {
+                        kind = Some(ResultKind::Matrix);
+                        let from = ix.samples.len() as u32;
+                        let is_hist = key == "histograms";
+                        w.array("values is not an array", |w| {
+                            let sample = w.sample(is_hist)?;
+                            ix.samples.push(sample);
+                            Ok(())
+                        })?;
+                        let range = from..ix.samples.len() as u32;
+                        if is_hist { histograms = range } else { floats = range }
+                    }
+                    "value" | "histogram" => {
+                        kind = Some(ResultKind::Vector);
+                        let from = ix.samples.len() as u32;
+                        let sample = w.sample(key == "histogram")?;
+                        ix.samples.push(sample);
+                        let range = from..from + 1;
+                        if key == "histogram" { histograms = range } else { floats = range }
+                    }
+                    _ => {
+                        w.skip(false)?;
+                    }
+                }
+                Ok(())
+            })?;
+            ix.series.push(Series {
+                labels: labels_start..ix.labels.len() as u32,
+                floats,
+                histograms,
+            });
+            Ok(())
+        })?;
+        Ok(kind)
+    }
+
+    /// One `[ts,"v"]` or `[ts,{histogram}]`.
+    fn sample(&mut self, histogram: bool) -> Result<Sample, AnswerError> {
+        let (node, start) = self.open()?;
+        if !matches!(node, Node::Array { len: 2, .. }) {
+            return Err(AnswerError::Shape("sample is not a pair"));
+        }
+        let t = timestamp(self.open()?.0)?;
+        self.sep();
+        if histogram {
+            if !matches!(self.nodes.get(self.n), Some(Node::Object { .. })) {
+                return Err(AnswerError::Shape("histogram is not an object"));
+            }
+            self.skip(true)?;
+        } else {
+            let value = self.expect_str("sample value is not a string")?;
+            self.raw_str(value)?;
+        }
+        let end = self.close()?;
+        Ok(Sample {
+            t,
+            raw: Span { start, end },
+        })
+    }
+}
+
+/// A JSON timestamp in seconds as integer milliseconds, the precision Prometheus keeps.
+fn timestamp(node: Node<'_>) -> Result<i64, AnswerError> {
+    match node {
+        Node::Static(StaticNode::F64(f)) => Ok((f * 1000.0).round() as i64),
+        Node::Static(StaticNode::I64(i)) => Ok(i.saturating_mul(1000)),
+        Node::Static(StaticNode::U64(u)) => Ok((u.min(i64::MAX as u64) as i64).saturating_mul(1000)),
+        _ => Err(AnswerError::Shape("timestamp is not a number")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Answer, AnswerError> {
+        Answer::parse(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn matrix_spans_point_at_the_original_bytes() {
+        let a = parse(r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"__name__":"up","job":"a\"b"},"values":[[1.5,"1"],[3,"NaN"]]}]},"warnings":["w1"]}"#).unwrap();
+        assert_eq!(a.kind, ResultKind::Matrix);
+        let s = &a.series[0];
+        let labels: Vec<_> = a
+            .series_labels(s)
+            .iter()
+            .map(|l| (a.text(l.name), a.text(l.value)))
+            .collect();
+        assert_eq!(labels, [("__name__", "up"), ("job", "a\"b")]);
+        let raw: Vec<_> = a.floats(s).iter().map(|x| a.bytes(x.raw)).collect();
+        assert_eq!(raw, [&b"[1.5,\"1\"]"[..], &b"[3,\"NaN\"]"[..]]);
+        assert_eq!(a.floats(s)[0].t, 1500);
+        assert_eq!(a.floats(s)[1].t, 3000);
+        assert_eq!(a.text(a.warnings[0]), "w1");
+    }
+
+    #[test]
+    fn histograms_are_kept_as_raw_spans() {
+        let a = parse(r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"histograms":[[10,{"count":"2","sum":"3","buckets":[[0,"0","1","2"]]}]]}]}}"#).unwrap();
+        let s = &a.series[0];
+        assert!(a.floats(s).is_empty());
+        assert_eq!(
+            a.bytes(a.histograms(s)[0].raw),
+            br#"[10,{"count":"2","sum":"3","buckets":[[0,"0","1","2"]]}]"#
+        );
+    }
+
+    #[test]
+    fn whitespace_does_not_confuse_spans() {
+        let a = parse("{ \"status\" : \"success\" , \"data\" : { \"result\" : [ { \"metric\" : { } , \"value\" : [ 1 , \"2\" ] } ] , \"resultType\" : \"vector\" } }").unwrap();
+        assert_eq!(a.kind, ResultKind::Vector);
+        assert_eq!(a.bytes(a.samples[0].raw), b"[ 1 , \"2\" ]");
+    }
+
+    #[test]
+    fn scalar_and_string_results() {
+        let a = parse(r#"{"status":"success","data":{"resultType":"scalar","result":[1.25,"2"]}}"#).unwrap();
+        assert_eq!(a.kind, ResultKind::Scalar);
+        assert_eq!(a.bytes(a.single.unwrap().raw), br#"[1.25,"2"]"#);
+        assert_eq!(a.single.unwrap().t, 1250);
+        let a = parse(r#"{"status":"success","data":{"resultType":"string","result":[1,"a\nb"]}}"#).unwrap();
+        assert_eq!(a.kind, ResultKind::String);
+        assert_eq!(a.text(a.single.unwrap().text), "a\nb");
+    }
+
+    #[test]
+    fn errors_are_typed() {
+        assert!(matches!(parse("garbage"), Err(AnswerError::Json(_))));
+        assert!(matches!(parse("{\"status\":\"success\""), Err(AnswerError::Json(_))));
+        assert!(matches!(parse("[1,2]"), Err(AnswerError::Shape(_))));
+        assert!(matches!(parse(r#"{"status":"success"}"#), Err(AnswerError::Shape(_))));
+        assert!(matches!(
+            parse(r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1,2]]}]}}"#),
+            Err(AnswerError::Shape(_))
+        ));
+        assert_eq!(
+            parse(r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#).unwrap_err(),
+            AnswerError::Status {
+                error_type: "bad_data".into(),
+                error: "parse error".into()
+            }
+        );
+        assert!(matches!(
+            parse(r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1,"\u0031"]]}]}}"#),
+            Err(AnswerError::Shape(_))
+        ));
+    }
+
+    #[test]
+    fn prom_floats() {
+        assert_eq!(parse_prom_float(b"+Inf"), f64::INFINITY);
+        assert_eq!(parse_prom_float(b"-Inf"), f64::NEG_INFINITY);
+        assert!(parse_prom_float(b"NaN").is_nan());
+        assert_eq!(parse_prom_float(b"1e3"), 1000.0);
+    }
+}

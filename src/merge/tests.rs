@@ -1,0 +1,253 @@
+//! Merge rules, checked on hand-written answers.
+
+use super::*;
+
+fn answer(body: &str) -> Answer {
+    Answer::parse(body.as_bytes().to_vec()).expect("test answer parses")
+}
+
+fn matrix(series: &[(&str, &[(i64, &str)])]) -> String {
+    let result: Vec<String> = series
+        .iter()
+        .map(|(metric, values)| {
+            let values: Vec<String> = values.iter().map(|(t, v)| format!("[{t},\"{v}\"]")).collect();
+            format!("{{\"metric\":{metric},\"values\":[{}]}}", values.join(","))
+        })
+        .collect();
+    format!(
+        "{{\"status\":\"success\",\"data\":{{\"resultType\":\"matrix\",\"result\":[{}]}}}}",
+        result.join(",")
+    )
+}
+
+fn vector(series: &[(&str, i64, &str)]) -> String {
+    let result: Vec<String> = series
+        .iter()
+        .map(|(metric, t, v)| format!("{{\"metric\":{metric},\"value\":[{t},\"{v}\"]}}"))
+        .collect();
+    format!(
+        "{{\"status\":\"success\",\"data\":{{\"resultType\":\"vector\",\"result\":[{}]}}}}",
+        result.join(",")
+    )
+}
+
+fn run_with<E: Eligibility>(answers: &[Option<&Answer>], opts: &MergeOptions<'_>, e: &E, warnings: &[String]) -> (String, MergeReport) {
+    let names = ["a", "b", "c", "d", "e"];
+    let ups: Vec<Upstream<'_>> = answers
+        .iter()
+        .enumerate()
+        .map(|(i, a)| Upstream { name: names[i], answer: *a })
+        .collect();
+    let mut out = Vec::new();
+    let report = merge(&ups, warnings, opts, e, &mut out).expect("merge");
+    let text = String::from_utf8(out).expect("utf8");
+    // Whatever the merge writes must be JSON.
+    simd_json::to_owned_value(&mut text.clone().into_bytes()).expect("merged output is JSON");
+    (text, report)
+}
+
+fn run(answers: &[Option<&Answer>], opts: &MergeOptions<'_>) -> String {
+    run_with(answers, opts, &AllEligible, &[]).0
+}
+
+#[test]
+fn one_upstream_comes_out_byte_identical() {
+    let body = r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"__name__":"up","job":"x\u003cy"},"values":[[1.5,"1"],[3,"NaN"]]},{"metric":{"job":"z"},"values":[[1,"+Inf"]]}]}}"#;
+    let a = answer(body);
+    assert_eq!(run(&[Some(&a)], &MergeOptions::default()), body);
+}
+
+#[test]
+fn matrix_fills_gaps_by_priority() {
+    let a = answer(&matrix(&[(r#"{"i":"1"}"#, &[(1, "a1"), (2, "a2"), (5, "a5")])]));
+    let b = answer(&matrix(&[(r#"{"i":"1"}"#, &[(1, "b1"), (3, "b3"), (4, "b4"), (5, "b5"), (6, "b6")])]));
+    let (out, report) = run_with(&[Some(&a), Some(&b)], &MergeOptions::default(), &AllEligible, &[]);
+    assert_eq!(out, matrix(&[(r#"{"i":"1"}"#, &[(1, "a1"), (2, "a2"), (3, "b3"), (4, "b4"), (5, "a5"), (6, "b6")])]));
+    assert_eq!(report.filled_samples, 3);
+    assert_eq!(report.samples, 6);
+}
+
+#[test]
+fn series_only_one_upstream_has_are_kept_and_sorted() {
+    let a = answer(&matrix(&[(r#"{"i":"2"}"#, &[(1, "1")]), (r#"{"i":"1","j":"x"}"#, &[(1, "1")])]));
+    let b = answer(&matrix(&[(r#"{"i":"1"}"#, &[(1, "2")]), (r#"{"h":"9"}"#, &[(1, "3")])]));
+    let out = run(&[Some(&a), Some(&b)], &MergeOptions::default());
+    // Prometheus order: label by label, a prefix before a longer set.
+    assert_eq!(
+        out,
+        matrix(&[
+            (r#"{"h":"9"}"#, &[(1, "3")]),
+            (r#"{"i":"1"}"#, &[(1, "2")]),
+            (r#"{"i":"1","j":"x"}"#, &[(1, "1")]),
+            (r#"{"i":"2"}"#, &[(1, "1")]),
+        ])
+    );
+}
+
+#[test]
+fn replica_labels_are_removed_before_matching() {
+    let a = answer(&matrix(&[(r#"{"i":"1","replica":"a"}"#, &[(1, "a1")])]));
+    let b = answer(&matrix(&[(r#"{"i":"1","replica":"b"}"#, &[(1, "b1"), (2, "b2")])]));
+    let labels = vec!["replica".to_string()];
+    let opts = MergeOptions { replica_labels: &labels, ..Default::default() };
+    assert_eq!(run(&[Some(&a), Some(&b)], &opts), matrix(&[(r#"{"i":"1"}"#, &[(1, "a1"), (2, "b2")])]));
+}
+
+#[test]
+fn merge_is_deterministic() {
+    let a = answer(&matrix(&[(r#"{"i":"3"}"#, &[(1, "1")]), (r#"{"i":"1"}"#, &[(2, "1")]), (r#"{"i":"2"}"#, &[(1, "1")])]));
+    let b = answer(&matrix(&[(r#"{"i":"2"}"#, &[(2, "2")]), (r#"{"i":"4"}"#, &[(1, "1")])]));
+    let first = run(&[Some(&a), Some(&b)], &MergeOptions::default());
+    for _ in 0..20 {
+        assert_eq!(run(&[Some(&a), Some(&b)], &MergeOptions::default()), first);
+    }
+}
+
+#[test]
+fn vector_takes_one_sample_per_label_set() {
+    let a = answer(&vector(&[(r#"{"i":"1"}"#, 10, "a")]));
+    let b = answer(&vector(&[(r#"{"i":"2"}"#, 10, "b"), (r#"{"i":"1"}"#, 10, "b")]));
+    assert_eq!(
+        run(&[Some(&a), Some(&b)], &MergeOptions::default()),
+        vector(&[(r#"{"i":"1"}"#, 10, "a"), (r#"{"i":"2"}"#, 10, "b")])
+    );
+}
+
+#[test]
+fn failed_upstreams_are_skipped_and_warned_about() {
+    let b = answer(&vector(&[(r#"{"i":"1"}"#, 10, "b")]));
+    let (out, _) = run_with(&[None, Some(&b)], &MergeOptions::default(), &AllEligible, &["upstream a: timeout after 1s".into()]);
+    assert!(out.ends_with(r#","warnings":["upstream a: timeout after 1s"]}"#), "{out}");
+    assert!(out.contains(r#""value":[10,"b"]"#));
+}
+
+#[test]
+fn warnings_and_infos_are_unioned_once() {
+    let a = answer(r#"{"status":"success","data":{"resultType":"vector","result":[]},"warnings":["w1","w2"],"infos":["i1"]}"#);
+    let b = answer(r#"{"status":"success","data":{"resultType":"vector","result":[]},"warnings":["w2","w3"],"infos":["i1"]}"#);
+    assert_eq!(
+        run(&[Some(&a), Some(&b)], &MergeOptions::default()),
+        r#"{"status":"success","data":{"resultType":"vector","result":[]},"warnings":["w1","w2","w3"],"infos":["i1"]}"#
+    );
+}
+
+#[test]
+fn topk_is_reapplied_after_the_merge() {
+    // Each replica's own top 2 differ; their union has 3 series.
+    let a = answer(&vector(&[(r#"{"i":"1"}"#, 1, "10"), (r#"{"i":"2"}"#, 1, "5")]));
+    let b = answer(&vector(&[(r#"{"i":"3"}"#, 1, "7"), (r#"{"i":"1"}"#, 1, "10")]));
+    let opts = MergeOptions {
+        reorder: Reorder::TopK { k: 2, bottom: false, grouping: reorder::Grouping::Everything },
+        ..Default::default()
+    };
+    assert_eq!(
+        run(&[Some(&a), Some(&b)], &opts),
+        vector(&[(r#"{"i":"1"}"#, 1, "10"), (r#"{"i":"3"}"#, 1, "7")])
+    );
+}
+
+#[test]
+fn topk_on_a_matrix_holds_at_every_step() {
+    let a = answer(&matrix(&[(r#"{"i":"1"}"#, &[(1, "1"), (2, "9")]), (r#"{"i":"2"}"#, &[(1, "5")])]));
+    let b = answer(&matrix(&[(r#"{"i":"3"}"#, &[(1, "3"), (2, "1")]), (r#"{"i":"2"}"#, &[(2, "2")])]));
+    let opts = MergeOptions {
+        reorder: Reorder::TopK { k: 1, bottom: false, grouping: reorder::Grouping::Everything },
+        ..Default::default()
+    };
+    assert_eq!(
+        run(&[Some(&a), Some(&b)], &opts),
+        matrix(&[(r#"{"i":"1"}"#, &[(2, "9")]), (r#"{"i":"2"}"#, &[(1, "5")])])
+    );
+}
+
+#[test]
+fn sort_desc_orders_the_vector() {
+    let a = answer(&vector(&[(r#"{"i":"1"}"#, 1, "1"), (r#"{"i":"2"}"#, 1, "NaN"), (r#"{"i":"3"}"#, 1, "3")]));
+    let opts = MergeOptions { reorder: Reorder::Sort { descending: true }, ..Default::default() };
+    assert_eq!(
+        run(&[Some(&a)], &opts),
+        vector(&[(r#"{"i":"3"}"#, 1, "3"), (r#"{"i":"1"}"#, 1, "1"), (r#"{"i":"2"}"#, 1, "NaN")])
+    );
+}
+
+#[test]
+fn histograms_merge_by_the_same_rule() {
+    let h = |c: &str| format!(r#"{{"count":"{c}","sum":"1","buckets":[[0,"0","1","{c}"]]}}"#);
+    let a = answer(&format!(
+        r#"{{"status":"success","data":{{"resultType":"matrix","result":[{{"metric":{{}},"histograms":[[1,{}],[3,{}]]}}]}}}}"#,
+        h("1"),
+        h("3")
+    ));
+    let b = answer(&format!(
+        r#"{{"status":"success","data":{{"resultType":"matrix","result":[{{"metric":{{}},"histograms":[[1,{}],[2,{}]]}}]}}}}"#,
+        h("9"),
+        h("2")
+    ));
+    assert_eq!(
+        run(&[Some(&a), Some(&b)], &MergeOptions::default()),
+        format!(
+            r#"{{"status":"success","data":{{"resultType":"matrix","result":[{{"metric":{{}},"histograms":[[1,{}],[2,{}],[3,{}]]}}]}}}}"#,
+            h("1"),
+            h("2"),
+            h("3")
+        )
+    );
+}
+
+struct OnlyB;
+impl Eligibility for OnlyB {
+    fn allows(&self, upstream: usize, t: i64) -> bool {
+        upstream == 1 || t >= 3000
+    }
+}
+
+#[test]
+fn eligibility_decides_who_may_contribute() {
+    let a = answer(&matrix(&[(r#"{"i":"1"}"#, &[(1, "a1"), (2, "a2"), (3, "a3")]), (r#"{"i":"a-only"}"#, &[(1, "x")])]));
+    let b = answer(&matrix(&[(r#"{"i":"1"}"#, &[(1, "b1"), (2, "b2"), (3, "b3")])]));
+    let (out, _) = run_with(&[Some(&a), Some(&b)], &MergeOptions::default(), &OnlyB, &[]);
+    // Before t=3s only b may contribute: a's values and a's own series stay out.
+    assert_eq!(out, matrix(&[(r#"{"i":"1"}"#, &[(1, "b1"), (2, "b2"), (3, "a3")])]));
+}
+
+#[test]
+fn scalars_come_from_the_highest_priority_answer() {
+    let a = answer(r#"{"status":"success","data":{"resultType":"scalar","result":[1,"2"]}}"#);
+    let b = answer(r#"{"status":"success","data":{"resultType":"scalar","result":[1,"3"]}}"#);
+    assert_eq!(
+        run(&[Some(&a), Some(&b)], &MergeOptions::default()),
+        r#"{"status":"success","data":{"resultType":"scalar","result":[1,"2"]}}"#
+    );
+    let s = answer(r#"{"status":"success","data":{"resultType":"string","result":[1,"a\"b<"]}}"#);
+    assert_eq!(
+        run(&[None, Some(&s)], &MergeOptions::default()),
+        r#"{"status":"success","data":{"resultType":"string","result":[1,"a\"b\u003c"]}}"#
+    );
+}
+
+#[test]
+fn a_mismatched_result_type_is_left_out_with_a_warning() {
+    let a = answer(&vector(&[(r#"{"i":"1"}"#, 1, "1")]));
+    let b = answer(r#"{"status":"success","data":{"resultType":"scalar","result":[1,"3"]}}"#);
+    let out = run(&[Some(&a), Some(&b)], &MergeOptions::default());
+    assert!(out.contains("upstream b: answered a scalar where the others answered a vector; left out"), "{out}");
+}
+
+#[test]
+fn stats_come_from_the_first_answer_that_has_them() {
+    let a = answer(r#"{"status":"success","data":{"resultType":"vector","result":[],"stats":{"timings":{"evalTotalTime":0.1}}}}"#);
+    assert_eq!(
+        run(&[Some(&a)], &MergeOptions::default()),
+        r#"{"status":"success","data":{"resultType":"vector","result":[],"stats":{"timings":{"evalTotalTime":0.1}}}}"#
+    );
+}
+
+#[test]
+fn nothing_to_merge_is_an_error() {
+    let mut out = Vec::new();
+    let ups = [Upstream { name: "a", answer: None }];
+    assert_eq!(
+        merge(&ups, &[], &MergeOptions::default(), &AllEligible, &mut out),
+        Err(MergeError::NoAnswers)
+    );
+}
