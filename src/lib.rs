@@ -3,4 +3,9 @@
 //!
 //! See ARCHITECTURE.md for the map of modules.
 
+pub mod backend;
+pub mod config;
+pub mod http;
 pub mod merge;
+pub mod query;
+pub mod supervisor;

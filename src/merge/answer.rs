@@ -171,7 +171,10 @@ impl Answer {
             deferred_quotes = walker.deferred_quotes;
         }
         drop(tape);
-        if deferred_quotes.iter().any(|&p| buf.get(p as usize) != Some(&b'"')) {
+        if deferred_quotes
+            .iter()
+            .any(|&p| buf.get(p as usize) != Some(&b'"'))
+        {
             return Err(AnswerError::Shape("escape sequence inside a sample"));
         }
         buf.truncate(len);
@@ -537,7 +540,11 @@ impl<'de> Walker<'_, 'de> {
                             Ok(())
                         })?;
                         let range = from..ix.samples.len() as u32;
-                        if is_hist { histograms = range } else { floats = range }
+                        if is_hist {
+                            histograms = range
+                        } else {
+                            floats = range
+                        }
                     }
                     "value" | "histogram" => {
                         kind = Some(ResultKind::Vector);
@@ -545,7 +552,11 @@ impl<'de> Walker<'_, 'de> {
                         let sample = w.sample(key == "histogram")?;
                         ix.samples.push(sample);
                         let range = from..from + 1;
-                        if key == "histogram" { histograms = range } else { floats = range }
+                        if key == "histogram" {
+                            histograms = range
+                        } else {
+                            floats = range
+                        }
                     }
                     _ => {
                         w.skip(false)?;
@@ -593,7 +604,9 @@ fn timestamp(node: Node<'_>) -> Result<i64, AnswerError> {
     match node {
         Node::Static(StaticNode::F64(f)) => Ok((f * 1000.0).round() as i64),
         Node::Static(StaticNode::I64(i)) => Ok(i.saturating_mul(1000)),
-        Node::Static(StaticNode::U64(u)) => Ok((u.min(i64::MAX as u64) as i64).saturating_mul(1000)),
+        Node::Static(StaticNode::U64(u)) => {
+            Ok((u.min(i64::MAX as u64) as i64).saturating_mul(1000))
+        }
         _ => Err(AnswerError::Shape("timestamp is not a number")),
     }
 }
@@ -644,11 +657,13 @@ mod tests {
 
     #[test]
     fn scalar_and_string_results() {
-        let a = parse(r#"{"status":"success","data":{"resultType":"scalar","result":[1.25,"2"]}}"#).unwrap();
+        let a = parse(r#"{"status":"success","data":{"resultType":"scalar","result":[1.25,"2"]}}"#)
+            .unwrap();
         assert_eq!(a.kind, ResultKind::Scalar);
         assert_eq!(a.bytes(a.single.unwrap().raw), br#"[1.25,"2"]"#);
         assert_eq!(a.single.unwrap().t, 1250);
-        let a = parse(r#"{"status":"success","data":{"resultType":"string","result":[1,"a\nb"]}}"#).unwrap();
+        let a = parse(r#"{"status":"success","data":{"resultType":"string","result":[1,"a\nb"]}}"#)
+            .unwrap();
         assert_eq!(a.kind, ResultKind::String);
         assert_eq!(a.text(a.single.unwrap().text), "a\nb");
     }
@@ -656,22 +671,33 @@ mod tests {
     #[test]
     fn errors_are_typed() {
         assert!(matches!(parse("garbage"), Err(AnswerError::Json(_))));
-        assert!(matches!(parse("{\"status\":\"success\""), Err(AnswerError::Json(_))));
-        assert!(matches!(parse("[1,2]"), Err(AnswerError::Shape(_))));
-        assert!(matches!(parse(r#"{"status":"success"}"#), Err(AnswerError::Shape(_))));
         assert!(matches!(
-            parse(r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1,2]]}]}}"#),
+            parse("{\"status\":\"success\""),
+            Err(AnswerError::Json(_))
+        ));
+        assert!(matches!(parse("[1,2]"), Err(AnswerError::Shape(_))));
+        assert!(matches!(
+            parse(r#"{"status":"success"}"#),
+            Err(AnswerError::Shape(_))
+        ));
+        assert!(matches!(
+            parse(
+                r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1,2]]}]}}"#
+            ),
             Err(AnswerError::Shape(_))
         ));
         assert_eq!(
-            parse(r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#).unwrap_err(),
+            parse(r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#)
+                .unwrap_err(),
             AnswerError::Status {
                 error_type: "bad_data".into(),
                 error: "parse error".into()
             }
         );
         assert!(matches!(
-            parse(r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1,"\u0031"]]}]}}"#),
+            parse(
+                r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1,"\u0031"]]}]}}"#
+            ),
             Err(AnswerError::Shape(_))
         ));
     }

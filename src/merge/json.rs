@@ -24,7 +24,10 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
             '\t' => Some(b"\\t"),
             _ => None,
         };
-        let needs_u = matches!(c, '\u{0}'..='\u{1f}' | '<' | '>' | '&' | '\u{2028}' | '\u{2029}');
+        let needs_u = matches!(
+            c,
+            '\u{0}'..='\u{1f}' | '<' | '>' | '&' | '\u{2028}' | '\u{2029}'
+        );
         if short.is_none() && !needs_u {
             continue;
         }

@@ -97,7 +97,10 @@ pub fn merge<E: Eligibility>(
         .iter()
         .position(|u| u.answer.is_some())
         .ok_or(MergeError::NoAnswers)?;
-    let kind = upstreams[first].answer.map(|a| a.kind).ok_or(MergeError::NoAnswers)?;
+    let kind = upstreams[first]
+        .answer
+        .map(|a| a.kind)
+        .ok_or(MergeError::NoAnswers)?;
     // Replicas of one Prometheus answer one query with one result type; one
     // that does not (a different version, say) is left out rather than mixed in.
     let mut notes: Vec<String> = Vec::new();
@@ -117,7 +120,15 @@ pub fn merge<E: Eligibility>(
         })
         .collect();
 
-    out.reserve(answers.iter().flatten().map(|a| a.body_len()).max().unwrap_or(0) + 256);
+    out.reserve(
+        answers
+            .iter()
+            .flatten()
+            .map(|a| a.body_len())
+            .max()
+            .unwrap_or(0)
+            + 256,
+    );
     out.extend_from_slice(b"{\"status\":\"success\",\"data\":{\"resultType\":\"");
     out.extend_from_slice(kind.as_str().as_bytes());
     out.extend_from_slice(b"\",\"result\":");
@@ -127,15 +138,25 @@ pub fn merge<E: Eligibility>(
         ResultKind::Vector => merge_vector(&answers, first, opts, eligibility, out, &mut report),
         ResultKind::Scalar | ResultKind::String => merge_single(&answers, first, eligibility, out),
     }
-    if let Some((a, stats)) = answers.iter().flatten().find_map(|a| a.stats.map(|s| (a, s))) {
+    if let Some((a, stats)) = answers
+        .iter()
+        .flatten()
+        .find_map(|a| a.stats.map(|s| (a, s)))
+    {
         out.extend_from_slice(b",\"stats\":");
         out.extend_from_slice(a.bytes(stats));
     }
     out.push(b'}');
-    let all_warnings = answers.iter().flatten().flat_map(|a| a.warnings.iter().map(|&w| a.text(w)));
+    let all_warnings = answers
+        .iter()
+        .flatten()
+        .flat_map(|a| a.warnings.iter().map(|&w| a.text(w)));
     let extra = warnings.iter().chain(notes.iter()).map(String::as_str);
     write_string_set(out, "warnings", all_warnings.chain(extra));
-    let infos = answers.iter().flatten().flat_map(|a| a.infos.iter().map(|&w| a.text(w)));
+    let infos = answers
+        .iter()
+        .flatten()
+        .flat_map(|a| a.infos.iter().map(|&w| a.text(w)));
     write_string_set(out, "infos", infos);
     out.push(b'}');
     Ok(report)
@@ -201,18 +222,34 @@ fn merge_matrix<E: Eligibility>(
         pick_samples(answers, copies, eligibility, &mut picks);
         for (p, pick) in picks.iter().enumerate().filter(|(_, p)| !p.histogram) {
             let (sample, value) = sample_and_value(answers, pick);
-            cands.push(Candidate { series: s as u32, pick: p as u32, t: sample.t, value });
+            cands.push(Candidate {
+                series: s as u32,
+                pick: p as u32,
+                upstream: pick.upstream,
+                t: sample.t,
+                value,
+            });
         }
         all.push(picks);
     }
-    let groups = opts.reorder.groups(entries.iter().map(|(k, _)| k.as_slice()));
-    let mut keep: Vec<Vec<bool>> = all.iter().map(|p| p.iter().map(|p| p.histogram).collect()).collect();
+    let groups = opts
+        .reorder
+        .groups(entries.iter().map(|(k, _)| k.as_slice()));
+    let mut keep: Vec<Vec<bool>> = all
+        .iter()
+        .map(|p| p.iter().map(|p| p.histogram).collect())
+        .collect();
     for c in opts.reorder.select(cands, &groups) {
         keep[c.series as usize][c.pick as usize] = true;
     }
     let mut wrote = false;
     for (((key, _), picks), keep) in entries.iter().zip(&all).zip(&keep) {
-        let kept: Vec<Pick> = picks.iter().zip(keep).filter(|(_, k)| **k).map(|(p, _)| *p).collect();
+        let kept: Vec<Pick> = picks
+            .iter()
+            .zip(keep)
+            .filter(|(_, k)| **k)
+            .map(|(p, _)| *p)
+            .collect();
         if write_matrix_series(answers, key, &kept, first, wrote, out, report) {
             wrote = true;
         }
@@ -226,6 +263,9 @@ fn sample_and_value<'a>(answers: &[Option<&'a Answer>], pick: &Pick) -> (&'a Sam
     (sample, answer.sample_value(sample))
 }
 
+/// One upstream's copy of a series: upstream, answer, float and histogram sample ranges.
+type CopyRanges<'a> = (u16, &'a Answer, std::ops::Range<u32>, std::ops::Range<u32>);
+
 /// For one label set, chooses per timestamp the sample of the highest-priority
 /// eligible upstream, over float and histogram samples alike.
 fn pick_samples<E: Eligibility>(
@@ -234,7 +274,7 @@ fn pick_samples<E: Eligibility>(
     eligibility: &E,
     picks: &mut Vec<Pick>,
 ) {
-    let lists: smallvec::SmallVec<[(u16, &Answer, std::ops::Range<u32>, std::ops::Range<u32>); 4]> = copies
+    let lists: smallvec::SmallVec<[CopyRanges<'_>; 4]> = copies
         .iter()
         .map(|&(u, i)| {
             let a = answers[u as usize].expect("series map only holds answering upstreams");
@@ -245,12 +285,22 @@ fn pick_samples<E: Eligibility>(
     // The usual case: one copy, everyone eligible: take it whole.
     if lists.len() == 1 && eligibility.is_all() {
         let (u, _, floats, hists) = &lists[0];
-        picks.extend(floats.clone().map(|i| Pick { upstream: *u, sample: i, histogram: false }));
-        picks.extend(hists.clone().map(|i| Pick { upstream: *u, sample: i, histogram: true }));
+        picks.extend(floats.clone().map(|i| Pick {
+            upstream: *u,
+            sample: i,
+            histogram: false,
+        }));
+        picks.extend(hists.clone().map(|i| Pick {
+            upstream: *u,
+            sample: i,
+            histogram: true,
+        }));
         return;
     }
-    let mut heads: smallvec::SmallVec<[(u32, u32); 4]> =
-        lists.iter().map(|(_, _, f, h)| (f.start, h.start)).collect();
+    let mut heads: smallvec::SmallVec<[(u32, u32); 4]> = lists
+        .iter()
+        .map(|(_, _, f, h)| (f.start, h.start))
+        .collect();
     loop {
         // The earliest timestamp any copy still has.
         let mut t_min = i64::MAX;
@@ -269,11 +319,22 @@ fn pick_samples<E: Eligibility>(
         for ((u, a, f, h), (fi, hi)) in lists.iter().zip(heads.iter_mut()) {
             let float_here = *fi < f.end && a.samples[*fi as usize].t == t_min;
             let hist_here = *hi < h.end && a.samples[*hi as usize].t == t_min;
-            if chosen.is_none() && (float_here || hist_here) && eligibility.allows(*u as usize, t_min) {
+            if chosen.is_none()
+                && (float_here || hist_here)
+                && eligibility.allows(*u as usize, t_min)
+            {
                 chosen = Some(if float_here {
-                    Pick { upstream: *u, sample: *fi, histogram: false }
+                    Pick {
+                        upstream: *u,
+                        sample: *fi,
+                        histogram: false,
+                    }
                 } else {
-                    Pick { upstream: *u, sample: *hi, histogram: true }
+                    Pick {
+                        upstream: *u,
+                        sample: *hi,
+                        histogram: true,
+                    }
                 });
             }
             *fi += float_here as u32;
@@ -302,7 +363,10 @@ fn write_matrix_series(
         out.push(b',');
     }
     write_metric(out, key);
-    for (histogram, field) in [(false, &b",\"values\":["[..]), (true, &b",\"histograms\":["[..])] {
+    for (histogram, field) in [
+        (false, &b",\"values\":["[..]),
+        (true, &b",\"histograms\":["[..]),
+    ] {
         let mut any = false;
         // Floats and histograms were picked in one time-ordered pass; each list stays ascending.
         for p in picks.iter().filter(|p| p.histogram == histogram) {
@@ -352,21 +416,39 @@ fn merge_vector<E: Eligibility>(
             copies.iter().find_map(|&(u, i)| {
                 let a = answers[u as usize]?;
                 let series = &a.series[i as usize];
-                let (sample, histogram) = match (series.floats.start < series.floats.end, series.histograms.start < series.histograms.end) {
+                let (sample, histogram) = match (
+                    series.floats.start < series.floats.end,
+                    series.histograms.start < series.histograms.end,
+                ) {
                     (true, _) => (series.floats.start, false),
                     (false, true) => (series.histograms.start, true),
                     (false, false) => return None,
                 };
                 eligibility
                     .allows(u as usize, a.samples[sample as usize].t)
-                    .then_some((s, Pick { upstream: u, sample, histogram }))
+                    .then_some((
+                        s,
+                        Pick {
+                            upstream: u,
+                            sample,
+                            histogram,
+                        },
+                    ))
             })
         })
         .collect();
-    let groups = opts.reorder.groups(chosen.iter().map(|(s, _)| entries[*s].0.as_slice()));
+    let groups = opts
+        .reorder
+        .groups(chosen.iter().map(|(s, _)| entries[*s].0.as_slice()));
     let values: Vec<f64> = chosen
         .iter()
-        .map(|(_, p)| if p.histogram { f64::NAN } else { sample_and_value(answers, p).1 })
+        .map(|(_, p)| {
+            if p.histogram {
+                f64::NAN
+            } else {
+                sample_and_value(answers, p).1
+            }
+        })
         .collect();
     let mut keep = vec![true; chosen.len()];
     if opts.reorder.limits_per_group() {
@@ -375,7 +457,13 @@ fn merge_vector<E: Eligibility>(
             .iter()
             .enumerate()
             .filter(|(_, (_, p))| !p.histogram)
-            .map(|(i, _)| Candidate { series: i as u32, pick: 0, t: 0, value: values[i] })
+            .map(|(i, (_, p))| Candidate {
+                series: i as u32,
+                pick: 0,
+                upstream: p.upstream,
+                t: 0,
+                value: values[i],
+            })
             .collect();
         for c in opts.reorder.select(cands, &groups) {
             keep[c.series as usize] = true;
@@ -393,7 +481,11 @@ fn merge_vector<E: Eligibility>(
         }
         wrote = true;
         write_metric(out, &entries[*s].0);
-        out.extend_from_slice(if p.histogram { b",\"histogram\":" } else { b",\"value\":" });
+        out.extend_from_slice(if p.histogram {
+            b",\"histogram\":"
+        } else {
+            b",\"value\":"
+        });
         let a = answers[p.upstream as usize].expect("picked upstream answered");
         out.extend_from_slice(a.bytes(a.samples[p.sample as usize].raw));
         out.push(b'}');
@@ -404,7 +496,12 @@ fn merge_vector<E: Eligibility>(
     out.push(b']');
 }
 
-fn merge_single<E: Eligibility>(answers: &[Option<&Answer>], first: usize, eligibility: &E, out: &mut Vec<u8>) {
+fn merge_single<E: Eligibility>(
+    answers: &[Option<&Answer>],
+    first: usize,
+    eligibility: &E,
+    out: &mut Vec<u8>,
+) {
     let single = answers
         .iter()
         .enumerate()

@@ -44,6 +44,8 @@ pub struct Candidate {
     pub series: u32,
     /// Index of the sample within that series' picks.
     pub pick: u32,
+    /// The upstream the sample came from.
+    pub upstream: u16,
     pub t: i64,
     pub value: f64,
 }
@@ -61,7 +63,10 @@ impl Reorder {
     }
 
     /// Assigns each series (given as label sets in label order) a group number.
-    pub fn groups<'a>(&self, label_sets: impl Iterator<Item = &'a [(&'a str, &'a str)]>) -> Vec<u32> {
+    pub fn groups<'a>(
+        &self,
+        label_sets: impl Iterator<Item = &'a [(&'a str, &'a str)]>,
+    ) -> Vec<u32> {
         let Some(grouping) = self.grouping() else {
             return label_sets.map(|_| 0).collect();
         };
@@ -88,29 +93,42 @@ impl Reorder {
     }
 
     /// Keeps at most k candidates per (timestamp, group); returns the kept ones.
+    ///
+    /// A top-k set is only right if it comes from one replica's data: mixing
+    /// a's top 3 with a series from b's (computed from other samples) can
+    /// promote a series that is not in the true top 3. So each (timestamp,
+    /// group) keeps only the candidates of the highest-priority upstream that
+    /// has any there, and then k of those.
     pub fn select(&self, mut cands: Vec<Candidate>, groups: &[u32]) -> Vec<Candidate> {
         let (k, cmp): (usize, fn(f64, f64) -> Ordering) = match self {
-            Reorder::TopK { k, bottom: false, .. } => (*k, |a, b| desc_nan_last(a, b)),
-            Reorder::TopK { k, bottom: true, .. } => (*k, |a, b| asc_nan_last(a, b)),
+            Reorder::TopK {
+                k, bottom: false, ..
+            } => (*k, |a, b| desc_nan_last(a, b)),
+            Reorder::TopK {
+                k, bottom: true, ..
+            } => (*k, |a, b| asc_nan_last(a, b)),
             Reorder::LimitK { k, .. } => (*k, |_, _| Ordering::Equal),
             _ => return cands,
         };
         cands.sort_unstable_by(|a, b| {
             a.t.cmp(&b.t)
                 .then(groups[a.series as usize].cmp(&groups[b.series as usize]))
+                .then(a.upstream.cmp(&b.upstream))
                 .then_with(|| cmp(a.value, b.value))
                 .then(a.series.cmp(&b.series))
         });
         let mut kept = Vec::with_capacity(cands.len());
         let mut current = None;
         let mut taken = 0;
+        let mut source = 0;
         for c in cands {
             let slot = (c.t, groups[c.series as usize]);
             if current != Some(slot) {
                 current = Some(slot);
                 taken = 0;
+                source = c.upstream;
             }
-            if taken < k {
+            if c.upstream == source && taken < k {
                 kept.push(c);
                 taken += 1;
             }
@@ -123,7 +141,11 @@ impl Reorder {
         let mut order: Vec<usize> = (0..values.len()).collect();
         match self {
             Reorder::Sort { descending } => {
-                let cmp = if *descending { desc_nan_last } else { asc_nan_last };
+                let cmp = if *descending {
+                    desc_nan_last
+                } else {
+                    asc_nan_last
+                };
                 order.sort_by(|&a, &b| cmp(values[a], values[b]).then(a.cmp(&b)));
             }
             Reorder::TopK { bottom, .. } => {
@@ -160,34 +182,81 @@ mod tests {
     use super::*;
 
     fn c(series: u32, t: i64, value: f64) -> Candidate {
-        Candidate { series, pick: 0, t, value }
+        Candidate {
+            series,
+            pick: 0,
+            upstream: 0,
+            t,
+            value,
+        }
+    }
+
+    #[test]
+    fn each_group_takes_its_set_from_one_upstream() {
+        let r = Reorder::TopK {
+            k: 2,
+            bottom: false,
+            grouping: Grouping::Everything,
+        };
+        let from_b = Candidate {
+            upstream: 1,
+            ..c(2, 1, 100.0)
+        };
+        let kept = r.select(vec![c(0, 1, 1.0), c(1, 1, 2.0), from_b], &[0, 0, 0]);
+        assert_eq!(kept.iter().map(|c| c.series).collect::<Vec<_>>(), [1, 0]);
     }
 
     #[test]
     fn topk_keeps_k_per_group_and_timestamp() {
-        let r = Reorder::TopK { k: 1, bottom: false, grouping: Grouping::By(vec!["g".into()]) };
+        let r = Reorder::TopK {
+            k: 1,
+            bottom: false,
+            grouping: Grouping::By(vec!["g".into()]),
+        };
         let a: &[(&str, &str)] = &[("g", "1"), ("i", "a")];
         let b: &[(&str, &str)] = &[("g", "1"), ("i", "b")];
         let d: &[(&str, &str)] = &[("g", "2"), ("i", "c")];
         let groups = r.groups([a, b, d].into_iter());
         assert_eq!(groups, [0, 0, 1]);
-        let kept = r.select(vec![c(0, 1, 1.0), c(1, 1, 2.0), c(2, 1, 0.5), c(0, 2, 5.0), c(1, 2, f64::NAN)], &groups);
+        let kept = r.select(
+            vec![
+                c(0, 1, 1.0),
+                c(1, 1, 2.0),
+                c(2, 1, 0.5),
+                c(0, 2, 5.0),
+                c(1, 2, f64::NAN),
+            ],
+            &groups,
+        );
         let got: Vec<_> = kept.iter().map(|c| (c.series, c.t)).collect();
         assert_eq!(got, [(1, 1), (2, 1), (0, 2)]);
     }
 
     #[test]
     fn bottomk_and_sort_put_nan_last() {
-        let r = Reorder::TopK { k: 2, bottom: true, grouping: Grouping::Everything };
-        let kept = r.select(vec![c(0, 1, f64::NAN), c(1, 1, 3.0), c(2, 1, -1.0)], &[0, 0, 0]);
+        let r = Reorder::TopK {
+            k: 2,
+            bottom: true,
+            grouping: Grouping::Everything,
+        };
+        let kept = r.select(
+            vec![c(0, 1, f64::NAN), c(1, 1, 3.0), c(2, 1, -1.0)],
+            &[0, 0, 0],
+        );
         assert_eq!(kept.iter().map(|c| c.series).collect::<Vec<_>>(), [2, 1]);
         let sort = Reorder::Sort { descending: true };
-        assert_eq!(sort.vector_order(&[1.0, f64::NAN, 3.0], &[0, 0, 0]), [2, 0, 1]);
+        assert_eq!(
+            sort.vector_order(&[1.0, f64::NAN, 3.0], &[0, 0, 0]),
+            [2, 0, 1]
+        );
     }
 
     #[test]
     fn without_ignores_the_metric_name() {
-        let r = Reorder::LimitK { k: 1, grouping: Grouping::Without(vec!["i".into()]) };
+        let r = Reorder::LimitK {
+            k: 1,
+            grouping: Grouping::Without(vec!["i".into()]),
+        };
         let a: &[(&str, &str)] = &[("__name__", "x"), ("i", "a")];
         let b: &[(&str, &str)] = &[("__name__", "y"), ("i", "b")];
         assert_eq!(r.groups([a, b].into_iter()), [0, 0]);

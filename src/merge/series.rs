@@ -22,7 +22,12 @@ impl<'a> SeriesMap<'a> {
     /// Builds the map from the answers, given in priority order (`None` for an
     /// upstream that failed or was excluded).
     pub fn build(answers: &[Option<&'a Answer>], replica_labels: &[String]) -> Self {
-        let capacity = answers.iter().flatten().map(|a| a.series.len()).max().unwrap_or(0);
+        let capacity = answers
+            .iter()
+            .flatten()
+            .map(|a| a.series.len())
+            .max()
+            .unwrap_or(0);
         let mut map: HashMap<LabelKey<'a>, Copies, ahash::RandomState> =
             HashMap::with_capacity_and_hasher(capacity, ahash::RandomState::new());
         for (u, answer) in answers.iter().enumerate() {

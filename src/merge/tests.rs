@@ -10,7 +10,10 @@ fn matrix(series: &[(&str, &[(i64, &str)])]) -> String {
     let result: Vec<String> = series
         .iter()
         .map(|(metric, values)| {
-            let values: Vec<String> = values.iter().map(|(t, v)| format!("[{t},\"{v}\"]")).collect();
+            let values: Vec<String> = values
+                .iter()
+                .map(|(t, v)| format!("[{t},\"{v}\"]"))
+                .collect();
             format!("{{\"metric\":{metric},\"values\":[{}]}}", values.join(","))
         })
         .collect();
@@ -31,12 +34,20 @@ fn vector(series: &[(&str, i64, &str)]) -> String {
     )
 }
 
-fn run_with<E: Eligibility>(answers: &[Option<&Answer>], opts: &MergeOptions<'_>, e: &E, warnings: &[String]) -> (String, MergeReport) {
+fn run_with<E: Eligibility>(
+    answers: &[Option<&Answer>],
+    opts: &MergeOptions<'_>,
+    e: &E,
+    warnings: &[String],
+) -> (String, MergeReport) {
     let names = ["a", "b", "c", "d", "e"];
     let ups: Vec<Upstream<'_>> = answers
         .iter()
         .enumerate()
-        .map(|(i, a)| Upstream { name: names[i], answer: *a })
+        .map(|(i, a)| Upstream {
+            name: names[i],
+            answer: *a,
+        })
         .collect();
     let mut out = Vec::new();
     let report = merge(&ups, warnings, opts, e, &mut out).expect("merge");
@@ -59,18 +70,48 @@ fn one_upstream_comes_out_byte_identical() {
 
 #[test]
 fn matrix_fills_gaps_by_priority() {
-    let a = answer(&matrix(&[(r#"{"i":"1"}"#, &[(1, "a1"), (2, "a2"), (5, "a5")])]));
-    let b = answer(&matrix(&[(r#"{"i":"1"}"#, &[(1, "b1"), (3, "b3"), (4, "b4"), (5, "b5"), (6, "b6")])]));
-    let (out, report) = run_with(&[Some(&a), Some(&b)], &MergeOptions::default(), &AllEligible, &[]);
-    assert_eq!(out, matrix(&[(r#"{"i":"1"}"#, &[(1, "a1"), (2, "a2"), (3, "b3"), (4, "b4"), (5, "a5"), (6, "b6")])]));
+    let a = answer(&matrix(&[(
+        r#"{"i":"1"}"#,
+        &[(1, "a1"), (2, "a2"), (5, "a5")],
+    )]));
+    let b = answer(&matrix(&[(
+        r#"{"i":"1"}"#,
+        &[(1, "b1"), (3, "b3"), (4, "b4"), (5, "b5"), (6, "b6")],
+    )]));
+    let (out, report) = run_with(
+        &[Some(&a), Some(&b)],
+        &MergeOptions::default(),
+        &AllEligible,
+        &[],
+    );
+    assert_eq!(
+        out,
+        matrix(&[(
+            r#"{"i":"1"}"#,
+            &[
+                (1, "a1"),
+                (2, "a2"),
+                (3, "b3"),
+                (4, "b4"),
+                (5, "a5"),
+                (6, "b6")
+            ]
+        )])
+    );
     assert_eq!(report.filled_samples, 3);
     assert_eq!(report.samples, 6);
 }
 
 #[test]
 fn series_only_one_upstream_has_are_kept_and_sorted() {
-    let a = answer(&matrix(&[(r#"{"i":"2"}"#, &[(1, "1")]), (r#"{"i":"1","j":"x"}"#, &[(1, "1")])]));
-    let b = answer(&matrix(&[(r#"{"i":"1"}"#, &[(1, "2")]), (r#"{"h":"9"}"#, &[(1, "3")])]));
+    let a = answer(&matrix(&[
+        (r#"{"i":"2"}"#, &[(1, "1")]),
+        (r#"{"i":"1","j":"x"}"#, &[(1, "1")]),
+    ]));
+    let b = answer(&matrix(&[
+        (r#"{"i":"1"}"#, &[(1, "2")]),
+        (r#"{"h":"9"}"#, &[(1, "3")]),
+    ]));
     let out = run(&[Some(&a), Some(&b)], &MergeOptions::default());
     // Prometheus order: label by label, a prefix before a longer set.
     assert_eq!(
@@ -87,16 +128,32 @@ fn series_only_one_upstream_has_are_kept_and_sorted() {
 #[test]
 fn replica_labels_are_removed_before_matching() {
     let a = answer(&matrix(&[(r#"{"i":"1","replica":"a"}"#, &[(1, "a1")])]));
-    let b = answer(&matrix(&[(r#"{"i":"1","replica":"b"}"#, &[(1, "b1"), (2, "b2")])]));
+    let b = answer(&matrix(&[(
+        r#"{"i":"1","replica":"b"}"#,
+        &[(1, "b1"), (2, "b2")],
+    )]));
     let labels = vec!["replica".to_string()];
-    let opts = MergeOptions { replica_labels: &labels, ..Default::default() };
-    assert_eq!(run(&[Some(&a), Some(&b)], &opts), matrix(&[(r#"{"i":"1"}"#, &[(1, "a1"), (2, "b2")])]));
+    let opts = MergeOptions {
+        replica_labels: &labels,
+        ..Default::default()
+    };
+    assert_eq!(
+        run(&[Some(&a), Some(&b)], &opts),
+        matrix(&[(r#"{"i":"1"}"#, &[(1, "a1"), (2, "b2")])])
+    );
 }
 
 #[test]
 fn merge_is_deterministic() {
-    let a = answer(&matrix(&[(r#"{"i":"3"}"#, &[(1, "1")]), (r#"{"i":"1"}"#, &[(2, "1")]), (r#"{"i":"2"}"#, &[(1, "1")])]));
-    let b = answer(&matrix(&[(r#"{"i":"2"}"#, &[(2, "2")]), (r#"{"i":"4"}"#, &[(1, "1")])]));
+    let a = answer(&matrix(&[
+        (r#"{"i":"3"}"#, &[(1, "1")]),
+        (r#"{"i":"1"}"#, &[(2, "1")]),
+        (r#"{"i":"2"}"#, &[(1, "1")]),
+    ]));
+    let b = answer(&matrix(&[
+        (r#"{"i":"2"}"#, &[(2, "2")]),
+        (r#"{"i":"4"}"#, &[(1, "1")]),
+    ]));
     let first = run(&[Some(&a), Some(&b)], &MergeOptions::default());
     for _ in 0..20 {
         assert_eq!(run(&[Some(&a), Some(&b)], &MergeOptions::default()), first);
@@ -106,7 +163,10 @@ fn merge_is_deterministic() {
 #[test]
 fn vector_takes_one_sample_per_label_set() {
     let a = answer(&vector(&[(r#"{"i":"1"}"#, 10, "a")]));
-    let b = answer(&vector(&[(r#"{"i":"2"}"#, 10, "b"), (r#"{"i":"1"}"#, 10, "b")]));
+    let b = answer(&vector(&[
+        (r#"{"i":"2"}"#, 10, "b"),
+        (r#"{"i":"1"}"#, 10, "b"),
+    ]));
     assert_eq!(
         run(&[Some(&a), Some(&b)], &MergeOptions::default()),
         vector(&[(r#"{"i":"1"}"#, 10, "a"), (r#"{"i":"2"}"#, 10, "b")])
@@ -116,15 +176,27 @@ fn vector_takes_one_sample_per_label_set() {
 #[test]
 fn failed_upstreams_are_skipped_and_warned_about() {
     let b = answer(&vector(&[(r#"{"i":"1"}"#, 10, "b")]));
-    let (out, _) = run_with(&[None, Some(&b)], &MergeOptions::default(), &AllEligible, &["upstream a: timeout after 1s".into()]);
-    assert!(out.ends_with(r#","warnings":["upstream a: timeout after 1s"]}"#), "{out}");
+    let (out, _) = run_with(
+        &[None, Some(&b)],
+        &MergeOptions::default(),
+        &AllEligible,
+        &["upstream a: timeout after 1s".into()],
+    );
+    assert!(
+        out.ends_with(r#","warnings":["upstream a: timeout after 1s"]}"#),
+        "{out}"
+    );
     assert!(out.contains(r#""value":[10,"b"]"#));
 }
 
 #[test]
 fn warnings_and_infos_are_unioned_once() {
-    let a = answer(r#"{"status":"success","data":{"resultType":"vector","result":[]},"warnings":["w1","w2"],"infos":["i1"]}"#);
-    let b = answer(r#"{"status":"success","data":{"resultType":"vector","result":[]},"warnings":["w2","w3"],"infos":["i1"]}"#);
+    let a = answer(
+        r#"{"status":"success","data":{"resultType":"vector","result":[]},"warnings":["w1","w2"],"infos":["i1"]}"#,
+    );
+    let b = answer(
+        r#"{"status":"success","data":{"resultType":"vector","result":[]},"warnings":["w2","w3"],"infos":["i1"]}"#,
+    );
     assert_eq!(
         run(&[Some(&a), Some(&b)], &MergeOptions::default()),
         r#"{"status":"success","data":{"resultType":"vector","result":[]},"warnings":["w1","w2","w3"],"infos":["i1"]}"#
@@ -133,40 +205,112 @@ fn warnings_and_infos_are_unioned_once() {
 
 #[test]
 fn topk_is_reapplied_after_the_merge() {
-    // Each replica's own top 2 differ; their union has 3 series.
-    let a = answer(&vector(&[(r#"{"i":"1"}"#, 1, "10"), (r#"{"i":"2"}"#, 1, "5")]));
-    let b = answer(&vector(&[(r#"{"i":"3"}"#, 1, "7"), (r#"{"i":"1"}"#, 1, "10")]));
+    // Each replica's own top 2 differ; their union has 3 series. The set comes
+    // from the highest-priority replica that has the group, never a mix.
+    let a = answer(&vector(&[
+        (r#"{"i":"1"}"#, 1, "10"),
+        (r#"{"i":"2"}"#, 1, "5"),
+    ]));
+    let b = answer(&vector(&[
+        (r#"{"i":"3"}"#, 1, "7"),
+        (r#"{"i":"1"}"#, 1, "10"),
+    ]));
     let opts = MergeOptions {
-        reorder: Reorder::TopK { k: 2, bottom: false, grouping: reorder::Grouping::Everything },
+        reorder: Reorder::TopK {
+            k: 2,
+            bottom: false,
+            grouping: reorder::Grouping::Everything,
+        },
         ..Default::default()
     };
     assert_eq!(
         run(&[Some(&a), Some(&b)], &opts),
+        vector(&[(r#"{"i":"1"}"#, 1, "10"), (r#"{"i":"2"}"#, 1, "5")])
+    );
+    // Where a has nothing, b's set answers.
+    assert_eq!(
+        run(&[None, Some(&b)], &opts),
         vector(&[(r#"{"i":"1"}"#, 1, "10"), (r#"{"i":"3"}"#, 1, "7")])
     );
 }
 
 #[test]
-fn topk_on_a_matrix_holds_at_every_step() {
-    let a = answer(&matrix(&[(r#"{"i":"1"}"#, &[(1, "1"), (2, "9")]), (r#"{"i":"2"}"#, &[(1, "5")])]));
-    let b = answer(&matrix(&[(r#"{"i":"3"}"#, &[(1, "3"), (2, "1")]), (r#"{"i":"2"}"#, &[(2, "2")])]));
+fn topk_never_exceeds_k_per_group() {
+    let a = answer(&vector(&[
+        (r#"{"g":"x","i":"1"}"#, 1, "1"),
+        (r#"{"g":"x","i":"2"}"#, 1, "2"),
+        (r#"{"g":"y","i":"3"}"#, 1, "3"),
+    ]));
+    let b = answer(&vector(&[
+        (r#"{"g":"x","i":"4"}"#, 1, "9"),
+        (r#"{"g":"y","i":"5"}"#, 1, "1"),
+        (r#"{"g":"z","i":"6"}"#, 1, "1"),
+    ]));
     let opts = MergeOptions {
-        reorder: Reorder::TopK { k: 1, bottom: false, grouping: reorder::Grouping::Everything },
+        reorder: Reorder::TopK {
+            k: 1,
+            bottom: false,
+            grouping: reorder::Grouping::By(vec!["g".into()]),
+        },
+        ..Default::default()
+    };
+    // Group x and y from a (its best), group z only b has.
+    assert_eq!(
+        run(&[Some(&a), Some(&b)], &opts),
+        vector(&[
+            (r#"{"g":"x","i":"2"}"#, 1, "2"),
+            (r#"{"g":"y","i":"3"}"#, 1, "3"),
+            (r#"{"g":"z","i":"6"}"#, 1, "1")
+        ])
+    );
+}
+
+#[test]
+fn topk_on_a_matrix_holds_at_every_step() {
+    let a = answer(&matrix(&[
+        (r#"{"i":"1"}"#, &[(1, "1"), (2, "9")]),
+        (r#"{"i":"2"}"#, &[(1, "5")]),
+    ]));
+    let b = answer(&matrix(&[
+        (r#"{"i":"3"}"#, &[(1, "3"), (2, "1"), (3, "4")]),
+        (r#"{"i":"2"}"#, &[(2, "2")]),
+    ]));
+    let opts = MergeOptions {
+        reorder: Reorder::TopK {
+            k: 1,
+            bottom: false,
+            grouping: reorder::Grouping::Everything,
+        },
         ..Default::default()
     };
     assert_eq!(
         run(&[Some(&a), Some(&b)], &opts),
-        matrix(&[(r#"{"i":"1"}"#, &[(2, "9")]), (r#"{"i":"2"}"#, &[(1, "5")])])
+        matrix(&[
+            (r#"{"i":"1"}"#, &[(2, "9")]),
+            (r#"{"i":"2"}"#, &[(1, "5")]),
+            (r#"{"i":"3"}"#, &[(3, "4")])
+        ])
     );
 }
 
 #[test]
 fn sort_desc_orders_the_vector() {
-    let a = answer(&vector(&[(r#"{"i":"1"}"#, 1, "1"), (r#"{"i":"2"}"#, 1, "NaN"), (r#"{"i":"3"}"#, 1, "3")]));
-    let opts = MergeOptions { reorder: Reorder::Sort { descending: true }, ..Default::default() };
+    let a = answer(&vector(&[
+        (r#"{"i":"1"}"#, 1, "1"),
+        (r#"{"i":"2"}"#, 1, "NaN"),
+        (r#"{"i":"3"}"#, 1, "3"),
+    ]));
+    let opts = MergeOptions {
+        reorder: Reorder::Sort { descending: true },
+        ..Default::default()
+    };
     assert_eq!(
         run(&[Some(&a)], &opts),
-        vector(&[(r#"{"i":"3"}"#, 1, "3"), (r#"{"i":"1"}"#, 1, "1"), (r#"{"i":"2"}"#, 1, "NaN")])
+        vector(&[
+            (r#"{"i":"3"}"#, 1, "3"),
+            (r#"{"i":"1"}"#, 1, "1"),
+            (r#"{"i":"2"}"#, 1, "NaN")
+        ])
     );
 }
 
@@ -203,11 +347,20 @@ impl Eligibility for OnlyB {
 
 #[test]
 fn eligibility_decides_who_may_contribute() {
-    let a = answer(&matrix(&[(r#"{"i":"1"}"#, &[(1, "a1"), (2, "a2"), (3, "a3")]), (r#"{"i":"a-only"}"#, &[(1, "x")])]));
-    let b = answer(&matrix(&[(r#"{"i":"1"}"#, &[(1, "b1"), (2, "b2"), (3, "b3")])]));
+    let a = answer(&matrix(&[
+        (r#"{"i":"1"}"#, &[(1, "a1"), (2, "a2"), (3, "a3")]),
+        (r#"{"i":"a-only"}"#, &[(1, "x")]),
+    ]));
+    let b = answer(&matrix(&[(
+        r#"{"i":"1"}"#,
+        &[(1, "b1"), (2, "b2"), (3, "b3")],
+    )]));
     let (out, _) = run_with(&[Some(&a), Some(&b)], &MergeOptions::default(), &OnlyB, &[]);
     // Before t=3s only b may contribute: a's values and a's own series stay out.
-    assert_eq!(out, matrix(&[(r#"{"i":"1"}"#, &[(1, "b1"), (2, "b2"), (3, "a3")])]));
+    assert_eq!(
+        out,
+        matrix(&[(r#"{"i":"1"}"#, &[(1, "b1"), (2, "b2"), (3, "a3")])])
+    );
 }
 
 #[test]
@@ -230,12 +383,17 @@ fn a_mismatched_result_type_is_left_out_with_a_warning() {
     let a = answer(&vector(&[(r#"{"i":"1"}"#, 1, "1")]));
     let b = answer(r#"{"status":"success","data":{"resultType":"scalar","result":[1,"3"]}}"#);
     let out = run(&[Some(&a), Some(&b)], &MergeOptions::default());
-    assert!(out.contains("upstream b: answered a scalar where the others answered a vector; left out"), "{out}");
+    assert!(
+        out.contains("upstream b: answered a scalar where the others answered a vector; left out"),
+        "{out}"
+    );
 }
 
 #[test]
 fn stats_come_from_the_first_answer_that_has_them() {
-    let a = answer(r#"{"status":"success","data":{"resultType":"vector","result":[],"stats":{"timings":{"evalTotalTime":0.1}}}}"#);
+    let a = answer(
+        r#"{"status":"success","data":{"resultType":"vector","result":[],"stats":{"timings":{"evalTotalTime":0.1}}}}"#,
+    );
     assert_eq!(
         run(&[Some(&a)], &MergeOptions::default()),
         r#"{"status":"success","data":{"resultType":"vector","result":[],"stats":{"timings":{"evalTotalTime":0.1}}}}"#
@@ -245,7 +403,10 @@ fn stats_come_from_the_first_answer_that_has_them() {
 #[test]
 fn nothing_to_merge_is_an_error() {
     let mut out = Vec::new();
-    let ups = [Upstream { name: "a", answer: None }];
+    let ups = [Upstream {
+        name: "a",
+        answer: None,
+    }];
     assert_eq!(
         merge(&ups, &[], &MergeOptions::default(), &AllEligible, &mut out),
         Err(MergeError::NoAnswers)

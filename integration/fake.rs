@@ -1,0 +1,133 @@
+//! A tiny fake upstream, only for what a real Prometheus will not do on
+//! demand: answer garbage, hang, and show exactly what it was sent.
+
+#![allow(dead_code)]
+
+use crate::harness::*;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How the fake answers every request.
+#[derive(Clone)]
+pub enum Behaviour {
+    /// HTTP status and body.
+    Answer(u16, String),
+    /// Accept, read the request, never answer.
+    Hang,
+}
+
+pub struct Fake {
+    pub url: String,
+    /// Every request received: head and body as text.
+    pub requests: Arc<Mutex<Vec<String>>>,
+}
+
+pub fn start(behaviour: Behaviour) -> Fake {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let seen = requests.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let (behaviour, seen) = (behaviour.clone(), seen.clone());
+            std::thread::spawn(move || serve(stream, behaviour, seen));
+        }
+    });
+    Fake { url, requests }
+}
+
+fn serve(mut stream: TcpStream, behaviour: Behaviour, seen: Arc<Mutex<Vec<String>>>) {
+    loop {
+        let Some(request) = read_request(&mut stream) else {
+            return;
+        };
+        seen.lock().unwrap().push(request);
+        match &behaviour {
+            Behaviour::Hang => {
+                std::thread::sleep(Duration::from_secs(3600));
+                return;
+            }
+            Behaviour::Answer(status, body) => {
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                if stream
+                    .write_all(head.as_bytes())
+                    .and_then(|_| stream.write_all(body.as_bytes()))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn read_request(stream: &mut TcpStream) -> Option<String> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_string();
+    let len = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+        })
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    stream.read_exact(&mut body).ok()?;
+    Some(head + &String::from_utf8_lossy(&body))
+}
+
+/// Sends raw bytes to `base` (http://host:port) and returns the response head.
+pub fn raw_request(base: &str, request: &str) -> String {
+    let addr = base.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).to_string();
+    text.split("\r\n\r\n").next().unwrap_or("").to_string()
+}
+
+/// Starts the proxy where no upstream can answer, waiting only for its port.
+pub fn start_proxy_without_readiness(binary: &Path, upstreams: &[&str]) -> Proxy {
+    start_proxy_with(binary, upstreams, &[])
+}
+
+pub fn start_proxy_with(binary: &Path, upstreams: &[&str], args: &[&str]) -> Proxy {
+    let port = free_port();
+    let mut cmd = std::process::Command::new(binary);
+    cmd.arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .args(args)
+        .args(upstreams)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null());
+    let child = spawn_tied(cmd).unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let proxy = Proxy {
+        url,
+        process: Process {
+            child,
+            name: "proxy".into(),
+        },
+    };
+    wait_until("proxy port", Duration::from_secs(30), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    proxy
+}

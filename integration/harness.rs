@@ -1,0 +1,401 @@
+//! Real Prometheus servers for tests and the demo: a deterministic data set,
+//! backfilled with `promtool` into replicas that each miss a different stretch,
+//! and a reference that misses nothing.
+//!
+//! Everything listens on 127.0.0.1 on free ports. Child processes are tied to
+//! this process (PR_SET_PDEATHSIG), so they never outlive a test run.
+
+#![allow(dead_code)]
+
+use std::fmt::Write as _;
+use std::io::Read as _;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock, mpsc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Scrape interval of the generated data.
+pub const STEP_S: i64 = 15;
+/// How much history the data set holds.
+pub const SPAN_S: i64 = 3 * 3600;
+pub const INSTANCES: usize = 4;
+
+/// A stretch of time, in seconds, [start, end).
+#[derive(Clone, Copy, Debug)]
+pub struct Hole {
+    pub start: i64,
+    pub end: i64,
+}
+
+impl Hole {
+    pub fn contains(&self, t: i64) -> bool {
+        t >= self.start && t < self.end
+    }
+}
+
+/// The time layout every server shares.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeline {
+    /// First sample, seconds since the epoch (a whole hour).
+    pub start: i64,
+    /// Last sample (inclusive).
+    pub end: i64,
+    /// Replica a misses 20 minutes, an hour in.
+    pub hole_a: Hole,
+    /// Replica b misses 15 minutes, two hours in.
+    pub hole_b: Hole,
+}
+
+impl Timeline {
+    /// Ends a little over half an hour ago, starts on a whole hour.
+    pub fn recent() -> Timeline {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let start = (now - SPAN_S - 1800) / 3600 * 3600;
+        Timeline {
+            start,
+            end: start + SPAN_S - STEP_S,
+            hole_a: Hole {
+                start: start + 3600,
+                end: start + 3600 + 20 * 60,
+            },
+            hole_b: Hole {
+                start: start + 7200,
+                end: start + 7200 + 15 * 60,
+            },
+        }
+    }
+}
+
+/// The data set in OpenMetrics text, skipping samples inside `holes`.
+///
+/// Counters, gauges and a classic histogram over several instances, values
+/// from integer arithmetic so every server holds exactly the same numbers.
+pub fn openmetrics(tl: &Timeline, holes: &[Hole]) -> String {
+    let times: Vec<i64> = (tl.start..=tl.end)
+        .step_by(STEP_S as usize)
+        .filter(|t| !holes.iter().any(|h| h.contains(*t)))
+        .collect();
+    let mut out = String::new();
+    let series = |out: &mut String, name: &str, labels: &str, value: &dyn Fn(i64) -> f64| {
+        for &t in &times {
+            let i = (t - tl.start) / STEP_S;
+            writeln!(out, "{name}{{{labels}}} {} {t}", value(i)).unwrap();
+        }
+    };
+    out.push_str("# TYPE up gauge\n");
+    for n in 0..INSTANCES {
+        series(
+            &mut out,
+            "up",
+            &format!("instance=\"host-{n}:9100\",job=\"node\""),
+            &|_| 1.0,
+        );
+    }
+    out.push_str("# TYPE http_requests counter\n");
+    for n in 0..INSTANCES {
+        for (m, method) in ["GET", "POST"].iter().enumerate() {
+            for (c, code) in ["200", "500"].iter().enumerate() {
+                let per_step = ((n + 1) * (m + 1) * if c == 0 { 10 } else { 1 }) as i64;
+                let labels = format!(
+                    "code=\"{code}\",instance=\"host-{n}:9100\",job=\"api\",method=\"{method}\""
+                );
+                // Cumulative: per_step each scrape plus a wobble, so rates vary.
+                series(&mut out, "http_requests_total", &labels, &|i| {
+                    (i * per_step + (0..=i).map(|j| (j * 7 + n as i64) % 5).sum::<i64>()) as f64
+                });
+            }
+        }
+    }
+    out.push_str("# TYPE temperature_celsius gauge\n");
+    for room in 0..3 {
+        let labels = format!("room=\"room-{room}\"");
+        series(&mut out, "temperature_celsius", &labels, &|i| {
+            15.0 + ((i * 7 + room * 13) % 100) as f64 / 10.0
+        });
+    }
+    out.push_str("# TYPE request_duration_seconds histogram\n");
+    for n in 0..2usize {
+        let inst = format!("instance=\"host-{n}:9100\",job=\"api\"");
+        let bounds = ["0.1", "0.5", "1", "+Inf"];
+        for (b, le) in bounds.iter().enumerate() {
+            let labels = format!("{inst},le=\"{le}\"");
+            series(&mut out, "request_duration_seconds_bucket", &labels, &|i| {
+                let per: i64 = [3, 6, 8, 9][b] + (n as i64);
+                (i * per + (i * (b as i64 + 1)) % 4) as f64
+            });
+        }
+        series(&mut out, "request_duration_seconds_sum", &inst, &|i| {
+            (i * 4) as f64 + 0.25
+        });
+        series(&mut out, "request_duration_seconds_count", &inst, &|i| {
+            (i * (9 + n as i64) + (i * 4) % 4) as f64
+        });
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
+/// Fails loudly when a required program is missing: never a silent skip.
+pub fn require(program: &str) -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(program))
+            .find(|p| p.is_file())
+    });
+    match found {
+        Some(p) => p,
+        None => panic!(
+            "`{program}` is not installed (CI={}). Run scripts/test, which installs Debian's prometheus package.",
+            std::env::var("CI").unwrap_or_default()
+        ),
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Spawns `cmd` so that it is killed when this process dies.
+///
+/// PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, and
+/// test threads come and go; so every child is forked by one thread that lives
+/// as long as the process.
+pub fn spawn_tied(mut cmd: Command) -> std::io::Result<Child> {
+    type Job = (Command, mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::spawn(move || {
+            for (mut cmd, back) in rx {
+                let _ = back.send(cmd.spawn());
+            }
+        });
+        Mutex::new(tx)
+    });
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let (back, answer) = mpsc::channel();
+    spawner
+        .lock()
+        .unwrap()
+        .send((cmd, back))
+        .expect("spawner thread alive");
+    answer.recv().expect("spawner answers")
+}
+
+/// A process that is killed when dropped.
+pub struct Process {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One real Prometheus server on loopback.
+pub struct Prometheus {
+    pub url: String,
+    pub process: Process,
+    pub dir: PathBuf,
+}
+
+impl Prometheus {
+    /// Backfills `openmetrics` into `dir` and starts Prometheus on it; returns once ready.
+    pub fn start(name: &str, dir: &Path, openmetrics: &str) -> Prometheus {
+        let prometheus = require("prometheus");
+        let promtool = require("promtool");
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let om = dir.join("data.om");
+        std::fs::write(&om, openmetrics).unwrap();
+        let out = Command::new(&promtool)
+            .args(["tsdb", "create-blocks-from", "openmetrics", "--quiet"])
+            .arg(&om)
+            .arg(dir.join("data"))
+            .output()
+            .expect("run promtool");
+        assert!(
+            out.status.success(),
+            "promtool failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            "global:\n  scrape_interval: 15s\nscrape_configs: []\n",
+        )
+        .unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+        let mut cmd = Command::new(&prometheus);
+        cmd.arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--storage.tsdb.retention.time=3650d")
+            .stdout(Stdio::null())
+            .stderr(log);
+        let child = spawn_tied(cmd).expect("start prometheus");
+        let url = format!("http://127.0.0.1:{port}");
+        let p = Prometheus {
+            url: url.clone(),
+            process: Process {
+                child,
+                name: name.to_string(),
+            },
+            dir: dir.to_path_buf(),
+        };
+        wait_until(
+            &format!("prometheus {name} ready"),
+            Duration::from_secs(60),
+            || http_get(&format!("{url}/-/ready")).is_ok_and(|(s, _)| s == 200),
+        );
+        p
+    }
+}
+
+/// The proxy binary, started on a free port in front of `upstreams`.
+pub struct Proxy {
+    pub url: String,
+    pub process: Process,
+}
+
+impl Proxy {
+    pub fn start(binary: &Path, upstreams: &[&str], extra_args: &[&str]) -> Proxy {
+        let port = free_port();
+        let mut cmd = Command::new(binary);
+        cmd.arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(extra_args)
+            .args(upstreams)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        let child = spawn_tied(cmd).expect("start proxy");
+        let url = format!("http://127.0.0.1:{port}");
+        let p = Proxy {
+            url: url.clone(),
+            process: Process {
+                child,
+                name: "proxy".into(),
+            },
+        };
+        let last = std::cell::RefCell::new(Err(String::new()));
+        wait_until_or(
+            "proxy ready",
+            Duration::from_secs(30),
+            || {
+                let r = http_get(&format!("{url}/api/v1/query?query=1"));
+                let ok = r.as_ref().is_ok_and(|(s, _)| *s == 200);
+                *last.borrow_mut() = r;
+                ok
+            },
+            || format!("{:?}", last.borrow()),
+        );
+        p
+    }
+}
+
+/// Polls `ready` until it holds; panics after `limit`.
+pub fn wait_until(what: &str, limit: Duration, ready: impl FnMut() -> bool) {
+    wait_until_or(what, limit, ready, String::new)
+}
+
+/// [`wait_until`], saying what `why` reports when it gives up.
+pub fn wait_until_or(
+    what: &str,
+    limit: Duration,
+    mut ready: impl FnMut() -> bool,
+    why: impl Fn() -> String,
+) {
+    let start = Instant::now();
+    while !ready() {
+        if start.elapsed() > limit {
+            panic!("{what}: not ready after {limit:?}: {}", why());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+/// GET: (status, body).
+pub fn http_get(url: &str) -> Result<(u16, String), String> {
+    let mut resp = agent().get(url).call().map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| e.to_string())?;
+    Ok((status, body))
+}
+
+/// POST a form, as Grafana does: (status, body).
+pub fn http_post_form(url: &str, form: &[(&str, &str)]) -> Result<(u16, String), String> {
+    let body = form
+        .iter()
+        .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let mut resp = agent()
+        .post(url)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .send(body.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let mut buf = String::new();
+    resp.body_mut()
+        .as_reader()
+        .read_to_string(&mut buf)
+        .map_err(|e| e.to_string())?;
+    Ok((status, buf))
+}
+
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => write!(out, "%{b:02X}").unwrap(),
+        }
+    }
+    out
+}
+
+/// The query string for `params`.
+pub fn query_string(params: &[(&str, &str)]) -> String {
+    params
+        .iter()
+        .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}

@@ -1,0 +1,340 @@
+//! One actor per upstream Prometheus: it sends that upstream its requests,
+//! reads and parses the answers, and keeps the upstream's health record.
+//!
+//! Each backend runs on an arbiter (thread) of its own, so upstream answers are
+//! read concurrently; parsing runs on the blocking pool so a large answer never
+//! stalls that backend's other requests. What leaves this module is a parsed
+//! [`Answer`] (owned buffer + spans) or a typed [`UpstreamError`].
+
+use crate::config::{Auth, UpstreamConfig};
+use crate::merge::answer::{Answer, AnswerError, PADDING};
+use actix::prelude::*;
+use actix_web::http::{Method, header};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A client's read request, as it is forwarded: path, method, and the exact
+/// query string and form body the client sent.
+#[derive(Debug, Clone)]
+pub struct ApiRequest {
+    /// Path below the upstream's base URL, e.g. `/api/v1/query`.
+    pub path: &'static str,
+    pub method: Method,
+    pub query_string: String,
+    /// The `application/x-www-form-urlencoded` body of a POST; empty for GET.
+    pub form_body: Bytes,
+}
+
+/// Why one upstream gave no usable answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// Could not connect or send.
+    Connect(String),
+    /// The whole request (body included) did not finish within the deadline.
+    Timeout(Duration),
+    /// A Prometheus error answer (`"status":"error"`), with its HTTP status.
+    Rejected {
+        status: u16,
+        error_type: String,
+        error: String,
+    },
+    /// A non-2xx answer that is not a Prometheus error.
+    Status { status: u16, detail: String },
+    /// The body was larger than the configured limit.
+    TooLarge { limit: usize },
+    /// The connection broke while the body was being read.
+    Body(String),
+    /// A 2xx body that is not a Prometheus query answer.
+    Answer(AnswerError),
+    /// The backend actor was gone (it is restarted by its supervisor).
+    Unavailable,
+}
+
+impl UpstreamError {
+    /// A client's mistake (bad PromQL, bad parameters), not an outage.
+    pub fn is_client_error(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Rejected {
+                status: 400 | 422,
+                ..
+            }
+        )
+    }
+}
+
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamError::Connect(e) => write!(f, "connection failed: {e}"),
+            UpstreamError::Timeout(d) => {
+                write!(f, "timeout after {}", crate::config::format_duration(*d))
+            }
+            UpstreamError::Rejected {
+                status,
+                error_type,
+                error,
+            } => {
+                write!(f, "HTTP {status}: {error_type}: {error}")
+            }
+            UpstreamError::Status { status, detail } => write!(f, "HTTP {status}: {detail}"),
+            UpstreamError::TooLarge { limit } => {
+                write!(f, "answer larger than the {limit}-byte limit")
+            }
+            UpstreamError::Body(e) => write!(f, "answer cut off: {e}"),
+            UpstreamError::Answer(e) => write!(f, "{e}"),
+            UpstreamError::Unavailable => f.write_str("backend unavailable"),
+        }
+    }
+}
+
+/// The upstream's health record. The core keeps the record; routing by it is
+/// the failover work's (see README, Limits).
+#[derive(Debug, Default, Clone)]
+pub struct Health {
+    pub consecutive_failures: u32,
+    pub last_error: Option<String>,
+    pub last_success: Option<Instant>,
+}
+
+impl Health {
+    fn record(&mut self, outcome: &Result<Answer, UpstreamError>) {
+        match outcome {
+            Ok(_) => {
+                self.consecutive_failures = 0;
+                self.last_success = Some(Instant::now());
+            }
+            // A client's mistake says nothing about the upstream's health.
+            Err(e) if e.is_client_error() => {}
+            Err(e) => {
+                self.consecutive_failures += 1;
+                self.last_error = Some(e.to_string());
+            }
+        }
+    }
+}
+
+/// Ask the backend for one answer, to arrive within `deadline`.
+#[derive(Message)]
+#[rtype(result = "Result<Answer, UpstreamError>")]
+pub struct Fetch {
+    pub request: Arc<ApiRequest>,
+    pub deadline: Duration,
+}
+
+/// Read the backend's health record.
+#[derive(Message)]
+#[rtype(result = "Health")]
+pub struct GetHealth;
+
+pub struct Backend {
+    upstream: Arc<UpstreamConfig>,
+    client: awc::Client,
+    max_body: usize,
+    health: Health,
+}
+
+impl Backend {
+    /// Must run on the arbiter the actor lives on: an awc client is bound to its thread.
+    pub fn new(upstream: Arc<UpstreamConfig>, max_body: usize) -> Self {
+        let client = awc::Client::builder()
+            // The deadline is applied around the whole exchange in `fetch`.
+            .disable_timeout()
+            .finish();
+        Backend {
+            upstream,
+            client,
+            max_body,
+            health: Health::default(),
+        }
+    }
+}
+
+impl Actor for Backend {
+    type Context = Context<Self>;
+}
+
+impl Handler<Fetch> for Backend {
+    type Result = ResponseActFuture<Self, Result<Answer, UpstreamError>>;
+
+    fn handle(&mut self, msg: Fetch, _: &mut Self::Context) -> Self::Result {
+        let fut = fetch(
+            self.client.clone(),
+            self.upstream.clone(),
+            msg,
+            self.max_body,
+        );
+        Box::pin(fut.into_actor(self).map(|outcome, backend, _| {
+            backend.health.record(&outcome);
+            outcome
+        }))
+    }
+}
+
+impl Handler<GetHealth> for Backend {
+    type Result = MessageResult<GetHealth>;
+
+    fn handle(&mut self, _: GetHealth, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.health.clone())
+    }
+}
+
+/// The upstream URL for `path`, keeping the base URL's own path prefix.
+pub fn upstream_url(base: &url::Url, path: &str, query_string: &str) -> String {
+    let mut url = base.as_str().trim_end_matches('/').to_string();
+    url.push_str(path);
+    if !query_string.is_empty() {
+        url.push('?');
+        url.push_str(query_string);
+    }
+    url
+}
+
+async fn fetch(
+    client: awc::Client,
+    upstream: Arc<UpstreamConfig>,
+    msg: Fetch,
+    max_body: usize,
+) -> Result<Answer, UpstreamError> {
+    let deadline = msg.deadline;
+    match actix_web::rt::time::timeout(
+        deadline,
+        exchange(&client, &upstream, &msg.request, max_body),
+    )
+    .await
+    {
+        Ok(Ok(body)) => {
+            let (buf, len) = body;
+            actix_web::rt::task::spawn_blocking(move || Answer::parse_padded(buf, len))
+                .await
+                .map_err(|_| UpstreamError::Unavailable)?
+                .map_err(|e| match e {
+                    AnswerError::Status { error_type, error } => UpstreamError::Rejected {
+                        status: 200,
+                        error_type,
+                        error,
+                    },
+                    other => UpstreamError::Answer(other),
+                })
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(UpstreamError::Timeout(deadline)),
+    }
+}
+
+/// Sends the request and reads the whole body into a padded buffer.
+async fn exchange(
+    client: &awc::Client,
+    upstream: &UpstreamConfig,
+    request: &ApiRequest,
+    max_body: usize,
+) -> Result<(Vec<u8>, usize), UpstreamError> {
+    let url = upstream_url(&upstream.url, request.path, &request.query_string);
+    let mut req = client
+        .request(request.method.clone(), url)
+        // Compression costs both ends CPU and buys nothing next to the replicas.
+        .insert_header((header::ACCEPT_ENCODING, "identity"))
+        .no_decompress();
+    for (name, value) in &upstream.headers {
+        req = req.insert_header((name.as_str(), value.as_str()));
+    }
+    req = match &upstream.auth {
+        Some(Auth::Basic { username, password }) => req.basic_auth(username, password),
+        Some(Auth::Bearer(token)) => req.bearer_auth(token),
+        None => req,
+    };
+    let sent = if request.method == Method::POST {
+        req.content_type("application/x-www-form-urlencoded")
+            .send_body(request.form_body.clone())
+            .await
+    } else {
+        req.send().await
+    };
+    let mut resp = sent.map_err(|e| UpstreamError::Connect(e.to_string()))?;
+    let status = resp.status();
+    let hinted = resp
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if hinted.is_some_and(|n| n > max_body) {
+        return Err(UpstreamError::TooLarge { limit: max_body });
+    }
+    // Error bodies are small; a huge one is not worth reading whole.
+    let limit = if status.is_success() {
+        max_body
+    } else {
+        max_body.min(1 << 20)
+    };
+    let mut buf = Vec::with_capacity(hinted.unwrap_or(64 << 10).min(limit) + PADDING);
+    while let Some(chunk) = resp.next().await {
+        let chunk = chunk.map_err(|e| UpstreamError::Body(e.to_string()))?;
+        if buf.len() + chunk.len() > limit {
+            if !status.is_success() {
+                break;
+            }
+            return Err(UpstreamError::TooLarge { limit: max_body });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    let len = buf.len();
+    if status.is_success() {
+        return Ok((buf, len));
+    }
+    // A Prometheus error answer keeps its type and message; anything else is summarised.
+    match Answer::parse(buf.clone()) {
+        Err(AnswerError::Status { error_type, error }) => Err(UpstreamError::Rejected {
+            status: status.as_u16(),
+            error_type,
+            error,
+        }),
+        _ => {
+            let text = String::from_utf8_lossy(&buf[..len.min(200)]);
+            let detail = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            Err(UpstreamError::Status {
+                status: status.as_u16(),
+                detail: if detail.is_empty() {
+                    status.canonical_reason().unwrap_or("").to_string()
+                } else {
+                    detail
+                },
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_keep_the_path_prefix() {
+        let base = url::Url::parse("http://h:9090/prometheus/").unwrap();
+        assert_eq!(
+            upstream_url(&base, "/api/v1/query", "query=up&time=1"),
+            "http://h:9090/prometheus/api/v1/query?query=up&time=1"
+        );
+        let base = url::Url::parse("http://h:9090").unwrap();
+        assert_eq!(
+            upstream_url(&base, "/api/v1/query_range", ""),
+            "http://h:9090/api/v1/query_range"
+        );
+    }
+
+    #[test]
+    fn client_errors_are_told_apart_from_outages() {
+        let bad = UpstreamError::Rejected {
+            status: 400,
+            error_type: "bad_data".into(),
+            error: "x".into(),
+        };
+        assert!(bad.is_client_error());
+        assert!(!UpstreamError::Timeout(Duration::from_secs(1)).is_client_error());
+        assert_eq!(
+            UpstreamError::Timeout(Duration::from_secs(60)).to_string(),
+            "timeout after 60s"
+        );
+    }
+}

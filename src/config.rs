@@ -1,0 +1,463 @@
+//! The proxy's settings: read from an optional TOML file and the environment
+//! (`PROM_HA_PROXY__…`, `__` between key parts), overridden by the command
+//! line, and checked once at start-up.
+//!
+//! Everything after [`Config::load`] sees only validated values: absolute
+//! http URLs, positive durations, at least one upstream, in priority order.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+use url::Url;
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:9090";
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_MAX_REQUEST_BODY_BYTES: usize = 4 << 20;
+pub const DEFAULT_MAX_UPSTREAM_BODY_BYTES: usize = 512 << 20;
+const ENV_PREFIX: &str = "PROM_HA_PROXY";
+
+/// One upstream Prometheus, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    /// The key it was configured under (or its position, from the command line).
+    pub name: String,
+    /// Base URL; a path prefix (`http://host/prometheus`) is kept.
+    pub url: Url,
+    /// Longest time one request to it may take, body included.
+    pub timeout: Duration,
+    pub auth: Option<Auth>,
+    pub headers: Vec<(String, String)>,
+}
+
+#[derive(Clone, PartialEq)]
+pub enum Auth {
+    Basic { username: String, password: String },
+    Bearer(String),
+}
+
+impl std::fmt::Debug for Auth {
+    // Secrets never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::Basic { username, .. } => write!(f, "Basic({username}, ***)"),
+            Auth::Bearer(_) => f.write_str("Bearer(***)"),
+        }
+    }
+}
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub listen: String,
+    pub replica_labels: Vec<String>,
+    pub max_request_body_bytes: usize,
+    pub max_upstream_body_bytes: usize,
+    /// Highest priority first.
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// What the command line may set over the file and environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    /// When non-empty, replaces the configured upstreams, in this priority order.
+    pub upstream_urls: Vec<String>,
+}
+
+/// A configuration that cannot be used, naming the key at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "invalid configuration: {}", self.reason)
+        } else {
+            write!(f, "invalid configuration: {}: {}", self.key, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    #[serde(default)]
+    replica_labels: Vec<String>,
+    max_request_body_bytes: Option<i64>,
+    max_upstream_body_bytes: Option<i64>,
+    #[serde(default)]
+    upstreams: BTreeMap<String, RawUpstream>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    url: Option<String>,
+    priority: Option<i64>,
+    timeout: Option<RawDuration>,
+    bearer_token: Option<String>,
+    basic_auth: Option<RawBasicAuth>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBasicAuth {
+    username: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// `"30s"`, `"1m30s"` (Prometheus durations) or a number of seconds.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawDuration {
+    Seconds(f64),
+    Text(String),
+}
+
+impl Config {
+    /// Reads the file (if any) and the environment, applies `overrides`, validates.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_from(file, env, overrides)
+    }
+
+    /// [`Config::load`] with the environment given, for tests.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: Vec<(String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(invalid(
+                    "--config",
+                    format!("{}: no such file", path.display()),
+                ));
+            }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        let env_map: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("replica_labels")
+                .try_parsing(true)
+                .source(Some(env_map)),
+        );
+        let raw: RawConfig = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(from_config_error)?;
+        raw.resolve(overrides)
+    }
+}
+
+/// The config crate names the key in its message; keep it on one line.
+fn from_config_error(e: config::ConfigError) -> ConfigError {
+    let text = e.to_string().replace('\n', " ");
+    invalid("", text)
+}
+
+impl RawConfig {
+    fn resolve(self, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut upstreams = Vec::new();
+        if overrides.upstream_urls.is_empty() {
+            let mut named: Vec<(i64, String, RawUpstream)> = self
+                .upstreams
+                .into_iter()
+                .map(|(name, u)| (u.priority.unwrap_or(0), name, u))
+                .collect();
+            // Lower priority number first; ties by name, so the order never depends on hashing.
+            named.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+            for (_, name, raw) in named {
+                upstreams.push(raw.resolve(&name)?);
+            }
+        } else {
+            for (i, url) in overrides.upstream_urls.iter().enumerate() {
+                let raw = RawUpstream {
+                    url: Some(url.clone()),
+                    ..Default::default()
+                };
+                upstreams.push(raw.resolve(&(i + 1).to_string())?);
+            }
+        }
+        if upstreams.is_empty() {
+            return Err(invalid(
+                "upstreams",
+                "no upstream configured (give URLs on the command line or [upstreams.NAME] url = \"…\")",
+            ));
+        }
+        for label in &self.replica_labels {
+            if label.is_empty() {
+                return Err(invalid("replica_labels", "empty label name"));
+            }
+        }
+        Ok(Config {
+            listen: overrides
+                .listen
+                .clone()
+                .or(self.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
+            replica_labels: self.replica_labels,
+            max_request_body_bytes: size(
+                "max_request_body_bytes",
+                self.max_request_body_bytes,
+                DEFAULT_MAX_REQUEST_BODY_BYTES,
+            )?,
+            max_upstream_body_bytes: size(
+                "max_upstream_body_bytes",
+                self.max_upstream_body_bytes,
+                DEFAULT_MAX_UPSTREAM_BODY_BYTES,
+            )?
+            .min(u32::MAX as usize - crate::merge::answer::PADDING),
+            upstreams,
+        })
+    }
+}
+
+fn size(key: &str, value: Option<i64>, default: usize) -> Result<usize, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) if v > 0 => Ok(v as usize),
+        Some(v) => Err(invalid(
+            key,
+            format!("must be a positive number of bytes, not {v}"),
+        )),
+    }
+}
+
+impl RawUpstream {
+    fn resolve(self, name: &str) -> Result<UpstreamConfig, ConfigError> {
+        let key = |k: &str| format!("upstreams.{name}.{k}");
+        let text = self.url.ok_or_else(|| invalid(key("url"), "missing"))?;
+        let url = parse_upstream_url(&text).map_err(|reason| invalid(key("url"), reason))?;
+        let timeout = match self.timeout {
+            None => DEFAULT_TIMEOUT,
+            Some(d) => {
+                parse_positive_duration(d).map_err(|reason| invalid(key("timeout"), reason))?
+            }
+        };
+        let auth = match (self.basic_auth, self.bearer_token) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    key("bearer_token"),
+                    "set either basic_auth or bearer_token, not both",
+                ));
+            }
+            (Some(b), None) => Some(Auth::Basic {
+                username: b.username,
+                password: b.password,
+            }),
+            (None, Some(t)) => Some(Auth::Bearer(t)),
+            (None, None) => None,
+        };
+        for (header, value) in &self.headers {
+            if actix_web::http::header::HeaderName::try_from(header.as_str()).is_err()
+                || actix_web::http::header::HeaderValue::try_from(value.as_str()).is_err()
+            {
+                return Err(invalid(
+                    key(&format!("headers.{header}")),
+                    "not a valid HTTP header",
+                ));
+            }
+        }
+        Ok(UpstreamConfig {
+            name: name.to_string(),
+            url,
+            timeout,
+            auth,
+            headers: self.headers.into_iter().collect(),
+        })
+    }
+}
+
+fn parse_upstream_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    match url.scheme() {
+        "http" => {}
+        "https" => {
+            return Err(format!(
+                "{text:?}: https upstreams are not supported yet (see README, Limits)"
+            ));
+        }
+        other => return Err(format!("{text:?}: scheme {other:?} is not http")),
+    }
+    if url.host().is_none() {
+        return Err(format!("{text:?} has no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{text:?} must not carry a query or fragment"));
+    }
+    Ok(url)
+}
+
+fn parse_positive_duration(raw: RawDuration) -> Result<Duration, String> {
+    let d = match raw {
+        RawDuration::Seconds(s) if s.is_finite() && s > 0.0 => Duration::from_secs_f64(s),
+        RawDuration::Seconds(s) => return Err(format!("must be a positive duration, not {s}")),
+        RawDuration::Text(t) => parse_duration(&t)
+            .ok_or_else(|| format!("{t:?} is not a positive duration like \"30s\""))?,
+    };
+    if d.is_zero() {
+        return Err("must be a positive duration, not 0".into());
+    }
+    Ok(d)
+}
+
+/// A Prometheus duration ("1m30s") or a number of seconds ("2.5"), as the API's
+/// `timeout` parameter accepts; None for anything else, negative included.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    if let Ok(secs) = text.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    promql_parser::util::parse_duration(text).ok()
+}
+
+/// Formats a duration for messages: "60s", "1.5s".
+pub fn format_duration(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn load(
+        toml: &str,
+        env: &[(&str, &str)],
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let mut file = tempfile::NamedTempFile::with_suffix(".toml").unwrap();
+        file.write_all(toml.as_bytes()).unwrap();
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load_from(Some(file.path()), env, overrides)
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/prom-ha-proxy.toml");
+        let c = Config::load_from(Some(&path), vec![], &Overrides::default()).unwrap();
+        assert_eq!(c.upstreams.len(), 2);
+        assert_eq!(c.upstreams[0].name, "a");
+        assert!(c.upstreams[1].url.as_str().ends_with("/prometheus"));
+    }
+
+    #[test]
+    fn priority_then_name_orders_upstreams() {
+        let c = load(
+            "[upstreams.x]\nurl='http://x:1'\npriority=2\n[upstreams.y]\nurl='http://y:1'\npriority=1\n[upstreams.a]\nurl='http://a:1'\npriority=2\n",
+            &[],
+            &Overrides::default(),
+        )
+        .unwrap();
+        let names: Vec<_> = c.upstreams.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["y", "a", "x"]);
+    }
+
+    #[test]
+    fn environment_overrides_any_key() {
+        let c = load(
+            "listen='127.0.0.1:1'\n[upstreams.a]\nurl='http://a:1'\ntimeout='10s'\n",
+            &[
+                ("PROM_HA_PROXY__LISTEN", "127.0.0.1:2"),
+                ("PROM_HA_PROXY__UPSTREAMS__A__TIMEOUT", "5s"),
+                ("PROM_HA_PROXY__UPSTREAMS__B__URL", "http://b:1/prefix"),
+                ("PROM_HA_PROXY__UPSTREAMS__B__PRIORITY", "1"),
+                ("PROM_HA_PROXY__REPLICA_LABELS", "replica,cluster"),
+            ],
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:2");
+        assert_eq!(c.upstreams[0].timeout, Duration::from_secs(5));
+        assert_eq!(c.upstreams[1].url.as_str(), "http://b:1/prefix");
+        assert_eq!(c.replica_labels, ["replica", "cluster"]);
+    }
+
+    #[test]
+    fn command_line_urls_replace_configured_upstreams() {
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:3".into()),
+            upstream_urls: vec!["http://p:1".into(), "http://q:1".into()],
+        };
+        let c = load("[upstreams.a]\nurl='http://a:1'\n", &[], &overrides).unwrap();
+        let urls: Vec<_> = c.upstreams.iter().map(|u| u.url.as_str()).collect();
+        assert_eq!(urls, ["http://p:1/", "http://q:1/"]);
+        assert_eq!(c.listen, "127.0.0.1:3");
+    }
+
+    #[test]
+    fn invalid_configs_name_the_key() {
+        let cases = [
+            ("", "upstreams"),
+            ("[upstreams.a]\nurl='not a url'\n", "upstreams.a.url"),
+            ("[upstreams.a]\nurl='ftp://a'\n", "upstreams.a.url"),
+            (
+                "[upstreams.a]\nurl='http://a:1'\ntimeout=-5\n",
+                "upstreams.a.timeout",
+            ),
+            (
+                "[upstreams.a]\nurl='http://a:1'\ntimeout='-5s'\n",
+                "upstreams.a.timeout",
+            ),
+            (
+                "max_upstream_body_bytes=-1\n[upstreams.a]\nurl='http://a:1'\n",
+                "max_upstream_body_bytes",
+            ),
+        ];
+        for (toml, key) in cases {
+            let err = load(toml, &[], &Overrides::default()).unwrap_err();
+            assert_eq!(err.key, key, "{toml}: {err}");
+            assert!(!err.to_string().contains('\n'));
+        }
+        let err = load(
+            "[upstreams.a]\nurl='http://a:1'\ncolour='red'\n",
+            &[],
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("colour"), "{err}");
+        let err = load(
+            "bogus=1\n[upstreams.a]\nurl='http://a:1'\n",
+            &[],
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn durations_parse_like_prometheus() {
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2.5"), Some(Duration::from_millis(2500)));
+        assert_eq!(parse_duration("-1"), None);
+        assert_eq!(parse_duration("soon"), None);
+    }
+}

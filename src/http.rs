@@ -1,0 +1,310 @@
+//! The HTTP edge: routes, request parameters, and the one place where errors
+//! become Prometheus-format error answers.
+//!
+//! Handlers read only what the proxy needs (`query`, `timeout`); the client's
+//! query string and form body are forwarded upstream byte for byte.
+
+use crate::backend::{ApiRequest, UpstreamError};
+use crate::merge::json::write_error;
+use crate::query;
+use crate::supervisor::{ProxyError, Query, Supervisor};
+use actix::Addr;
+use actix_web::http::{Method, StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::StreamExt;
+
+/// What every handler shares.
+pub struct State {
+    pub supervisor: Addr<Supervisor>,
+    pub max_request_body_bytes: usize,
+}
+
+/// Errors as the client sees them: each maps to one status and `errorType`.
+#[derive(Debug)]
+pub enum ApiError {
+    /// The client's request is malformed (400 `bad_data`).
+    BadData(String),
+    /// A method the endpoint does not serve (405).
+    MethodNotAllowed,
+    Proxy(ProxyError),
+}
+
+impl ApiError {
+    fn response(&self) -> HttpResponse {
+        let (status, error_type, message) = match self {
+            ApiError::BadData(m) => (StatusCode::BAD_REQUEST, "bad_data".to_string(), m.clone()),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "bad_data".to_string(),
+                "method not allowed: use GET or POST".to_string(),
+            ),
+            ApiError::Proxy(ProxyError::Internal(m)) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal".to_string(),
+                m.clone(),
+            ),
+            ApiError::Proxy(ProxyError::AllFailed(failures)) => all_failed(failures),
+        };
+        let mut body = Vec::with_capacity(message.len() + 64);
+        write_error(&mut body, &error_type, &message);
+        HttpResponse::build(status)
+            .insert_header((header::CONTENT_TYPE, "application/json"))
+            .body(body)
+    }
+}
+
+/// When every upstream failed: a client error (bad PromQL) is passed on as the
+/// upstream said it; otherwise the outage is reported with every upstream's reason.
+fn all_failed(failures: &[(String, UpstreamError)]) -> (StatusCode, String, String) {
+    if let Some((
+        _,
+        UpstreamError::Rejected {
+            status,
+            error_type,
+            error,
+        },
+    )) = failures.iter().find(|(_, e)| e.is_client_error())
+    {
+        let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST);
+        return (status, error_type.clone(), error.clone());
+    }
+    let reasons: Vec<String> = failures
+        .iter()
+        .map(|(n, e)| format!("upstream {n}: {e}"))
+        .collect();
+    let message = format!("all upstreams failed: {}", reasons.join("; "));
+    let all = |f: fn(&UpstreamError) -> bool| failures.iter().all(|(_, e)| f(e));
+    if all(|e| matches!(e, UpstreamError::Timeout(_))) {
+        (StatusCode::GATEWAY_TIMEOUT, "timeout".into(), message)
+    } else if all(|e| matches!(e, UpstreamError::Connect(_) | UpstreamError::Unavailable)) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable".into(),
+            message,
+        )
+    } else {
+        (StatusCode::BAD_GATEWAY, "unavailable".into(), message)
+    }
+}
+
+/// Registers the API routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/api/v1/query")
+            .route(web::get().to(instant_query))
+            .route(web::post().to(instant_query))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/api/v1/query_range")
+            .route(web::get().to(range_query))
+            .route(web::post().to(range_query))
+            .default_service(web::to(method_not_allowed)),
+    );
+}
+
+async fn method_not_allowed() -> HttpResponse {
+    ApiError::MethodNotAllowed.response()
+}
+
+async fn instant_query(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<State>,
+) -> HttpResponse {
+    proxy_query("/api/v1/query", req, payload, state).await
+}
+
+async fn range_query(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<State>,
+) -> HttpResponse {
+    proxy_query("/api/v1/query_range", req, payload, state).await
+}
+
+async fn proxy_query(
+    path: &'static str,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<State>,
+) -> HttpResponse {
+    match answer_query(path, &req, payload, &state).await {
+        Ok(body) => HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, "application/json"))
+            .body(body),
+        Err(e) => {
+            log::debug!("{path}: {e:?}");
+            e.response()
+        }
+    }
+}
+
+async fn answer_query(
+    path: &'static str,
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &State,
+) -> Result<Vec<u8>, ApiError> {
+    let form_body = if req.method() == Method::POST {
+        read_form_body(req, payload, state.max_request_body_bytes).await?
+    } else {
+        bytes::Bytes::new()
+    };
+    let query_string = req.query_string().to_string();
+    let params = Params::parse(&form_body, &query_string)?;
+    let expr = params
+        .first("query")
+        .filter(|q| !q.trim().is_empty())
+        .ok_or_else(|| ApiError::BadData("invalid parameter \"query\": no query given".into()))?;
+    let client_timeout = match params.first("timeout") {
+        None | Some("") => None,
+        Some(t) => Some(crate::config::parse_duration(t).ok_or_else(|| {
+            ApiError::BadData(format!(
+                "invalid parameter \"timeout\": cannot parse {t:?} to a valid duration"
+            ))
+        })?),
+    };
+    let shape = query::analyse(expr);
+    let request = ApiRequest {
+        path,
+        method: req.method().clone(),
+        query_string,
+        form_body,
+    };
+    let merged = state
+        .supervisor
+        .send(Query {
+            request,
+            client_timeout,
+            shape,
+        })
+        .await
+        .map_err(|e| ApiError::Proxy(ProxyError::Internal(e.to_string())))?
+        .map_err(ApiError::Proxy)?;
+    Ok(merged.body)
+}
+
+/// Reads a POST body up to `limit` bytes; it must be a form.
+async fn read_form_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<bytes::Bytes, ApiError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let is_form = content_type.is_empty()
+        || content_type.split(';').next().is_some_and(|m| {
+            m.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::BadData(format!("cannot read request body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::BadData(format!(
+                "request body larger than {limit} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if !is_form && !body.is_empty() {
+        return Err(ApiError::BadData(format!(
+            "unsupported Content-Type {content_type:?}: send application/x-www-form-urlencoded"
+        )));
+    }
+    Ok(body.freeze())
+}
+
+/// The request's parameters, form body first, as Go's `Request.FormValue` reads them.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn parse(form_body: &[u8], query_string: &str) -> Result<Params, ApiError> {
+        let bad = |e: std::str::Utf8Error| {
+            ApiError::BadData(format!("malformed request parameters: {e}"))
+        };
+        std::str::from_utf8(form_body).map_err(bad)?;
+        let mut pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(form_body)
+            .map_err(|e| ApiError::BadData(format!("malformed request body: {e}")))?;
+        let from_url: Vec<(String, String)> = serde_urlencoded::from_str(query_string)
+            .map_err(|e| ApiError::BadData(format!("malformed query string: {e}")))?;
+        pairs.extend(from_url);
+        Ok(Params(pairs))
+    }
+
+    fn first(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_query_is_passed_on_as_the_upstream_said() {
+        let failures = vec![
+            (
+                "http://a".to_string(),
+                UpstreamError::Connect("refused".into()),
+            ),
+            (
+                "http://b".to_string(),
+                UpstreamError::Rejected {
+                    status: 400,
+                    error_type: "bad_data".into(),
+                    error: "parse error".into(),
+                },
+            ),
+        ];
+        let (status, ty, msg) = all_failed(&failures);
+        assert_eq!(
+            (status.as_u16(), ty.as_str(), msg.as_str()),
+            (400, "bad_data", "parse error")
+        );
+    }
+
+    #[test]
+    fn outages_get_gateway_statuses_naming_every_upstream() {
+        let t = |n: &str| {
+            (
+                n.to_string(),
+                UpstreamError::Timeout(std::time::Duration::from_secs(2)),
+            )
+        };
+        let (status, ty, msg) = all_failed(&[t("http://a"), t("http://b")]);
+        assert_eq!((status.as_u16(), ty.as_str()), (504, "timeout"));
+        assert_eq!(
+            msg,
+            "all upstreams failed: upstream http://a: timeout after 2s; upstream http://b: timeout after 2s"
+        );
+        let c = (
+            "http://a".to_string(),
+            UpstreamError::Connect("refused".into()),
+        );
+        assert_eq!(all_failed(std::slice::from_ref(&c)).0.as_u16(), 503);
+        let s = (
+            "http://b".to_string(),
+            UpstreamError::Status {
+                status: 500,
+                detail: "oops".into(),
+            },
+        );
+        assert_eq!(all_failed(&[c, s]).0.as_u16(), 502);
+    }
+
+    #[test]
+    fn form_values_come_before_url_values() {
+        let p = Params::parse(b"query=up%7Bjob%3D%22a%22%7D&time=1", "query=down").unwrap();
+        assert_eq!(p.first("query"), Some("up{job=\"a\"}"));
+        assert!(Params::parse(b"\xff", "").is_err());
+    }
+}
