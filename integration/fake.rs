@@ -131,3 +131,17 @@ pub fn start_proxy_with(binary: &Path, upstreams: &[&str], args: &[&str]) -> Pro
     });
     proxy
 }
+
+/// POSTs a raw form body; returns (status, body).
+pub fn post_raw(url: &str, form: &str) -> (u16, String) {
+    let mut resp = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent()
+        .post(url)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .send(form.as_bytes())
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.body_mut().read_to_string().unwrap())
+}

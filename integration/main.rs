@@ -481,3 +481,117 @@ fn responses_are_gzipped_when_the_client_accepts_it() {
     assert!(lower.contains("content-encoding: gzip"), "{head}");
     assert!(lower.contains("content-type: application/json"), "{head}");
 }
+
+/// The proxy in front of a fake (priority 1) and the reference (priority 2).
+fn behind_fake(behaviour: fake::Behaviour) -> (fake::Fake, Proxy) {
+    let c = cluster();
+    let f = fake::start(behaviour);
+    let proxy = fake::start_proxy_without_readiness(proxy_binary(), &[&f.url, &c.reference.url]);
+    (f, proxy)
+}
+
+fn assert_reference_answer_with_warning(proxy: &Proxy, extra: &[(&str, &str)], warning: &str) {
+    let c = cluster();
+    let t = c.tl.end.to_string();
+    let mut params = vec![
+        ("query", "sum by (instance) (http_requests_total)"),
+        ("time", t.as_str()),
+    ];
+    params.extend_from_slice(extra);
+    let got = api(&proxy.url, "/api/v1/query", &params);
+    let want = api(&c.reference.url, "/api/v1/query", &params[..2]);
+    assert_eq!(differences(&points(&got), &points(&want)), vec![]);
+    let warnings: Vec<&str> = got["warnings"]
+        .as_array()
+        .expect("warnings")
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert!(
+        warnings.iter().any(|w| w.contains(warning)),
+        "{warnings:?} lacks {warning:?}"
+    );
+}
+
+#[test]
+fn a_garbage_answer_is_left_out_and_the_other_replica_answers_intact() {
+    let (f, proxy) = behind_fake(fake::Behaviour::Answer(200, "garbage, not JSON".into()));
+    assert_reference_answer_with_warning(
+        &proxy,
+        &[],
+        &format!("upstream {}: body is not valid JSON", f.url),
+    );
+    let (f, proxy) = behind_fake(fake::Behaviour::Answer(
+        200,
+        r#"{"status":"success","data":{"result":7}}"#.into(),
+    ));
+    assert_reference_answer_with_warning(
+        &proxy,
+        &[],
+        &format!("upstream {}: body is not a Prometheus query answer", f.url),
+    );
+}
+
+#[test]
+fn an_html_500_is_left_out_with_its_status() {
+    let (f, proxy) = behind_fake(fake::Behaviour::Answer(
+        500,
+        "<html><body>Internal error</body></html>".into(),
+    ));
+    assert_reference_answer_with_warning(&proxy, &[], &format!("upstream {}: HTTP 500", f.url));
+}
+
+#[test]
+fn a_hung_upstream_costs_no_more_than_the_clients_timeout() {
+    let (f, proxy) = behind_fake(fake::Behaviour::Hang);
+    let started = std::time::Instant::now();
+    assert_reference_answer_with_warning(
+        &proxy,
+        &[("timeout", "2s")],
+        &format!("upstream {}: timeout after 2s", f.url),
+    );
+    // The deadline is the client's 2s, not the upstream's default 60s.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn prefix_auth_headers_and_every_parameter_reach_the_upstream_unchanged() {
+    let answer = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+    let f = fake::start(fake::Behaviour::Answer(200, answer.into()));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("prefix-test");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("proxy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[upstreams.only]\nurl = \"{}/prefix\"\nbearer_token = \"s3cret\"\nheaders = {{ \"X-Scope-OrgID\" = \"team-a\" }}\n",
+            f.url
+        ),
+    )
+    .unwrap();
+    let proxy =
+        fake::start_proxy_with(proxy_binary(), &[], &["--config", config.to_str().unwrap()]);
+    let form =
+        "query=sum%28up%29&time=1700000000&lookback_delta=1m&stats=all&limit=5&unknown_param=x%2By";
+    let (status, body) = fake::post_raw(&format!("{}/api/v1/query?from_url=1", proxy.url), form);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, answer);
+    let seen = f.requests.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let request = &seen[0];
+    assert!(
+        request.starts_with("POST /prefix/api/v1/query?from_url=1 HTTP/1.1\r\n"),
+        "{request}"
+    );
+    let lower = request.to_ascii_lowercase();
+    assert!(
+        lower.contains("\r\nauthorization: bearer s3cret\r\n"),
+        "{request}"
+    );
+    assert!(lower.contains("\r\nx-scope-orgid: team-a\r\n"), "{request}");
+    assert!(request.ends_with(&format!("\r\n\r\n{form}")), "{request}");
+}

@@ -87,6 +87,38 @@ fn all_failed(failures: &[(String, UpstreamError)]) -> (StatusCode, String, Stri
     }
 }
 
+/// Starts the supervisor and serves the API until the server stops.
+/// Must run inside an actix system.
+pub async fn serve(config: crate::config::Config) -> std::io::Result<()> {
+    use actix::Actor;
+    let supervisor = Supervisor::new(&config).start();
+    let state = web::Data::new(State {
+        supervisor,
+        max_request_body_bytes: config.max_request_body_bytes,
+    });
+    for (i, u) in config.upstreams.iter().enumerate() {
+        log::info!(
+            "upstream {} ({}): {}, timeout {:?}",
+            i + 1,
+            u.name,
+            u.url,
+            u.timeout
+        );
+    }
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(state.clone())
+            .wrap(actix_web::middleware::Compress::default())
+            .configure(routes)
+    })
+    .bind(&config.listen)
+    .map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
+    })?;
+    log::info!("listening on {}", config.listen);
+    server.run().await
+}
+
 /// Registers the API routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(

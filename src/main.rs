@@ -1,12 +1,8 @@
 //! The `prom-ha-proxy` command: reads the configuration, starts the supervisor
 //! and its backends, and serves the Prometheus API.
 
-use actix::Actor;
-use actix_web::{App, HttpServer, middleware, web};
 use clap::Parser;
 use prom_ha_proxy::config::{Config, Overrides};
-use prom_ha_proxy::http::{self, State};
-use prom_ha_proxy::supervisor::Supervisor;
 use std::path::PathBuf;
 
 /// A high-availability query proxy for Prometheus: sends each query to every
@@ -38,37 +34,8 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if let Err(e) = actix_web::rt::System::new().block_on(serve(config)) {
+    if let Err(e) = actix_web::rt::System::new().block_on(prom_ha_proxy::http::serve(config)) {
         eprintln!("prom-ha-proxy: {e}");
         std::process::exit(1);
     }
-}
-
-async fn serve(config: Config) -> std::io::Result<()> {
-    let supervisor = Supervisor::new(&config).start();
-    let state = web::Data::new(State {
-        supervisor,
-        max_request_body_bytes: config.max_request_body_bytes,
-    });
-    for (i, u) in config.upstreams.iter().enumerate() {
-        log::info!(
-            "upstream {} ({}): {}, timeout {:?}",
-            i + 1,
-            u.name,
-            u.url,
-            u.timeout
-        );
-    }
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(state.clone())
-            .wrap(middleware::Compress::default())
-            .configure(http::routes)
-    })
-    .bind(&config.listen)
-    .map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
-    })?;
-    log::info!("listening on {}", config.listen);
-    server.run().await
 }
