@@ -18,9 +18,21 @@ fn main() {
     let tl = Timeline::recent();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/demo");
     println!("Backfilling three Prometheus servers with 3 hours of data…");
-    let a = Prometheus::start("a", &root.join("a"), &openmetrics(&tl, &[tl.hole_a]));
-    let b = Prometheus::start("b", &root.join("b"), &openmetrics(&tl, &[tl.hole_b]));
-    let reference = Prometheus::start("reference", &root.join("reference"), &openmetrics(&tl, &[]));
+    let a = Prometheus::start(
+        "a",
+        &root.join("a"),
+        &openmetrics(&tl, &[tl.hole_a], PHASE_S),
+    );
+    let b = Prometheus::start(
+        "b",
+        &root.join("b"),
+        &openmetrics(&tl, &[tl.hole_b], PHASE_S),
+    );
+    let reference = Prometheus::start(
+        "reference",
+        &root.join("reference"),
+        &openmetrics(&tl, &[], PHASE_S),
+    );
     let config = Config::load(
         None,
         &Overrides {

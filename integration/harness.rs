@@ -44,7 +44,8 @@ pub struct Timeline {
     pub end: i64,
     /// Replica a misses 20 minutes, an hour in.
     pub hole_a: Hole,
-    /// Replica b misses 15 minutes, two hours in.
+    /// Replica b misses 15 minutes, two and a half hours in: far enough from
+    /// a's that no query window up to an hour sees both holes.
     pub hole_b: Hole,
 }
 
@@ -64,20 +65,26 @@ impl Timeline {
                 end: start + 3600 + 20 * 60,
             },
             hole_b: Hole {
-                start: start + 7200,
-                end: start + 7200 + 15 * 60,
+                start: start + 9000,
+                end: start + 9000 + 15 * 60,
             },
         }
     }
 }
 
-/// The data set in OpenMetrics text, skipping samples inside `holes`.
+/// Seconds after each whole scrape interval at which the data's samples sit:
+/// like real scrapes, never on a query step or a TSDB block boundary.
+pub const PHASE_S: i64 = 7;
+
+/// The data set in OpenMetrics text, skipping samples inside `holes`, with
+/// samples `phase_s` seconds into each scrape interval.
 ///
 /// Counters, gauges and a classic histogram over several instances, values
 /// from integer arithmetic so every server holds exactly the same numbers.
-pub fn openmetrics(tl: &Timeline, holes: &[Hole]) -> String {
+pub fn openmetrics(tl: &Timeline, holes: &[Hole], phase_s: i64) -> String {
     let times: Vec<i64> = (tl.start..=tl.end)
         .step_by(STEP_S as usize)
+        .map(|t| t + phase_s)
         .filter(|t| !holes.iter().any(|h| h.contains(*t)))
         .collect();
     let mut out = String::new();
@@ -283,6 +290,15 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn start(binary: &Path, upstreams: &[&str], extra_args: &[&str]) -> Proxy {
+        Self::start_with_env(binary, upstreams, extra_args, &[])
+    }
+
+    pub fn start_with_env(
+        binary: &Path,
+        upstreams: &[&str],
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Proxy {
         let port = free_port();
         let mut cmd = Command::new(binary);
         cmd.arg("--listen")
@@ -290,6 +306,7 @@ impl Proxy {
             .args(extra_args)
             .args(upstreams)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         let child = spawn_tied(cmd).expect("start proxy");

@@ -8,6 +8,7 @@
 //! merge (a later issue) can tell apart. Tests that meet those steps say so
 //! in their names and check everything else point for point.
 
+mod coverage;
 mod fake;
 mod harness;
 
@@ -23,6 +24,8 @@ struct Cluster {
     b: Prometheus,
     reference: Prometheus,
     proxy: Proxy,
+    /// The same proxy with the coverage-aware merge off: plain priority merge.
+    plain: Proxy,
 }
 
 fn cluster() -> &'static Cluster {
@@ -32,9 +35,9 @@ fn cluster() -> &'static Cluster {
         let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cluster");
         let (da, db, dr) = (root.join("a"), root.join("b"), root.join("reference"));
         let (om_a, om_b, om_r) = (
-            openmetrics(&tl, &[tl.hole_a]),
-            openmetrics(&tl, &[tl.hole_b]),
-            openmetrics(&tl, &[]),
+            openmetrics(&tl, &[tl.hole_a], PHASE_S),
+            openmetrics(&tl, &[tl.hole_b], PHASE_S),
+            openmetrics(&tl, &[], PHASE_S),
         );
         let (a, (b, reference)) = std::thread::scope(|s| {
             let a = s.spawn(|| Prometheus::start("a", &da, &om_a));
@@ -43,12 +46,19 @@ fn cluster() -> &'static Cluster {
             (a.join().unwrap(), (b.join().unwrap(), r))
         });
         let proxy = Proxy::start(proxy_binary(), &[&a.url, &b.url], &[]);
+        let plain = Proxy::start_with_env(
+            proxy_binary(),
+            &[&a.url, &b.url],
+            &[],
+            &[("PROM_HA_PROXY__COVERAGE__ENABLED", "false")],
+        );
         Cluster {
             tl,
             a,
             b,
             reference,
             proxy,
+            plain,
         }
     })
 }
@@ -113,7 +123,7 @@ fn points(v: &Value) -> Points {
 }
 
 fn same(x: f64, y: f64) -> bool {
-    (x.is_nan() && y.is_nan()) || x == y || ((x - y).abs() <= 1e-9 * x.abs().max(y.abs()))
+    (x.is_nan() && y.is_nan()) || x == y || ((x - y).abs() <= 1e-5 * x.abs().max(y.abs()))
 }
 
 /// Compares every point; returns the timestamps (seconds) where they differ.
@@ -226,7 +236,7 @@ fn range_queries_across_the_holes_equal_the_reference_except_near_hole_a_edges_u
     let tl = c.tl;
     let mut filled = 0;
     for (q, window) in BATTERY {
-        let got_v = range(&c.proxy.url, q, tl.start + 900, tl.end, 60);
+        let got_v = range(&c.plain.url, q, tl.start + 900, tl.end, 60);
         let got = points(&got_v);
         let want = points(&range(&c.reference.url, q, tl.start + 900, tl.end, 60));
         for (key, t) in differences(&got, &want) {
@@ -581,8 +591,25 @@ fn prefix_auth_headers_and_every_parameter_reach_the_upstream_unchanged() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, answer);
     let seen = f.requests.lock().unwrap().clone();
-    assert_eq!(seen.len(), 1, "{seen:?}");
-    let request = &seen[0];
+    // The user's query, and the coverage query sent with it.
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let request = seen
+        .iter()
+        .find(|r| r.ends_with(form))
+        .expect("the user's request, unchanged");
+    let coverage = seen.iter().find(|r| !r.ends_with(form)).unwrap();
+    assert!(
+        coverage.starts_with("POST /prefix/api/v1/query?from_url=1 HTTP/1.1\r\n"),
+        "{coverage}"
+    );
+    assert!(
+        coverage.contains("count_over_time%28up%5B60000ms%5D%29"),
+        "look-back 1m: {coverage}"
+    );
+    assert!(
+        coverage.ends_with("&time=1700000000&lookback_delta=1m&unknown_param=x%2By"),
+        "{coverage}"
+    );
     assert!(
         request.starts_with("POST /prefix/api/v1/query?from_url=1 HTTP/1.1\r\n"),
         "{request}"
@@ -594,4 +621,33 @@ fn prefix_auth_headers_and_every_parameter_reach_the_upstream_unchanged() {
     );
     assert!(lower.contains("\r\nx-scope-orgid: team-a\r\n"), "{request}");
     assert!(request.ends_with(&format!("\r\n\r\n{form}")), "{request}");
+}
+
+#[test]
+fn an_upstream_answer_over_the_size_limit_is_left_out_with_a_warning() {
+    let c = cluster();
+    // A valid answer, just too big for the configured limit.
+    let labels = "x".repeat(4000);
+    let big = format!(
+        r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{"l":"{labels}"}},"value":[1,"1"]}}]}}}}"#
+    );
+    let f = fake::start(fake::Behaviour::Answer(200, big));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("limit-test");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("proxy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "max_upstream_body_bytes = 2000\n[upstreams.big]\nurl = \"{}\"\npriority = 1\n[upstreams.reference]\nurl = \"{}\"\npriority = 2\n",
+            f.url, c.reference.url
+        ),
+    )
+    .unwrap();
+    let proxy =
+        fake::start_proxy_with(proxy_binary(), &[], &["--config", config.to_str().unwrap()]);
+    assert_reference_answer_with_warning(
+        &proxy,
+        &[],
+        &format!("upstream {}: answer larger than the 2000-byte limit", f.url),
+    );
 }

@@ -27,6 +27,35 @@ pub struct ApiRequest {
     pub form_body: Bytes,
 }
 
+impl ApiRequest {
+    /// The same request with its `query` parameter replaced, every other
+    /// parameter kept (same time range, step, timeout, look-back).
+    pub fn with_query(&self, query: &str) -> ApiRequest {
+        fn replace(encoded: &[u8], query: &str) -> String {
+            let pairs: Vec<(String, String)> =
+                serde_urlencoded::from_bytes(encoded).unwrap_or_default();
+            let pairs: Vec<(String, String)> = pairs
+                .into_iter()
+                .filter(|(k, _)| k != "stats" && k != "limit")
+                .map(|(k, v)| {
+                    if k == "query" {
+                        (k, query.to_string())
+                    } else {
+                        (k, v)
+                    }
+                })
+                .collect();
+            serde_urlencoded::to_string(pairs).unwrap_or_default()
+        }
+        ApiRequest {
+            path: self.path,
+            method: self.method.clone(),
+            query_string: replace(self.query_string.as_bytes(), query),
+            form_body: Bytes::from(replace(&self.form_body, query)),
+        }
+    }
+}
+
 /// Why one upstream gave no usable answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpstreamError {
@@ -321,6 +350,22 @@ mod tests {
             upstream_url(&base, "/api/v1/query_range", ""),
             "http://h:9090/api/v1/query_range"
         );
+    }
+
+    #[test]
+    fn with_query_replaces_only_the_query() {
+        let r = ApiRequest {
+            path: "/api/v1/query_range",
+            method: Method::POST,
+            query_string: "x=1".into(),
+            form_body: Bytes::from_static(b"query=up&start=1&end=2&step=15&stats=all"),
+        };
+        let c = r.with_query("sum(up)");
+        assert_eq!(
+            c.form_body,
+            Bytes::from_static(b"query=sum%28up%29&start=1&end=2&step=15")
+        );
+        assert_eq!(c.query_string, "x=1");
     }
 
     #[test]

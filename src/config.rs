@@ -55,7 +55,22 @@ pub struct Config {
     pub max_upstream_body_bytes: usize,
     /// Highest priority first.
     pub upstreams: Vec<UpstreamConfig>,
+    /// The coverage-aware merge; None when turned off.
+    pub coverage: Option<CoverageConfig>,
 }
+
+/// Settings of the coverage-aware merge (see README, "Right answers across a hole").
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoverageConfig {
+    /// A plain selector every replica scrapes alike, one sample per target per scrape.
+    pub selector: String,
+    /// The upstreams' look-back delta (`--query.lookback-delta`), used when the
+    /// client sends no `lookback_delta`.
+    pub lookback_delta: Duration,
+}
+
+pub const DEFAULT_COVERAGE_SELECTOR: &str = "up";
+pub const DEFAULT_LOOKBACK_DELTA: Duration = Duration::from_secs(300);
 
 /// What the command line may set over the file and environment.
 #[derive(Debug, Default, Clone)]
@@ -101,6 +116,16 @@ struct RawConfig {
     max_upstream_body_bytes: Option<i64>,
     #[serde(default)]
     upstreams: BTreeMap<String, RawUpstream>,
+    #[serde(default)]
+    coverage: RawCoverage,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCoverage {
+    enabled: Option<bool>,
+    selector: Option<String>,
+    lookback_delta: Option<RawDuration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -215,7 +240,18 @@ impl RawConfig {
                 return Err(invalid("replica_labels", "empty label name"));
             }
         }
+        if upstreams.len() > crate::merge::coverage::MAX_UPSTREAMS {
+            return Err(invalid(
+                "upstreams",
+                format!(
+                    "at most {} upstreams",
+                    crate::merge::coverage::MAX_UPSTREAMS
+                ),
+            ));
+        }
+        let coverage = self.coverage.resolve()?;
         Ok(Config {
+            coverage,
             listen: overrides
                 .listen
                 .clone()
@@ -235,6 +271,34 @@ impl RawConfig {
             .min(u32::MAX as usize - crate::merge::answer::PADDING),
             upstreams,
         })
+    }
+}
+
+impl RawCoverage {
+    fn resolve(self) -> Result<Option<CoverageConfig>, ConfigError> {
+        let selector = self
+            .selector
+            .unwrap_or_else(|| DEFAULT_COVERAGE_SELECTOR.to_string());
+        match promql_parser::parser::parse(&selector) {
+            Ok(promql_parser::parser::Expr::VectorSelector(vs))
+                if vs.offset.is_none() && vs.at.is_none() => {}
+            _ => {
+                return Err(invalid(
+                    "coverage.selector",
+                    format!("{selector:?} is not a plain selector like up{{job=\"node\"}}"),
+                ));
+            }
+        }
+        let lookback_delta = match self.lookback_delta {
+            None => DEFAULT_LOOKBACK_DELTA,
+            Some(d) => {
+                parse_positive_duration(d).map_err(|r| invalid("coverage.lookback_delta", r))?
+            }
+        };
+        Ok(self.enabled.unwrap_or(true).then_some(CoverageConfig {
+            selector,
+            lookback_delta,
+        }))
     }
 }
 
@@ -451,6 +515,28 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn coverage_is_on_by_default_and_can_be_turned_off() {
+        let c = load(
+            "[upstreams.a]\nurl='http://a:1'\n",
+            &[],
+            &Overrides::default(),
+        )
+        .unwrap();
+        let cov = c.coverage.unwrap();
+        assert_eq!(
+            (cov.selector.as_str(), cov.lookback_delta),
+            ("up", Duration::from_secs(300))
+        );
+        let c = load(
+            "[upstreams.a]\nurl='http://a:1'\n",
+            &[("PROM_HA_PROXY__COVERAGE__ENABLED", "false")],
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.coverage, None);
     }
 
     #[test]

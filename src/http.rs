@@ -17,6 +17,8 @@ use futures_util::StreamExt;
 pub struct State {
     pub supervisor: Addr<Supervisor>,
     pub max_request_body_bytes: usize,
+    /// The upstreams' look-back delta, when the client sends none.
+    pub lookback_delta: std::time::Duration,
 }
 
 /// Errors as the client sees them: each maps to one status and `errorType`.
@@ -95,6 +97,10 @@ pub async fn serve(config: crate::config::Config) -> std::io::Result<()> {
     let state = web::Data::new(State {
         supervisor,
         max_request_body_bytes: config.max_request_body_bytes,
+        lookback_delta: config
+            .coverage
+            .as_ref()
+            .map_or(crate::config::DEFAULT_LOOKBACK_DELTA, |c| c.lookback_delta),
     });
     for (i, u) in config.upstreams.iter().enumerate() {
         log::info!(
@@ -197,7 +203,20 @@ async fn answer_query(
             ))
         })?),
     };
-    let shape = query::analyse(expr);
+    let lookback = match params.first("lookback_delta") {
+        None | Some("") => state.lookback_delta,
+        Some(t) => match crate::config::parse_duration(t) {
+            // Prometheus reads 0 as "the server's default".
+            Some(d) if d.is_zero() => state.lookback_delta,
+            Some(d) => d,
+            None => {
+                return Err(ApiError::BadData(format!(
+                    "invalid parameter \"lookback_delta\": cannot parse {t:?} to a valid duration"
+                )));
+            }
+        },
+    };
+    let shape = query::analyse(expr, lookback);
     let request = ApiRequest {
         path,
         method: req.method().clone(),

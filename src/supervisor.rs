@@ -5,9 +5,11 @@
 //! and nothing about HTTP: the edge maps [`ProxyError`] to a response.
 
 use crate::backend::{ApiRequest, Backend, Fetch, UpstreamError};
-use crate::config::{Config, UpstreamConfig};
-use crate::merge::{self, AllEligible, MergeOptions, MergeReport, Upstream};
-use crate::query::QueryShape;
+use crate::config::{Config, CoverageConfig, UpstreamConfig};
+use crate::merge::answer::Answer;
+use crate::merge::coverage::StepMask;
+use crate::merge::{self, AllEligible, Eligibility, MergeOptions, MergeReport, Upstream};
+use crate::query::{self, QueryShape, Reads};
 use actix::prelude::*;
 use futures_util::future::join_all;
 use std::sync::Arc;
@@ -46,6 +48,7 @@ struct BackendHandle {
 pub struct Supervisor {
     backends: Vec<BackendHandle>,
     replica_labels: Arc<Vec<String>>,
+    coverage: Option<CoverageConfig>,
 }
 
 impl Supervisor {
@@ -71,6 +74,7 @@ impl Supervisor {
         Supervisor {
             backends,
             replica_labels: Arc::new(config.replica_labels.clone()),
+            coverage: config.coverage.clone(),
         }
     }
 }
@@ -91,6 +95,15 @@ impl Handler<Query> for Supervisor {
     type Result = ResponseFuture<Result<Merged, ProxyError>>;
 
     fn handle(&mut self, query: Query, _: &mut Self::Context) -> Self::Result {
+        // The coverage query goes out with the user's, to every upstream at once.
+        let coverage_request = match (&self.coverage, query.shape.reads) {
+            (Some(cov), Reads::Window { from_ms, to_ms }) => Some(Arc::new(
+                query
+                    .request
+                    .with_query(&query::coverage_query(&cov.selector, from_ms, to_ms)),
+            )),
+            _ => None,
+        };
         let request = Arc::new(query.request);
         let fetches: Vec<_> = self
             .backends
@@ -100,11 +113,21 @@ impl Handler<Query> for Supervisor {
                     Some(t) if !t.is_zero() => t.min(b.config.timeout),
                     _ => b.config.timeout,
                 };
-                let send = b.addr.send(Fetch {
-                    request: request.clone(),
-                    deadline,
-                });
-                async move { send.await.unwrap_or(Err(UpstreamError::Unavailable)) }
+                let fetch = |request: Arc<ApiRequest>| {
+                    let send = b.addr.send(Fetch { request, deadline });
+                    async move { send.await.unwrap_or(Err(UpstreamError::Unavailable)) }
+                };
+                let main = fetch(request.clone());
+                let coverage = coverage_request.clone().map(fetch);
+                async move {
+                    match coverage {
+                        Some(c) => {
+                            let (m, c) = futures_util::future::join(main, c).await;
+                            (m, Some(c))
+                        }
+                        None => (main.await, None),
+                    }
+                }
             })
             .collect();
         let names: Vec<String> = self
@@ -115,7 +138,8 @@ impl Handler<Query> for Supervisor {
         let replica_labels = self.replica_labels.clone();
         let reorder = query.shape.reorder;
         Box::pin(async move {
-            let outcomes = join_all(fetches).await;
+            let (outcomes, coverage): (Vec<_>, Vec<_>) =
+                join_all(fetches).await.into_iter().unzip();
             if outcomes.iter().all(Result::is_err) {
                 let failures = names
                     .into_iter()
@@ -126,7 +150,7 @@ impl Handler<Query> for Supervisor {
             }
             // The merge is CPU work: keep it off the threads that serve HTTP.
             actix_web::rt::task::spawn_blocking(move || {
-                let warnings: Vec<String> = names
+                let mut warnings: Vec<String> = names
                     .iter()
                     .zip(&outcomes)
                     .filter_map(|(n, o)| o.as_ref().err().map(|e| format!("upstream {n}: {e}")))
@@ -143,13 +167,68 @@ impl Handler<Query> for Supervisor {
                     replica_labels: &replica_labels,
                     reorder,
                 };
+                let mask = step_mask(&names, &outcomes, &coverage, &mut warnings);
                 let mut body = Vec::new();
-                let report = merge::merge(&upstreams, &warnings, &opts, &AllEligible, &mut body)
-                    .map_err(|e| ProxyError::Internal(e.to_string()))?;
+                let report = match &mask {
+                    Some(mask) => run_merge(&upstreams, &warnings, &opts, mask, &mut body),
+                    None => run_merge(&upstreams, &warnings, &opts, &AllEligible, &mut body),
+                }?;
                 Ok(Merged { body, report })
             })
             .await
             .map_err(|e| ProxyError::Internal(format!("merge failed: {e}")))?
         })
     }
+}
+
+fn run_merge<E: Eligibility>(
+    upstreams: &[Upstream<'_>],
+    warnings: &[String],
+    opts: &MergeOptions<'_>,
+    eligibility: &E,
+    body: &mut Vec<u8>,
+) -> Result<MergeReport, ProxyError> {
+    merge::merge(upstreams, warnings, opts, eligibility, body)
+        .map_err(|e| ProxyError::Internal(e.to_string()))
+}
+
+type Outcome = Result<Answer, UpstreamError>;
+
+/// The per-step eligibility from the coverage answers, or None for the plain
+/// priority merge (no coverage asked, or none known). Says in `warnings` what degraded.
+fn step_mask(
+    names: &[String],
+    outcomes: &[Outcome],
+    coverage: &[Option<Outcome>],
+    warnings: &mut Vec<String>,
+) -> Option<StepMask> {
+    if coverage.iter().all(Option::is_none) {
+        return None;
+    }
+    let answered: Vec<bool> = outcomes.iter().map(Result::is_ok).collect();
+    let mut known = 0;
+    for ((name, cov), answered) in names.iter().zip(coverage).zip(&answered) {
+        match cov {
+            Some(Ok(_)) if *answered => known += 1,
+            Some(Err(e)) if *answered => warnings.push(format!(
+                "upstream {name}: coverage query failed ({e}); its data is used only where no other upstream's completeness is known"
+            )),
+            _ => {}
+        }
+    }
+    if known == 0 {
+        warnings.push(
+            "completeness unknown on every upstream: answered by plain priority merge".to_string(),
+        );
+        return None;
+    }
+    let answers: Vec<Option<&Answer>> = coverage
+        .iter()
+        .map(|c| c.as_ref().and_then(|r| r.as_ref().ok()))
+        .collect();
+    Some(StepMask::from_coverage(
+        &answers,
+        &answered,
+        query::COVERAGE_LABEL,
+    ))
 }

@@ -10,6 +10,7 @@
 //! warnings unioned; output bytes for values and timestamps copied from the input.
 
 pub mod answer;
+pub mod coverage;
 pub mod json;
 pub mod reorder;
 pub mod series;

@@ -1,0 +1,146 @@
+//! The coverage-aware merge against the reference, side by side with the
+//! plain priority merge, over a broad battery of queries nobody tuned for.
+
+use crate::*;
+
+/// Selectors with and without offsets, `*_over_time` from 1s to 1h, counter
+/// functions, aggregations, topk, absent, histogram_quantile, subqueries.
+pub const BROAD: &[&str] = &[
+    "http_requests_total",
+    "temperature_celsius",
+    "temperature_celsius offset 10m",
+    "http_requests_total offset -5m",
+    "count_over_time(temperature_celsius[1s])",
+    "sum_over_time(temperature_celsius[30s])",
+    "avg_over_time(temperature_celsius[5m])",
+    "min_over_time(temperature_celsius[15m])",
+    "max_over_time(temperature_celsius[1h])",
+    "count_over_time(http_requests_total[10m])",
+    "rate(http_requests_total[1m])",
+    "rate(http_requests_total[5m])",
+    "increase(http_requests_total[15m])",
+    "irate(http_requests_total[5m])",
+    "resets(http_requests_total[30m])",
+    "sum by (job, code) (rate(http_requests_total[5m]))",
+    "count by (instance) (http_requests_total)",
+    "avg by (room) (temperature_celsius)",
+    "count(temperature_celsius)",
+    "sum(up)",
+    "topk(3, rate(http_requests_total[5m]))",
+    "bottomk(2, temperature_celsius)",
+    "absent(temperature_celsius)",
+    "absent(no_such_metric)",
+    "absent_over_time(temperature_celsius[10m])",
+    "histogram_quantile(0.9, sum by (le) (rate(request_duration_seconds_bucket[5m])))",
+    "histogram_quantile(0.5, rate(request_duration_seconds_bucket[10m]))",
+    "max_over_time(rate(http_requests_total[5m])[30m:1m])",
+    "avg_over_time(sum(temperature_celsius)[15m:30s])",
+    "sum(rate(http_requests_total[5m])) / sum(rate(http_requests_total[5m] offset 1h))",
+];
+
+#[derive(Default)]
+struct Tally {
+    points: usize,
+    differing_points: usize,
+    queries: usize,
+    differing_queries: Vec<String>,
+}
+
+impl Tally {
+    fn add(&mut self, what: String, got: &Points, want: &Points) {
+        let total: usize = {
+            let keys: std::collections::BTreeSet<&String> = got.keys().chain(want.keys()).collect();
+            keys.iter()
+                .map(|k| {
+                    let e = BTreeMap::new();
+                    let (g, w) = (got.get(*k).unwrap_or(&e), want.get(*k).unwrap_or(&e));
+                    g.keys()
+                        .chain(w.keys())
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .len()
+                })
+                .sum()
+        };
+        let diffs = differences(got, want);
+        self.points += total.max(1);
+        self.queries += 1;
+        if !diffs.is_empty() {
+            self.differing_points += diffs.len();
+            self.differing_queries.push(format!(
+                "{what}: {} of {total} points, first at {:?}",
+                diffs.len(),
+                diffs[0]
+            ));
+        }
+    }
+
+    fn share_identical(&self) -> (f64, f64) {
+        (
+            1.0 - self.differing_points as f64 / self.points as f64,
+            1.0 - self.differing_queries.len() as f64 / self.queries as f64,
+        )
+    }
+}
+
+/// Runs the battery through `base`, as range queries over all the data (both
+/// holes and their edges) and as instant queries inside each hole and just after.
+fn battery(c: &Cluster, base: &str) -> Tally {
+    let tl = c.tl;
+    let mut tally = Tally::default();
+    let instants = [
+        tl.hole_a.start + 30,
+        tl.hole_a.start + 8 * 60,
+        tl.hole_a.end - 15,
+        tl.hole_a.end + 60,
+        tl.hole_a.end + 10 * 60,
+        tl.hole_b.start + 7 * 60,
+        tl.hole_b.end + 2 * 60,
+    ];
+    for q in BROAD {
+        let got = points(&range(base, q, tl.start, tl.end, 60));
+        let want = points(&range(&c.reference.url, q, tl.start, tl.end, 60));
+        tally.add(format!("range {q}"), &got, &want);
+        for t in instants {
+            let got = points(&instant(base, q, t));
+            let want = points(&instant(&c.reference.url, q, t));
+            tally.add(
+                format!("instant {q} @{}s into hole a", t - tl.hole_a.start),
+                &got,
+                &want,
+            );
+        }
+    }
+    tally
+}
+
+#[test]
+fn coverage_merge_equals_the_reference_across_both_holes_where_plain_priority_does_not() {
+    let c = cluster();
+    let with = battery(c, &c.proxy.url);
+    let plain = battery(c, &c.plain.url);
+    let (wp, wq) = with.share_identical();
+    let (pp, pq) = plain.share_identical();
+    println!(
+        "coverage-aware merge: {:.4} of {} points and {:.4} of {} queries identical to the reference",
+        wp, with.points, wq, with.queries
+    );
+    println!(
+        "plain priority merge: {:.4} of {} points and {:.4} of {} queries identical to the reference",
+        pp, plain.points, pq, plain.queries
+    );
+    for d in &with.differing_queries {
+        println!("  still differs: {d}");
+    }
+    assert!(
+        wp >= 0.999,
+        "coverage-aware merge: only {wp:.4} of points identical"
+    );
+    assert!(
+        wq >= 0.99,
+        "coverage-aware merge: only {wq:.4} of queries identical"
+    );
+    assert!(
+        pq < wq,
+        "the plain merge should do worse on this battery ({pq:.4} vs {wq:.4})"
+    );
+}
