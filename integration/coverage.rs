@@ -2,6 +2,7 @@
 //! plain priority merge, over a broad battery of queries nobody tuned for.
 
 use crate::*;
+use harness::Hole;
 
 /// Selectors with and without offsets, `*_over_time` from 1s to 1h, counter
 /// functions, aggregations, topk, absent, histogram_quantile, subqueries.
@@ -143,4 +144,106 @@ fn coverage_merge_equals_the_reference_across_both_holes_where_plain_priority_do
         pq < wq,
         "the plain merge should do worse on this battery ({pq:.4} vs {wq:.4})"
     );
+}
+
+/// Replica b scraping 5 seconds after a, as real replicas do.
+struct Offset {
+    b: Prometheus,
+    proxy: Proxy,
+}
+
+fn offset_cluster() -> &'static Offset {
+    static OFFSET: std::sync::OnceLock<Offset> = std::sync::OnceLock::new();
+    OFFSET.get_or_init(|| {
+        let c = cluster();
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("cluster")
+            .join("b-offset");
+        let b = Prometheus::start(
+            "b-offset",
+            &dir,
+            &openmetrics(&c.tl, &[c.tl.hole_b], PHASE_S + 5),
+        );
+        let proxy = Proxy::start(proxy_binary(), &[&c.a.url, &b.url], &[]);
+        Offset { b, proxy }
+    })
+}
+
+/// Whether the stretch `query` reads at step `t` (seconds) touches `hole`, give or take a scrape.
+fn reads_hole(query: &str, t: i64, hole: Hole) -> bool {
+    match prom_ha_proxy::query::analyse(query, std::time::Duration::from_secs(LOOKBACK as u64))
+        .reads
+    {
+        prom_ha_proxy::query::Reads::Window { from_ms, to_ms } => {
+            t * 1000 + from_ms < (hole.end + STEP_S) * 1000 && t * 1000 + to_ms >= hole.start * 1000
+        }
+        _ => true,
+    }
+}
+
+#[test]
+fn with_offset_scrapes_every_complete_step_comes_from_the_first_replica_without_flipping() {
+    let c = cluster();
+    let o = offset_cluster();
+    let tl = c.tl;
+    let (mut checked, mut a_differs_from_b) = (0, 0);
+    for q in BROAD {
+        let got = points(&range(&o.proxy.url, q, tl.start, tl.end, 60));
+        let from_a = points(&range(&c.a.url, q, tl.start, tl.end, 60));
+        let from_b = points(&range(&o.b.url, q, tl.start, tl.end, 60));
+        for (key, series) in &from_a {
+            for (t_ms, a_value) in series {
+                let t = t_ms / 1000;
+                if reads_hole(q, t, tl.hole_a) {
+                    continue;
+                }
+                checked += 1;
+                let b_value = from_b.get(key).and_then(|s| s.get(t_ms));
+                a_differs_from_b += b_value.is_none_or(|b| !same(*a_value, *b)) as usize;
+                let got_value = got.get(key).and_then(|s| s.get(t_ms));
+                assert!(
+                    got_value.is_some_and(|g| same(*g, *a_value)),
+                    "{q}: {key} at {t}s came from b ({got_value:?}) though a was complete ({a_value})"
+                );
+            }
+        }
+        // And where a has nothing, b fills in: no step is left empty.
+        let want = points(&range(&c.reference.url, q, tl.start, tl.end, 60));
+        let steps = |p: &Points| {
+            p.values()
+                .flat_map(|s| s.keys().copied())
+                .collect::<std::collections::BTreeSet<i64>>()
+        };
+        assert_eq!(steps(&got), steps(&want), "{q}: steps with an answer");
+    }
+    println!(
+        "{checked} points outside hole a checked; a and b disagree on {a_differs_from_b} of them"
+    );
+    // The check means something only if the replicas' answers do differ.
+    assert!(
+        a_differs_from_b > checked / 10,
+        "only {a_differs_from_b} of {checked} points tell a from b"
+    );
+}
+
+#[test]
+fn steps_on_the_scrapes_themselves_equal_the_reference_at_the_holes_first_missing_scrape() {
+    // Steps of one scrape interval landing exactly on the samples: the first
+    // step inside a hole finds the replica short by just one sample per target.
+    let c = cluster();
+    let tl = c.tl;
+    let (start, end) = (
+        tl.hole_a.start - 600 + PHASE_S,
+        tl.hole_a.end + 600 + PHASE_S,
+    );
+    for q in [
+        "http_requests_total",
+        "temperature_celsius",
+        "rate(http_requests_total[1m])",
+        "sum(up)",
+    ] {
+        let got = points(&range(&c.proxy.url, q, start, end, STEP_S));
+        let want = points(&range(&c.reference.url, q, start, end, STEP_S));
+        assert_eq!(differences(&got, &want), vec![], "{q}");
+    }
 }

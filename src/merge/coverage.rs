@@ -9,10 +9,25 @@
 //! differ by one sample per target: whoever is within `series` of the best
 //! counts as complete, and priority decides among those. This module knows
 //! nothing of PromQL; it reads numbers from answers.
+//!
+//! That tolerance cannot tell "scrapes 5s later" from "missed its latest
+//! scrape": at one step, counts alone look the same. Over a range of steps
+//! they do not. A phase offset gives a replica the same small deficit step
+//! after step; a hole's deficit grows from one scrape per target to many. So,
+//! given enough steps, each upstream's tolerance is its usual deficit (the
+//! 80th percentile over the steps, never more than one sample per target),
+//! and a small deficit beside a step short by more than that is the edge of a
+//! hole. Lockstep replicas get no tolerance; the first step of a hole is
+//! caught whatever the phases. An instant query has one step: there the
+//! plain one-sample-per-target rule is all there is.
 
 use super::Eligibility;
 use super::answer::Answer;
 use std::collections::HashMap;
+
+/// How many steps it takes to learn an upstream's usual deficit; with fewer
+/// (an instant query), every upstream gets one sample per target.
+const LEARN_FROM_STEPS: usize = 8;
 
 /// The most upstreams a mask can hold (one bit each).
 pub const MAX_UPSTREAMS: usize = 64;
@@ -66,21 +81,55 @@ impl StepMask {
         let known: Vec<bool> = (0..n)
             .map(|u| answered[u] && coverage[u].is_some())
             .collect();
-        let by_t = table
+        // Per step: the best count, and one sample per target of the best as the widest tolerance.
+        let mut table: Vec<(i64, Vec<Counts>)> = table.into_iter().collect();
+        table.sort_unstable_by_key(|(t, _)| *t);
+        let steps: Vec<(i64, Vec<Counts>, f64, f64)> = table
             .into_iter()
             .map(|(t, counts)| {
                 let best = (0..n)
                     .filter(|&u| known[u])
                     .map(|u| counts[u].samples)
                     .fold(0.0, f64::max);
-                let tolerance = (0..n)
+                let per_target = (0..n)
                     .filter(|&u| known[u] && counts[u].samples == best)
                     .map(|u| counts[u].series)
                     .fold(0.0, f64::max);
+                (t, counts, best, per_target)
+            })
+            .collect();
+        let usual: Vec<f64> = (0..n)
+            .map(|u| {
+                if steps.len() < LEARN_FROM_STEPS {
+                    return f64::INFINITY;
+                }
+                let mut deficits: Vec<f64> = steps
+                    .iter()
+                    .map(|(_, c, best, _)| best - c[u].samples)
+                    .collect();
+                deficits.sort_by(f64::total_cmp);
+                deficits[(deficits.len() - 1) * 4 / 5]
+            })
+            .collect();
+        // Beside a step where the upstream is short by more than one scrape
+        // per target, a small deficit is the edge of that hole, not an offset.
+        let beyond = |i: usize, u: usize| {
+            let (_, c, best, per_target) = &steps[i];
+            best - c[u].samples > *per_target
+        };
+        let by_t = (0..steps.len())
+            .map(|i| {
+                let (t, counts, best, per_target) = &steps[i];
                 let mask = (0..n)
-                    .filter(|&u| known[u] && counts[u].samples >= best - tolerance)
+                    .filter(|&u| {
+                        let deficit = best - counts[u].samples;
+                        let at_edge = deficit > 0.0
+                            && ((i > 0 && beyond(i - 1, u))
+                                || (i + 1 < steps.len() && beyond(i + 1, u)));
+                        known[u] && deficit <= per_target.min(usual[u]) && !at_edge
+                    })
                     .fold(0u64, |m, u| m | 1 << u);
-                (t, mask)
+                (*t, mask)
             })
             .collect();
         StepMask { by_t }
@@ -130,15 +179,91 @@ mod tests {
     #[test]
     fn the_incomplete_upstream_is_excluded_where_it_is_incomplete() {
         // 4 targets, 20 samples each per window when complete.
-        let a = coverage(&[(1, 80.0, 4.0), (2, 40.0, 4.0), (3, 79.0, 4.0)]);
-        let b = coverage(&[(1, 77.0, 4.0), (2, 80.0, 4.0), (3, 80.0, 4.0)]);
+        let a = coverage(&[
+            (1, 80.0, 4.0),
+            (2, 79.0, 4.0),
+            (3, 80.0, 4.0),
+            (4, 80.0, 4.0),
+            (5, 40.0, 4.0),
+        ]);
+        let b = coverage(&[
+            (1, 77.0, 4.0),
+            (2, 80.0, 4.0),
+            (3, 80.0, 4.0),
+            (4, 80.0, 4.0),
+            (5, 80.0, 4.0),
+        ]);
         let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], "c");
-        // t=1: both within one scrape per target; t=2: a is missing half; t=3: a is one short.
+        // t=1: both within one scrape per target; t=2: a one short, nothing missing around it.
         assert!(m.allows(0, 1000) && m.allows(1, 1000));
-        assert!(!m.allows(0, 2000) && m.allows(1, 2000));
-        assert!(m.allows(0, 3000) && m.allows(1, 3000));
+        assert!(m.allows(0, 2000) && m.allows(1, 2000));
+        // t=5: a is missing half; t=4 beside it, a is complete, so still allowed.
+        assert!(!m.allows(0, 5000) && m.allows(1, 5000));
+        assert!(m.allows(0, 4000));
         // Unknown steps are open.
         assert!(m.allows(0, 9000));
+    }
+
+    #[test]
+    fn lockstep_replicas_get_no_tolerance_over_a_range() {
+        // Both complete at 84 per window, except a's first step into a hole: 80.
+        let mut a: Vec<(i64, f64, f64)> = (1..=20).map(|t| (t, 84.0, 4.0)).collect();
+        a[10].1 = 80.0;
+        let b: Vec<(i64, f64, f64)> = (1..=20).map(|t| (t, 84.0, 4.0)).collect();
+        let (a, b) = (coverage(&a), coverage(&b));
+        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], "c");
+        assert!(
+            !m.allows(0, 11_000),
+            "one scrape short in lockstep is a hole"
+        );
+        assert_eq!(m.excluded_steps(0), 1);
+    }
+
+    #[test]
+    fn an_offset_replica_keeps_its_usual_deficit_and_no_more() {
+        // a always one sample per target behind (its scrapes come later), b never.
+        let mut a: Vec<(i64, f64, f64)> = (1..=20).map(|t| (t, 80.0, 4.0)).collect();
+        a[10].1 = 76.0;
+        let b: Vec<(i64, f64, f64)> = (1..=20).map(|t| (t, 84.0, 4.0)).collect();
+        let (a, b) = (coverage(&a), coverage(&b));
+        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], "c");
+        // Only the step a really misses a scrape, and its two edges: no flipping elsewhere.
+        assert_eq!(
+            m.excluded_steps(0),
+            3,
+            "no flipping to b where a is only offset"
+        );
+        assert!(!m.allows(0, 11_000) && m.allows(0, 9_000) && m.allows(0, 13_000));
+    }
+
+    #[test]
+    fn the_first_step_of_a_hole_is_caught_even_when_the_hole_fills_the_range() {
+        // a: complete for 3 steps, then one short, then ever shorter.
+        let pts: Vec<(i64, f64, f64)> = [
+            84.0, 84.0, 84.0, 80.0, 76.0, 72.0, 68.0, 64.0, 60.0, 56.0, 52.0, 48.0,
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as i64 + 1, *v, 4.0))
+        .collect();
+        let a = coverage(&pts);
+        let b = coverage(&pts.iter().map(|p| (p.0, 84.0, 4.0)).collect::<Vec<_>>());
+        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], "c");
+        assert!(m.allows(0, 3000));
+        assert!(!m.allows(0, 4000), "one short, next to a hole");
+        assert_eq!(m.excluded_steps(0), 9);
+    }
+
+    #[test]
+    fn alternating_phase_deficits_never_flip() {
+        // Steps that are not a multiple of the scrape interval: a is one short every other step.
+        let pts: Vec<(i64, f64, f64)> = (1..=20)
+            .map(|t| (t, if t % 2 == 0 { 80.0 } else { 84.0 }, 4.0))
+            .collect();
+        let a = coverage(&pts);
+        let b = coverage(&pts.iter().map(|p| (p.0, 84.0, 4.0)).collect::<Vec<_>>());
+        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], "c");
+        assert_eq!(m.excluded_steps(0), 0);
     }
 
     #[test]
