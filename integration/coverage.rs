@@ -97,8 +97,26 @@ fn battery(c: &Cluster, base: &str) -> Tally {
         tl.hole_b.start + 7 * 60,
         tl.hole_b.end + 2 * 60,
     ];
-    for q in BROAD {
-        let got = points(&range(base, q, tl.start, tl.end, 60));
+    // `@` pins a read to one time: here inside hole a, and at its start edge.
+    let (inside, edge) = (tl.hole_a.start + 10 * 60, tl.hole_a.start + 2 * 60);
+    let pinned = [
+        format!("count(temperature_celsius @ {inside})"),
+        format!("avg_over_time(temperature_celsius[10m] @ {edge})"),
+        format!("max_over_time(rate(http_requests_total[5m])[20m:1m] @ {edge})"),
+        format!("sum(http_requests_total @ {edge}) by (code)"),
+    ];
+    let all: Vec<&str> = BROAD
+        .iter()
+        .copied()
+        .chain(pinned.iter().map(String::as_str))
+        .collect();
+    for q in all {
+        let got_v = range(base, q, tl.start, tl.end, 60);
+        assert!(
+            got_v.get("warnings").is_none(),
+            "{q}: nothing degraded, yet warnings: {got_v}"
+        );
+        let got = points(&got_v);
         let want = points(&range(&c.reference.url, q, tl.start, tl.end, 60));
         tally.add(format!("range {q}"), &got, &want);
         for t in instants {
@@ -171,12 +189,13 @@ fn offset_cluster() -> &'static Offset {
 
 /// Whether the stretch `query` reads at step `t` (seconds) touches `hole`, give or take a scrape.
 fn reads_hole(query: &str, t: i64, hole: Hole) -> bool {
-    match prom_ha_proxy::query::analyse(query, std::time::Duration::from_secs(LOOKBACK as u64))
-        .reads
-    {
-        prom_ha_proxy::query::Reads::Window { from_ms, to_ms } => {
-            t * 1000 + from_ms < (hole.end + STEP_S) * 1000 && t * 1000 + to_ms >= hole.start * 1000
-        }
+    let lookback = std::time::Duration::from_secs(LOOKBACK as u64);
+    match prom_ha_proxy::query::analyse(query, lookback).reads {
+        prom_ha_proxy::query::Reads::Stretches(stretches) => stretches.iter().any(|s| {
+            s.at.is_some()
+                || (t * 1000 + s.from_ms < (hole.end + STEP_S) * 1000
+                    && t * 1000 + s.to_ms >= hole.start * 1000)
+        }),
         _ => true,
     }
 }
@@ -246,4 +265,46 @@ fn steps_on_the_scrapes_themselves_equal_the_reference_at_the_holes_first_missin
         let want = points(&range(&c.reference.url, q, start, end, STEP_S));
         assert_eq!(differences(&got, &want), vec![], "{q}");
     }
+}
+
+/// A vector answer at `t` with one series only the fake has.
+fn fake_vector(t: i64) -> String {
+    format!(
+        r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{"instance":"fake"}},"value":[{t},"1"]}}]}}}}"#
+    )
+}
+
+#[test]
+fn an_upstream_whose_coverage_fails_ranks_last_with_a_warning() {
+    let c = cluster();
+    let t = c.tl.end;
+    let f = fake::start(fake::Behaviour::FailCoverage(fake_vector(t)));
+    let proxy = fake::start_proxy_without_readiness(proxy_binary(), &[&f.url, &c.reference.url]);
+    let q = "count by (instance) (http_requests_total)";
+    let got = instant(&proxy.url, q, t);
+    // The fake answered first, in priority, but its completeness is unknown: the reference's answer stands alone.
+    assert_eq!(
+        differences(&points(&got), &points(&instant(&c.reference.url, q, t))),
+        vec![]
+    );
+    let warnings = got["warnings"].to_string();
+    assert!(
+        warnings.contains(&format!("upstream {}: coverage query failed", f.url)),
+        "{warnings}"
+    );
+}
+
+#[test]
+fn when_no_coverage_is_known_the_plain_merge_answers_with_a_warning() {
+    let t = cluster().tl.end;
+    let f = fake::start(fake::Behaviour::FailCoverage(fake_vector(t)));
+    let proxy = fake::start_proxy_without_readiness(proxy_binary(), &[&f.url]);
+    let got = instant(&proxy.url, "anything", t);
+    assert_eq!(got["data"]["result"][0]["metric"]["instance"], "fake");
+    assert!(
+        got["warnings"]
+            .to_string()
+            .contains("completeness unknown on every upstream"),
+        "{got}"
+    );
 }

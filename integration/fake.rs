@@ -17,6 +17,8 @@ pub enum Behaviour {
     Answer(u16, String),
     /// Accept, read the request, never answer.
     Hang,
+    /// Answer like `Answer(200, body)`, but fail the proxy's coverage queries with a 422.
+    FailCoverage(String),
 }
 
 pub struct Fake {
@@ -45,8 +47,20 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, seen: Arc<Mutex<Vec<String
         let Some(request) = read_request(&mut stream) else {
             return;
         };
-        seen.lock().unwrap().push(request);
+        seen.lock().unwrap().push(request.clone());
+        let behaviour = match &behaviour {
+            Behaviour::FailCoverage(_) if request.contains("__prom_ha_proxy_coverage__") => {
+                Behaviour::Answer(
+                    422,
+                    r#"{"status":"error","errorType":"execution","error":"coverage refused"}"#
+                        .into(),
+                )
+            }
+            Behaviour::FailCoverage(body) => Behaviour::Answer(200, body.clone()),
+            other => other.clone(),
+        };
         match &behaviour {
+            Behaviour::FailCoverage(_) => unreachable!("resolved above"),
             Behaviour::Hang => {
                 std::thread::sleep(Duration::from_secs(3600));
                 return;

@@ -18,37 +18,66 @@ pub struct QueryShape {
     pub reads: Reads,
 }
 
-/// Which stretch of stored samples the expression reads when evaluated at `t`.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// Which stored samples the expression reads when evaluated at a step `t`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub enum Reads {
     /// The expression could not be parsed here: nothing is known.
     #[default]
     Unknown,
     /// No selector at all (`1+1`, `time()`): no stored data is read.
     Nothing,
-    /// Samples in `[t + from_ms, t + to_ms]` (from ≤ to; both usually ≤ 0).
-    Window { from_ms: i64, to_ms: i64 },
-    /// An `@` modifier pins some reads to a fixed time, whatever `t` is.
-    Pinned,
+    /// These stretches of history, at most one relative to `t` and one per
+    /// distinct `@` time.
+    Stretches(Vec<Stretch>),
+}
+
+/// Samples in `[T + from_ms, T + to_ms]`, where T is the step's time, or the
+/// time of the `@` modifier when `at` is set (as PromQL text, `@ 1700000000.000`
+/// or `@ start()`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stretch {
+    pub at: Option<String>,
+    pub from_ms: i64,
+    pub to_ms: i64,
 }
 
 /// Reads the shape of `query`, with `lookback` the look-back delta a plain
 /// selector reaches back; an unparsable query has the default shape.
 pub fn analyse(query: &str, lookback: Duration) -> QueryShape {
     match parser::parse(query) {
-        Ok(expr) => QueryShape {
-            reorder: reorder_of(&expr),
-            reads: match reads(&expr, lookback.as_millis() as i64) {
-                Ok(Some((from_ms, to_ms))) => Reads::Window { from_ms, to_ms },
-                Ok(None) => Reads::Nothing,
-                Err(Pinned) => Reads::Pinned,
-            },
-        },
+        Ok(expr) => {
+            let mut acc = Acc::default();
+            acc.add(&expr, lookback.as_millis() as i64);
+            let stretches: Vec<Stretch> = acc
+                .relative
+                .map(|(from_ms, to_ms)| Stretch {
+                    at: None,
+                    from_ms,
+                    to_ms,
+                })
+                .into_iter()
+                .chain(
+                    acc.pinned
+                        .into_iter()
+                        .map(|(at, (from_ms, to_ms))| Stretch {
+                            at: Some(at),
+                            from_ms,
+                            to_ms,
+                        }),
+                )
+                .collect();
+            QueryShape {
+                reorder: reorder_of(&expr),
+                reads: if stretches.is_empty() {
+                    Reads::Nothing
+                } else {
+                    Reads::Stretches(stretches)
+                },
+            }
+        }
         Err(_) => QueryShape::default(),
     }
 }
-
-struct Pinned;
 
 fn offset_ms(offset: &Option<Offset>) -> i64 {
     match offset {
@@ -58,74 +87,107 @@ fn offset_ms(offset: &Option<Offset>) -> i64 {
     }
 }
 
-fn union(a: Option<(i64, i64)>, b: Option<(i64, i64)>) -> Option<(i64, i64)> {
-    match (a, b) {
-        (Some(x), Some(y)) => Some((x.0.min(y.0), x.1.max(y.1))),
-        (x, None) => x,
-        (None, y) => y,
+fn union(a: Option<(i64, i64)>, b: (i64, i64)) -> (i64, i64) {
+    match a {
+        Some(x) => (x.0.min(b.0), x.1.max(b.1)),
+        None => b,
     }
 }
 
-/// The interval, relative to the evaluation time, of every sample `expr` can read.
-fn reads(expr: &Expr, lookback_ms: i64) -> Result<Option<(i64, i64)>, Pinned> {
-    Ok(match expr {
-        Expr::VectorSelector(vs) => {
-            if vs.at.is_some() {
-                return Err(Pinned);
-            }
-            let o = offset_ms(&vs.offset);
-            Some((-o - lookback_ms, -o))
-        }
-        Expr::MatrixSelector(ms) => {
-            if ms.vs.at.is_some() {
-                return Err(Pinned);
-            }
-            let o = offset_ms(&ms.vs.offset);
-            Some((-o - ms.range.as_millis() as i64, -o))
-        }
-        Expr::Subquery(sq) => {
-            if sq.at.is_some() {
-                return Err(Pinned);
-            }
-            let o = offset_ms(&sq.offset);
-            // The inner expression is evaluated at steps across (t-o-range, t-o].
-            reads(&sq.expr, lookback_ms)?
-                .map(|(from, to)| (from - o - sq.range.as_millis() as i64, to - o))
-        }
-        Expr::Aggregate(agg) => {
-            let param = match &agg.param {
-                Some(p) => reads(p, lookback_ms)?,
-                None => None,
-            };
-            union(reads(&agg.expr, lookback_ms)?, param)
-        }
-        Expr::Binary(b) => union(reads(&b.lhs, lookback_ms)?, reads(&b.rhs, lookback_ms)?),
-        Expr::Unary(u) => reads(&u.expr, lookback_ms)?,
-        Expr::Paren(p) => reads(&p.expr, lookback_ms)?,
-        Expr::Call(call) => {
-            let mut all = None;
-            for arg in &call.args.args {
-                all = union(all, reads(arg, lookback_ms)?);
-            }
-            all
-        }
-        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => None,
-    })
+/// The stretches an expression reads: one relative to the step, one per `@` time.
+#[derive(Default)]
+struct Acc {
+    relative: Option<(i64, i64)>,
+    pinned: std::collections::BTreeMap<String, (i64, i64)>,
 }
 
-/// The coverage query for a read window: per step, how many samples of
-/// `selector` each upstream holds in exactly the stretch the user's query
-/// reads, and how many series they belong to (the tolerance: replicas scrape
-/// at different offsets, so two complete ones may differ by one per target).
-pub fn coverage_query(selector: &str, from_ms: i64, to_ms: i64) -> String {
-    let width = (to_ms - from_ms).max(1);
-    let offset = match -to_ms {
-        0 => String::new(),
-        o => format!(" offset {o}ms"),
+impl Acc {
+    fn read(&mut self, at: &Option<parser::AtModifier>, window: (i64, i64)) {
+        match at {
+            None => self.relative = Some(union(self.relative, window)),
+            Some(at) => {
+                let slot = self.pinned.get(&at.to_string()).copied();
+                self.pinned.insert(at.to_string(), union(slot, window));
+            }
+        }
+    }
+
+    fn add(&mut self, expr: &Expr, lookback_ms: i64) {
+        match expr {
+            Expr::VectorSelector(vs) => {
+                let o = offset_ms(&vs.offset);
+                self.read(&vs.at, (-o - lookback_ms, -o));
+            }
+            Expr::MatrixSelector(ms) => {
+                let o = offset_ms(&ms.vs.offset);
+                self.read(&ms.vs.at, (-o - ms.range.as_millis() as i64, -o));
+            }
+            Expr::Subquery(sq) => {
+                // The inner expression is evaluated at steps across (T-o-range, T-o]:
+                // its relative reads move with them; its pinned reads stay put.
+                let mut inner = Acc::default();
+                inner.add(&sq.expr, lookback_ms);
+                let o = offset_ms(&sq.offset);
+                if let Some((from, to)) = inner.relative {
+                    self.read(&sq.at, (from - o - sq.range.as_millis() as i64, to - o));
+                }
+                for (at, window) in inner.pinned {
+                    let slot = self.pinned.get(&at).copied();
+                    self.pinned.insert(at, union(slot, window));
+                }
+            }
+            Expr::Aggregate(agg) => {
+                self.add(&agg.expr, lookback_ms);
+                if let Some(p) = &agg.param {
+                    self.add(p, lookback_ms);
+                }
+            }
+            Expr::Binary(b) => {
+                self.add(&b.lhs, lookback_ms);
+                self.add(&b.rhs, lookback_ms);
+            }
+            Expr::Unary(u) => self.add(&u.expr, lookback_ms),
+            Expr::Paren(p) => self.add(&p.expr, lookback_ms),
+            Expr::Call(call) => {
+                for arg in &call.args.args {
+                    self.add(arg, lookback_ms);
+                }
+            }
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+        }
+    }
+}
+
+/// The coverage query for the stretches a query reads: per step, how many
+/// samples of `selector` an upstream holds in exactly those stretches, and
+/// how many series they belong to, summed over the stretches (the tolerance:
+/// replicas scrape at different moments, so two complete ones may differ by
+/// one sample per target and stretch).
+pub fn coverage_query(selector: &str, stretches: &[Stretch]) -> String {
+    let terms: Vec<String> = stretches
+        .iter()
+        .map(|s| {
+            let width = (s.to_ms - s.from_ms).max(1);
+            let at = s.at.as_deref().map(|a| format!(" {a}")).unwrap_or_default();
+            let offset = match -s.to_ms {
+                0 => String::new(),
+                o => format!(" offset {o}ms"),
+            };
+            format!("count_over_time({selector}[{width}ms]{at}{offset})")
+        })
+        .collect();
+    let total = |agg: &str| match terms.as_slice() {
+        [one] => format!("{agg}({one})"),
+        many => many
+            .iter()
+            .map(|t| format!("({agg}({t}) or vector(0))"))
+            .collect::<Vec<_>>()
+            .join(" + "),
     };
-    let window = format!("count_over_time({selector}[{width}ms]{offset})");
     format!(
-        "label_replace(sum({window}), \"{COVERAGE_LABEL}\", \"samples\", \"\", \"\") or label_replace(count({window}), \"{COVERAGE_LABEL}\", \"series\", \"\", \"\")"
+        "label_replace({}, \"{COVERAGE_LABEL}\", \"samples\", \"\", \"\") or label_replace({}, \"{COVERAGE_LABEL}\", \"series\", \"\", \"\")",
+        total("sum"),
+        total("count")
     )
 }
 
@@ -191,12 +253,17 @@ mod tests {
         analyse(q).reads
     }
 
-    #[test]
-    fn read_windows_follow_ranges_offsets_and_subqueries() {
-        let w = |from_s: i64, to_s: i64| Reads::Window {
+    fn rel(from_s: i64, to_s: i64) -> Stretch {
+        Stretch {
+            at: None,
             from_ms: from_s * 1000,
             to_ms: to_s * 1000,
-        };
+        }
+    }
+
+    #[test]
+    fn read_windows_follow_ranges_offsets_and_subqueries() {
+        let w = |from_s, to_s| Reads::Stretches(vec![rel(from_s, to_s)]);
         assert_eq!(window("up"), w(-300, 0));
         assert_eq!(window("rate(x[15m])"), w(-900, 0));
         assert_eq!(
@@ -213,17 +280,51 @@ mod tests {
             w(-1800 - 3600 - 300, -1800)
         );
         assert_eq!(window("1 + 1"), Reads::Nothing);
-        assert_eq!(window("x @ 1700000000"), Reads::Pinned);
         assert_eq!(window("not promql ("), Reads::Unknown);
     }
 
     #[test]
+    fn at_modifiers_pin_their_own_stretches() {
+        let pinned = |at: &str, from_s: i64, to_s: i64| Stretch {
+            at: Some(at.into()),
+            from_ms: from_s * 1000,
+            to_ms: to_s * 1000,
+        };
+        assert_eq!(
+            window("x @ 1700000000"),
+            Reads::Stretches(vec![pinned("@ 1700000000.000", -300, 0)])
+        );
+        assert_eq!(
+            window("rate(x[5m]) / rate(x[10m] @ end() offset 1m)"),
+            Reads::Stretches(vec![rel(-300, 0), pinned("@ end()", -660, -60)])
+        );
+        // A subquery pinned with @ pins what its inner expression reads.
+        assert_eq!(
+            window("max_over_time(rate(x[5m])[1h:1m] @ start())"),
+            Reads::Stretches(vec![pinned("@ start()", -3900, 0)])
+        );
+    }
+
+    #[test]
     fn coverage_queries_parse() {
-        for (from, to) in [(-300_000, 0), (-900_000, -600_000), (0, 600_000)] {
-            let q = coverage_query("up{job=\"node\"}", from, to);
+        let cases = [
+            vec![rel(-300, 0)],
+            vec![rel(-900, -600)],
+            vec![rel(0, 600)],
+            vec![
+                rel(-300, 0),
+                Stretch {
+                    at: Some("@ end()".into()),
+                    from_ms: -60_000,
+                    to_ms: 0,
+                },
+            ],
+        ];
+        for stretches in cases {
+            let q = coverage_query("up{job=\"node\"}", &stretches);
             assert!(parser::parse(&q).is_ok(), "{q}");
         }
-        assert!(coverage_query("up", -300_000, -60_000).contains("[240000ms] offset 60000ms"));
+        assert!(coverage_query("up", &[rel(-300, -60)]).contains("[240000ms] offset 60000ms"));
     }
 
     #[test]

@@ -96,11 +96,11 @@ impl Handler<Query> for Supervisor {
 
     fn handle(&mut self, query: Query, _: &mut Self::Context) -> Self::Result {
         // The coverage query goes out with the user's, to every upstream at once.
-        let coverage_request = match (&self.coverage, query.shape.reads) {
-            (Some(cov), Reads::Window { from_ms, to_ms }) => Some(Arc::new(
+        let coverage_request = match (&self.coverage, &query.shape.reads) {
+            (Some(cov), Reads::Stretches(stretches)) => Some(Arc::new(
                 query
                     .request
-                    .with_query(&query::coverage_query(&cov.selector, from_ms, to_ms)),
+                    .with_query(&query::coverage_query(&cov.selector, stretches)),
             )),
             _ => None,
         };
