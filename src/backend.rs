@@ -1,18 +1,21 @@
 //! One actor per upstream Prometheus: it sends that upstream its requests,
-//! reads and parses the answers, and keeps the upstream's health record.
+//! reads and parses the answers, and owns the upstream's health: passive
+//! (consecutive failed requests), active (probing `/-/ready`), published
+//! through a [`SharedHealth`] the supervisor reads when it routes a query.
 //!
 //! Each backend runs on an arbiter (thread) of its own, so upstream answers are
 //! read concurrently; parsing runs on the blocking pool so a large answer never
 //! stalls that backend's other requests. What leaves this module is a parsed
 //! [`Answer`] (owned buffer + spans) or a typed [`UpstreamError`].
 
-use crate::config::{Auth, UpstreamConfig};
+use crate::config::{Auth, HealthConfig, UpstreamConfig};
 use crate::merge::answer::{Answer, AnswerError, PADDING};
 use actix::prelude::*;
 use actix_web::http::{Method, header};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A client's read request, as it is forwarded: path, method, and the exact
@@ -79,6 +82,12 @@ pub enum UpstreamError {
     Answer(AnswerError),
     /// The backend actor was gone (it is restarted by its supervisor).
     Unavailable,
+    /// Skipped: the upstream is marked down, for this reason.
+    Down(String),
+    /// Skipped: this many requests were already in flight to it.
+    Overloaded(usize),
+    /// No answer within the straggler timeout after the first upstream answered.
+    Straggler(Duration),
 }
 
 impl UpstreamError {
@@ -115,31 +124,142 @@ impl std::fmt::Display for UpstreamError {
             UpstreamError::Body(e) => write!(f, "answer cut off: {e}"),
             UpstreamError::Answer(e) => write!(f, "{e}"),
             UpstreamError::Unavailable => f.write_str("backend unavailable"),
+            UpstreamError::Down(why) => write!(f, "down, not asked ({why})"),
+            UpstreamError::Overloaded(n) => write!(f, "not asked: {n} requests already in flight"),
+            UpstreamError::Straggler(d) => write!(
+                f,
+                "no answer within {} of the first upstream's; answered without it",
+                crate::config::format_duration(*d)
+            ),
         }
     }
 }
 
-/// The upstream's health record. The core keeps the record; routing by it is
-/// the failover work's (see README, Limits).
-#[derive(Debug, Default, Clone)]
+/// An upstream's health as the supervisor sees it: read without a message.
+#[derive(Debug)]
+pub struct SharedHealth {
+    healthy: AtomicBool,
+    reason: Mutex<String>,
+}
+
+impl Default for SharedHealth {
+    fn default() -> Self {
+        SharedHealth {
+            healthy: AtomicBool::new(true),
+            reason: Mutex::new("not probed yet".into()),
+        }
+    }
+}
+
+impl SharedHealth {
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    /// Why the upstream is in its current state.
+    pub fn reason(&self) -> String {
+        self.reason.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    fn set(&self, healthy: bool, reason: &str) {
+        if let Ok(mut r) = self.reason.lock() {
+            *r = reason.to_string();
+        }
+        self.healthy.store(healthy, Ordering::Release);
+    }
+}
+
+/// The upstream's health record: the state machine of the health model.
+#[derive(Debug, Clone)]
 pub struct Health {
-    pub consecutive_failures: u32,
-    pub last_error: Option<String>,
-    pub last_success: Option<Instant>,
+    pub healthy: bool,
+    pub since: Instant,
+    pub reason: String,
+    consecutive_failures: u32,
+    good_probes: u32,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            healthy: true,
+            since: Instant::now(),
+            reason: "not probed yet".into(),
+            consecutive_failures: 0,
+            good_probes: 0,
+        }
+    }
+}
+
+/// A change of state, to be logged once and published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub healthy: bool,
+    pub reason: String,
 }
 
 impl Health {
-    fn record(&mut self, outcome: &Result<Answer, UpstreamError>) {
+    fn change(&mut self, healthy: bool, reason: String) -> Option<Transition> {
+        if healthy == self.healthy {
+            return None;
+        }
+        self.healthy = healthy;
+        self.since = Instant::now();
+        self.reason = reason.clone();
+        self.consecutive_failures = 0;
+        self.good_probes = 0;
+        Some(Transition { healthy, reason })
+    }
+
+    /// Passive health: `failures_to_down` failed requests in a row mark the upstream down.
+    pub fn record_request(
+        &mut self,
+        outcome: &Result<Answer, UpstreamError>,
+        cfg: &HealthConfig,
+    ) -> Option<Transition> {
         match outcome {
             Ok(_) => {
                 self.consecutive_failures = 0;
-                self.last_success = Some(Instant::now());
+                None
             }
             // A client's mistake says nothing about the upstream's health.
-            Err(e) if e.is_client_error() => {}
+            Err(e) if e.is_client_error() => None,
             Err(e) => {
                 self.consecutive_failures += 1;
-                self.last_error = Some(e.to_string());
+                if self.consecutive_failures >= cfg.failures_to_down {
+                    let n = self.consecutive_failures;
+                    self.change(
+                        false,
+                        format!("{n} requests in a row failed, the last: {e}"),
+                    )
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    /// Active health: a failed probe marks the upstream down at once (Prometheus
+    /// answers 503 while it replays its WAL); `probes_to_up` good ones bring it back.
+    pub fn record_probe(
+        &mut self,
+        probe: Result<(), String>,
+        cfg: &HealthConfig,
+    ) -> Option<Transition> {
+        match probe {
+            Err(why) => {
+                self.good_probes = 0;
+                self.change(false, format!("ready probe failed: {why}"))
+            }
+            Ok(()) if self.healthy => None,
+            Ok(()) => {
+                self.good_probes += 1;
+                if self.good_probes >= cfg.probes_to_up {
+                    let n = self.good_probes;
+                    self.change(true, format!("ready probe answered 200 {n} times in a row"))
+                } else {
+                    None
+                }
             }
         }
     }
@@ -162,12 +282,21 @@ pub struct Backend {
     upstream: Arc<UpstreamConfig>,
     client: awc::Client,
     max_body: usize,
+    cfg: HealthConfig,
     health: Health,
+    shared: Arc<SharedHealth>,
+    in_flight: usize,
+    probing: bool,
 }
 
 impl Backend {
     /// Must run on the arbiter the actor lives on: an awc client is bound to its thread.
-    pub fn new(upstream: Arc<UpstreamConfig>, max_body: usize) -> Self {
+    pub fn new(
+        upstream: Arc<UpstreamConfig>,
+        max_body: usize,
+        cfg: HealthConfig,
+        shared: Arc<SharedHealth>,
+    ) -> Self {
         let client = awc::Client::builder()
             // The deadline is applied around the whole exchange in `fetch`.
             .disable_timeout()
@@ -176,19 +305,84 @@ impl Backend {
             upstream,
             client,
             max_body,
+            cfg,
             health: Health::default(),
+            shared,
+            in_flight: 0,
+            probing: false,
         }
+    }
+
+    fn apply(&mut self, transition: Option<Transition>) {
+        let Some(t) = transition else { return };
+        let url = self.upstream.url.as_str().trim_end_matches('/');
+        if t.healthy {
+            log::info!("upstream {url} is healthy: {}", t.reason);
+        } else {
+            log::warn!("upstream {url} is down: {}", t.reason);
+        }
+        self.shared.set(t.healthy, &t.reason);
+    }
+
+    fn probe(&mut self, ctx: &mut Context<Self>) {
+        // One probe at a time: a hung upstream must not pile them up.
+        if self.probing {
+            return;
+        }
+        self.probing = true;
+        let url = upstream_url(&self.upstream.url, "/-/ready", "");
+        let (client, timeout, upstream) = (
+            self.client.clone(),
+            self.cfg.probe_timeout,
+            self.upstream.clone(),
+        );
+        let probe = async move {
+            let req = with_credentials(client.get(url), &upstream);
+            match actix_web::rt::time::timeout(timeout, req.send()).await {
+                Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
+                Ok(Ok(resp)) => Err(format!("HTTP {}", resp.status().as_u16())),
+                Ok(Err(e)) => Err(format!("connection failed: {e}")),
+                Err(_) => Err(format!(
+                    "timeout after {}",
+                    crate::config::format_duration(timeout)
+                )),
+            }
+        };
+        ctx.spawn(probe.into_actor(self).map(|result, backend, _| {
+            backend.probing = false;
+            let t = backend.health.record_probe(result, &backend.cfg);
+            backend.apply(t);
+        }));
     }
 }
 
 impl Actor for Backend {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.probe(ctx);
+        ctx.run_interval(self.cfg.probe_interval, |backend, ctx| backend.probe(ctx));
+    }
+}
+
+/// Restarted by actix' supervisor if it stops: probing again, nothing in flight.
+impl actix::Supervised for Backend {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        self.in_flight = 0;
+        self.probing = false;
+        log::warn!("backend for {} restarted", self.upstream.url);
+    }
 }
 
 impl Handler<Fetch> for Backend {
     type Result = ResponseActFuture<Self, Result<Answer, UpstreamError>>;
 
     fn handle(&mut self, msg: Fetch, _: &mut Self::Context) -> Self::Result {
+        if self.in_flight >= self.cfg.max_in_flight {
+            let n = self.in_flight;
+            return Box::pin(actix::fut::ready(Err(UpstreamError::Overloaded(n))));
+        }
+        self.in_flight += 1;
         let fut = fetch(
             self.client.clone(),
             self.upstream.clone(),
@@ -196,7 +390,9 @@ impl Handler<Fetch> for Backend {
             self.max_body,
         );
         Box::pin(fut.into_actor(self).map(|outcome, backend, _| {
-            backend.health.record(&outcome);
+            backend.in_flight -= 1;
+            let t = backend.health.record_request(&outcome, &backend.cfg);
+            backend.apply(t);
             outcome
         }))
     }
@@ -207,6 +403,18 @@ impl Handler<GetHealth> for Backend {
 
     fn handle(&mut self, _: GetHealth, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.health.clone())
+    }
+}
+
+/// Adds the upstream's configured headers and credentials to a request.
+fn with_credentials(mut req: awc::ClientRequest, upstream: &UpstreamConfig) -> awc::ClientRequest {
+    for (name, value) in &upstream.headers {
+        req = req.insert_header((name.as_str(), value.as_str()));
+    }
+    match &upstream.auth {
+        Some(Auth::Basic { username, password }) => req.basic_auth(username, password),
+        Some(Auth::Bearer(token)) => req.bearer_auth(token),
+        None => req,
     }
 }
 
@@ -266,14 +474,7 @@ async fn exchange(
         // Compression costs both ends CPU and buys nothing next to the replicas.
         .insert_header((header::ACCEPT_ENCODING, "identity"))
         .no_decompress();
-    for (name, value) in &upstream.headers {
-        req = req.insert_header((name.as_str(), value.as_str()));
-    }
-    req = match &upstream.auth {
-        Some(Auth::Basic { username, password }) => req.basic_auth(username, password),
-        Some(Auth::Bearer(token)) => req.bearer_auth(token),
-        None => req,
-    };
+    req = with_credentials(req, upstream);
     let sent = if request.method == Method::POST {
         req.content_type("application/x-www-form-urlencoded")
             .send_body(request.form_body.clone())
@@ -366,6 +567,65 @@ mod tests {
             Bytes::from_static(b"query=sum%28up%29&start=1&end=2&step=15")
         );
         assert_eq!(c.query_string, "x=1");
+    }
+
+    fn failed() -> Result<Answer, UpstreamError> {
+        Err(UpstreamError::Connect("refused".into()))
+    }
+
+    #[test]
+    fn consecutive_failures_mark_down_and_good_probes_bring_back() {
+        let cfg = HealthConfig::default();
+        let mut h = Health::default();
+        assert_eq!(h.record_request(&failed(), &cfg), None);
+        assert_eq!(h.record_request(&failed(), &cfg), None);
+        let down = h
+            .record_request(&failed(), &cfg)
+            .expect("third failure marks down");
+        assert!(
+            !down.healthy && down.reason.contains("3 requests in a row failed"),
+            "{down:?}"
+        );
+        assert_eq!(
+            h.record_probe(Ok(()), &cfg),
+            None,
+            "one good probe is not enough"
+        );
+        let up = h.record_probe(Ok(()), &cfg).expect("second good probe");
+        assert!(up.healthy);
+        // A success in between resets the count; a client error does not count.
+        h.record_request(&failed(), &cfg);
+        h.record_request(&failed(), &cfg);
+        let bad_query = Err(UpstreamError::Rejected {
+            status: 400,
+            error_type: "bad_data".into(),
+            error: "x".into(),
+        });
+        assert_eq!(h.record_request(&bad_query, &cfg), None);
+        assert!(h.healthy);
+    }
+
+    #[test]
+    fn a_failed_probe_marks_down_at_once_and_is_reported_once() {
+        let cfg = HealthConfig::default();
+        let mut h = Health::default();
+        let t = h.record_probe(Err("HTTP 503".into()), &cfg).unwrap();
+        assert_eq!(
+            t,
+            Transition {
+                healthy: false,
+                reason: "ready probe failed: HTTP 503".into()
+            }
+        );
+        assert_eq!(h.record_probe(Err("HTTP 503".into()), &cfg), None);
+        assert_eq!(h.record_probe(Ok(()), &cfg), None);
+        assert_eq!(
+            h.record_probe(Err("timeout".into()), &cfg),
+            None,
+            "still down: no new transition"
+        );
+        assert_eq!(h.record_probe(Ok(()), &cfg), None, "the count started over");
+        assert!(h.record_probe(Ok(()), &cfg).is_some());
     }
 
     #[test]

@@ -57,7 +57,42 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// The coverage-aware merge; None when turned off.
     pub coverage: Option<CoverageConfig>,
+    pub health: HealthConfig,
+    /// How long in-flight requests may finish after SIGTERM.
+    pub shutdown_grace: Duration,
 }
+
+/// How upstream health is judged, and how long stragglers are waited for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    /// Consecutive failed requests that mark an upstream down.
+    pub failures_to_down: u32,
+    /// How often each backend probes its upstream's `/-/ready`.
+    pub probe_interval: Duration,
+    /// Deadline of one probe.
+    pub probe_timeout: Duration,
+    /// Consecutive good probes that bring a down upstream back.
+    pub probes_to_up: u32,
+    /// Once one upstream has answered, how much longer the others are awaited.
+    pub straggler_timeout: Duration,
+    /// Requests in flight to one upstream at most; past it, that upstream is skipped.
+    pub max_in_flight: usize,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            failures_to_down: 3,
+            probe_interval: Duration::from_secs(5),
+            probe_timeout: Duration::from_secs(2),
+            probes_to_up: 2,
+            straggler_timeout: Duration::from_secs(3),
+            max_in_flight: 64,
+        }
+    }
+}
+
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Settings of the coverage-aware merge (see README, "Right answers across a hole").
 #[derive(Debug, Clone, PartialEq)]
@@ -118,6 +153,56 @@ struct RawConfig {
     upstreams: BTreeMap<String, RawUpstream>,
     #[serde(default)]
     coverage: RawCoverage,
+    #[serde(default)]
+    health: RawHealth,
+    shutdown_grace: Option<RawDuration>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    failures_to_down: Option<i64>,
+    probe_interval: Option<RawDuration>,
+    probe_timeout: Option<RawDuration>,
+    probes_to_up: Option<i64>,
+    straggler_timeout: Option<RawDuration>,
+    max_in_flight: Option<i64>,
+}
+
+impl RawHealth {
+    fn resolve(self) -> Result<HealthConfig, ConfigError> {
+        let d = HealthConfig::default();
+        let duration = |key: &str, raw: Option<RawDuration>, default: Duration| match raw {
+            None => Ok(default),
+            Some(r) => parse_positive_duration(r)
+                .map_err(|reason| invalid(format!("health.{key}"), reason)),
+        };
+        let count = |key: &str, raw: Option<i64>, default: u32| match raw {
+            None => Ok(default),
+            Some(v) if v >= 1 && v <= u32::MAX as i64 => Ok(v as u32),
+            Some(v) => Err(invalid(
+                format!("health.{key}"),
+                format!("must be a whole number from 1, not {v}"),
+            )),
+        };
+        Ok(HealthConfig {
+            failures_to_down: count(
+                "failures_to_down",
+                self.failures_to_down,
+                d.failures_to_down,
+            )?,
+            probe_interval: duration("probe_interval", self.probe_interval, d.probe_interval)?,
+            probe_timeout: duration("probe_timeout", self.probe_timeout, d.probe_timeout)?,
+            probes_to_up: count("probes_to_up", self.probes_to_up, d.probes_to_up)?,
+            straggler_timeout: duration(
+                "straggler_timeout",
+                self.straggler_timeout,
+                d.straggler_timeout,
+            )?,
+            max_in_flight: count("max_in_flight", self.max_in_flight, d.max_in_flight as u32)?
+                as usize,
+        })
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -250,8 +335,15 @@ impl RawConfig {
             ));
         }
         let coverage = self.coverage.resolve()?;
+        let health = self.health.resolve()?;
+        let shutdown_grace = match self.shutdown_grace {
+            None => DEFAULT_SHUTDOWN_GRACE,
+            Some(d) => parse_positive_duration(d).map_err(|r| invalid("shutdown_grace", r))?,
+        };
         Ok(Config {
             coverage,
+            health,
+            shutdown_grace,
             listen: overrides
                 .listen
                 .clone()

@@ -78,7 +78,15 @@ fn all_failed(failures: &[(String, UpstreamError)]) -> (StatusCode, String, Stri
     let all = |f: fn(&UpstreamError) -> bool| failures.iter().all(|(_, e)| f(e));
     if all(|e| matches!(e, UpstreamError::Timeout(_))) {
         (StatusCode::GATEWAY_TIMEOUT, "timeout".into(), message)
-    } else if all(|e| matches!(e, UpstreamError::Connect(_) | UpstreamError::Unavailable)) {
+    } else if all(|e| {
+        matches!(
+            e,
+            UpstreamError::Connect(_)
+                | UpstreamError::Unavailable
+                | UpstreamError::Down(_)
+                | UpstreamError::Overloaded(_)
+        )
+    }) {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable".into(),

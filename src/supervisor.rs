@@ -4,14 +4,15 @@
 //! It decides what a set of upstream outcomes means (merge, or which error),
 //! and nothing about HTTP: the edge maps [`ProxyError`] to a response.
 
-use crate::backend::{ApiRequest, Backend, Fetch, UpstreamError};
-use crate::config::{Config, CoverageConfig, UpstreamConfig};
+use crate::backend::{ApiRequest, Backend, Fetch, SharedHealth, UpstreamError};
+use crate::config::{Config, CoverageConfig, HealthConfig, UpstreamConfig};
 use crate::merge::answer::Answer;
 use crate::merge::coverage::StepMask;
 use crate::merge::{self, AllEligible, Eligibility, MergeOptions, MergeReport, Upstream};
 use crate::query::{self, QueryShape, Reads};
 use actix::prelude::*;
-use futures_util::future::join_all;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,12 +44,14 @@ pub enum ProxyError {
 struct BackendHandle {
     config: Arc<UpstreamConfig>,
     addr: Addr<Backend>,
+    health: Arc<SharedHealth>,
 }
 
 pub struct Supervisor {
     backends: Vec<BackendHandle>,
     replica_labels: Arc<Vec<String>>,
     coverage: Option<CoverageConfig>,
+    health: HealthConfig,
 }
 
 impl Supervisor {
@@ -59,15 +62,19 @@ impl Supervisor {
             .iter()
             .map(|u| {
                 let upstream = Arc::new(u.clone());
-                let max_body = config.max_upstream_body_bytes;
-                let for_actor = upstream.clone();
+                let health = Arc::new(SharedHealth::default());
+                let (max_body, cfg) = (config.max_upstream_body_bytes, config.health.clone());
+                let (for_actor, shared) = (upstream.clone(), health.clone());
                 let arbiter = Arbiter::new();
-                let addr = Backend::start_in_arbiter(&arbiter.handle(), move |_| {
-                    Backend::new(for_actor, max_body)
+                // Under actix' supervisor: a backend that stops is started again
+                // with the same settings, the others untouched.
+                let addr = actix::Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+                    Backend::new(for_actor, max_body, cfg, shared)
                 });
                 BackendHandle {
                     config: upstream,
                     addr,
+                    health,
                 }
             })
             .collect();
@@ -75,6 +82,7 @@ impl Supervisor {
             backends,
             replica_labels: Arc::new(config.replica_labels.clone()),
             coverage: config.coverage.clone(),
+            health: config.health.clone(),
         }
     }
 }
@@ -105,10 +113,14 @@ impl Handler<Query> for Supervisor {
             _ => None,
         };
         let request = Arc::new(query.request);
+        // Only healthy upstreams are asked; if none is, all are (a probe can be wrong).
+        let any_healthy = self.backends.iter().any(|b| b.health.is_healthy());
         let fetches: Vec<_> = self
             .backends
             .iter()
             .map(|b| {
+                let skip = any_healthy && !b.health.is_healthy();
+                let down_reason = skip.then(|| b.health.reason());
                 let deadline = match query.client_timeout {
                     Some(t) if !t.is_zero() => t.min(b.config.timeout),
                     _ => b.config.timeout,
@@ -117,9 +129,17 @@ impl Handler<Query> for Supervisor {
                     let send = b.addr.send(Fetch { request, deadline });
                     async move { send.await.unwrap_or(Err(UpstreamError::Unavailable)) }
                 };
-                let main = fetch(request.clone());
-                let coverage = coverage_request.clone().map(fetch);
+                let main = (!skip).then(|| fetch(request.clone()));
+                let coverage = (!skip)
+                    .then(|| coverage_request.clone().map(fetch))
+                    .flatten();
                 async move {
+                    let Some(main) = main else {
+                        return (
+                            Err(UpstreamError::Down(down_reason.unwrap_or_default())),
+                            None,
+                        );
+                    };
                     match coverage {
                         Some(c) => {
                             let (m, c) = futures_util::future::join(main, c).await;
@@ -137,9 +157,9 @@ impl Handler<Query> for Supervisor {
             .collect();
         let replica_labels = self.replica_labels.clone();
         let reorder = query.shape.reorder;
+        let straggler_timeout = self.health.straggler_timeout;
         Box::pin(async move {
-            let (outcomes, coverage): (Vec<_>, Vec<_>) =
-                join_all(fetches).await.into_iter().unzip();
+            let (outcomes, coverage) = gather(fetches, straggler_timeout).await;
             if outcomes.iter().all(Result::is_err) {
                 let failures = names
                     .into_iter()
@@ -193,6 +213,40 @@ fn run_merge<E: Eligibility>(
 }
 
 type Outcome = Result<Answer, UpstreamError>;
+
+/// Awaits every upstream's outcome, but once one has answered, the others get
+/// at most `straggler_timeout` more; those still out are stragglers.
+async fn gather(
+    fetches: Vec<impl std::future::Future<Output = (Outcome, Option<Outcome>)>>,
+    straggler_timeout: Duration,
+) -> (Vec<Outcome>, Vec<Option<Outcome>>) {
+    let n = fetches.len();
+    let mut pending: FuturesUnordered<_> = fetches
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| async move { (i, f.await) })
+        .collect();
+    let mut results: Vec<Option<(Outcome, Option<Outcome>)>> = (0..n).map(|_| None).collect();
+    let mut cutoff = None;
+    loop {
+        let next = match cutoff {
+            None => pending.next().await,
+            Some(at) => match tokio::time::timeout_at(at, pending.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+        };
+        let Some((i, outcome)) = next else { break };
+        if cutoff.is_none() && outcome.0.is_ok() {
+            cutoff = Some(tokio::time::Instant::now() + straggler_timeout);
+        }
+        results[i] = Some(outcome);
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or((Err(UpstreamError::Straggler(straggler_timeout)), None)))
+        .unzip()
+}
 
 /// The per-step eligibility from the coverage answers, or None for the plain
 /// priority merge (no coverage asked, or none known). Says in `warnings` what degraded.
