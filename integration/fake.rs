@@ -19,6 +19,12 @@ pub enum Behaviour {
     Hang,
     /// Answer like `Answer(200, body)`, but fail the proxy's coverage queries with a 422.
     FailCoverage(String),
+    /// Promise a long body, then send a byte every 100 ms, forever.
+    Trickle,
+    /// Promise a long body, send the start of it, then reset the connection.
+    ResetMidBody,
+    /// Answer `Answer(200, body)` after this many milliseconds.
+    Delay(u64, String),
 }
 
 pub struct Fake {
@@ -59,8 +65,54 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, seen: Arc<Mutex<Vec<String
             Behaviour::FailCoverage(body) => Behaviour::Answer(200, body.clone()),
             other => other.clone(),
         };
+        // Probes of /-/ready get a plain 200 from the slow and breaking fakes,
+        // so that the fault is met by a query, not skipped as down.
+        let probe = request.starts_with("GET ") && request.contains("/-/ready");
+        let behaviour = match behaviour {
+            Behaviour::Trickle | Behaviour::ResetMidBody | Behaviour::Delay(..) if probe => {
+                Behaviour::Answer(200, "ready".into())
+            }
+            other => other,
+        };
         match &behaviour {
             Behaviour::FailCoverage(_) => unreachable!("resolved above"),
+            Behaviour::Trickle => {
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n";
+                if stream.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                for _ in 0..36_000 {
+                    if stream.write_all(b" ").is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                return;
+            }
+            Behaviour::ResetMidBody => {
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n";
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream
+                    .write_all(br#"{"status":"success","data":{"resultType":"vector","result":["#);
+                let _ = stream.flush();
+                // SO_LINGER 0: close sends a reset, not a graceful end.
+                let _ = socket_linger_zero(&stream);
+                return;
+            }
+            Behaviour::Delay(ms, body) => {
+                std::thread::sleep(Duration::from_millis(*ms));
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                if stream
+                    .write_all(head.as_bytes())
+                    .and_then(|_| stream.write_all(body.as_bytes()))
+                    .is_err()
+                {
+                    return;
+                }
+            }
             Behaviour::Hang => {
                 std::thread::sleep(Duration::from_secs(3600));
                 return;
@@ -79,6 +131,29 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, seen: Arc<Mutex<Vec<String
                 }
             }
         }
+    }
+}
+
+fn socket_linger_zero(stream: &TcpStream) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on a socket we own, with a correctly sized option.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

@@ -228,7 +228,6 @@ pub struct Prometheus {
 impl Prometheus {
     /// Backfills `openmetrics` into `dir` and starts Prometheus on it; returns once ready.
     pub fn start(name: &str, dir: &Path, openmetrics: &str) -> Prometheus {
-        let prometheus = require("prometheus");
         let promtool = require("promtool");
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir.join("data")).unwrap();
@@ -245,24 +244,31 @@ impl Prometheus {
             "promtool failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let config = dir.join("prometheus.yml");
         std::fs::write(
-            &config,
+            dir.join("prometheus.yml"),
             "global:\n  scrape_interval: 15s\nscrape_configs: []\n",
         )
         .unwrap();
-        let port = free_port();
+        Self::spawn(name, dir, free_port())
+    }
+
+    /// Starts Prometheus on an existing data directory and port; returns once ready.
+    pub fn spawn(name: &str, dir: &Path, port: u16) -> Prometheus {
+        let prometheus = require("prometheus");
         let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
         let mut cmd = Command::new(&prometheus);
-        cmd.arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--storage.tsdb.retention.time=3650d")
-            .stdout(Stdio::null())
-            .stderr(log);
+        cmd.arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--storage.tsdb.retention.time=3650d")
+        .stdout(Stdio::null())
+        .stderr(log);
         let child = spawn_tied(cmd).expect("start prometheus");
         let url = format!("http://127.0.0.1:{port}");
         let p = Prometheus {
@@ -279,6 +285,27 @@ impl Prometheus {
             || http_get(&format!("{url}/-/ready")).is_ok_and(|(s, _)| s == 200),
         );
         p
+    }
+
+    /// Kills this server with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.process.child.kill();
+        let _ = self.process.child.wait();
+    }
+
+    /// Starts it again on the same data directory and port.
+    pub fn restart(&mut self) {
+        let port: u16 = self.url.rsplit(':').next().unwrap().parse().unwrap();
+        let name = self.process.name.clone();
+        let fresh = Self::spawn(&name, &self.dir.clone(), port);
+        // The old, already killed process is reaped when dropped.
+        drop(std::mem::replace(self, fresh));
+    }
+
+    /// Sends a signal (SIGSTOP, SIGCONT, …) to the server.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.process.child.id() as i32, signal) };
     }
 }
 

@@ -9,6 +9,7 @@
 //! in their names and check everything else point for point.
 
 mod coverage;
+mod failover;
 mod fake;
 mod harness;
 
