@@ -57,12 +57,11 @@ fn kill_9_of_a_replica_fails_no_request_and_it_is_marked_down() {
             "request {served}: {warnings}"
         );
         served += 1;
-        if let Some(k) = killed_at {
-            if down_seen_after.is_none()
-                && warnings.contains(&format!("upstream {}: down, not asked", x.url))
-            {
-                down_seen_after = Some(k.elapsed());
-            }
+        if let Some(k) = killed_at
+            && down_seen_after.is_none()
+            && warnings.contains(&format!("upstream {}: down, not asked", x.url))
+        {
+            down_seen_after = Some(k.elapsed());
         }
     }
     let after = down_seen_after.expect("the killed replica was never marked down");
