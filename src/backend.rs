@@ -535,9 +535,100 @@ async fn exchange(
     }
 }
 
+/// Stops the actor, as a failure would; for the supervision test.
+#[cfg(test)]
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Crash;
+
+#[cfg(test)]
+impl Handler<Crash> for Backend {
+    type Result = ();
+
+    fn handle(&mut self, _: Crash, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An upstream on loopback that answers every request after `delay`.
+    fn slow_upstream(delay: Duration) -> url::Url {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = url::Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut stream = stream;
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    loop {
+                        while !head.ends_with(b"\r\n\r\n") {
+                            if stream.read(&mut byte).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            head.push(byte[0]);
+                        }
+                        head.clear();
+                        std::thread::sleep(delay);
+                        let body = r#"{"status":"success","data":{"resultType":"scalar","result":[1,"1"]}}"#;
+                        let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                        if stream.write_all(answer.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        url
+    }
+
+    fn backend(url: url::Url, cfg: HealthConfig) -> Addr<Backend> {
+        let upstream = Arc::new(UpstreamConfig {
+            name: "t".into(),
+            url,
+            timeout: Duration::from_secs(10),
+            auth: None,
+            headers: vec![],
+        });
+        actix::Supervisor::start(move |_| Backend::new(upstream, 1 << 20, cfg, Arc::new(SharedHealth::default())))
+    }
+
+    fn fetch_msg() -> Fetch {
+        Fetch {
+            request: Arc::new(ApiRequest {
+                path: "/api/v1/query",
+                method: Method::GET,
+                query_string: "query=1".into(),
+                form_body: Bytes::new(),
+            }),
+            deadline: Duration::from_secs(10),
+        }
+    }
+
+    #[actix_web::test]
+    async fn a_stopped_backend_is_restarted_and_the_others_keep_their_requests() {
+        let url = slow_upstream(Duration::from_millis(300));
+        let (a, b) = (backend(url.clone(), HealthConfig::default()), backend(url, HealthConfig::default()));
+        let in_flight = b.send(fetch_msg());
+        a.send(Crash).await.unwrap();
+        assert!(in_flight.await.unwrap().is_ok(), "b's request survived a's failure");
+        assert!(a.send(fetch_msg()).await.unwrap().is_ok(), "a answers again after its restart");
+    }
+
+    #[actix_web::test]
+    async fn past_the_in_flight_cap_an_upstream_is_skipped_not_queued() {
+        let url = slow_upstream(Duration::from_millis(300));
+        let cfg = HealthConfig { max_in_flight: 1, ..HealthConfig::default() };
+        let a = backend(url, cfg);
+        let first = a.send(fetch_msg());
+        let second = a.send(fetch_msg()).await.unwrap();
+        assert_eq!(second.unwrap_err(), UpstreamError::Overloaded(1));
+        assert!(first.await.unwrap().is_ok());
+    }
 
     #[test]
     fn urls_keep_the_path_prefix() {
