@@ -18,16 +18,7 @@ fn main() {
     let tl = Timeline::recent();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/demo");
     println!("Backfilling three Prometheus servers with 3 hours of data…");
-    let a = Prometheus::start(
-        "a",
-        &root.join("a"),
-        &openmetrics(&tl, &[tl.hole_a], PHASE_S),
-    );
-    let b = Prometheus::start(
-        "b",
-        &root.join("b"),
-        &openmetrics(&tl, &[tl.hole_b], PHASE_S),
-    );
+    let (a, b) = start_replicas(&root, &tl);
     let reference = Prometheus::start(
         "reference",
         &root.join("reference"),

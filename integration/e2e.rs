@@ -75,16 +75,7 @@ fn main() {
         .unwrap_or(200);
     let tl = Timeline::recent();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e");
-    let a = Prometheus::start(
-        "a",
-        &root.join("a"),
-        &openmetrics(&tl, &[tl.hole_a], PHASE_S),
-    );
-    let b = Prometheus::start(
-        "b",
-        &root.join("b"),
-        &openmetrics(&tl, &[tl.hole_b], PHASE_S),
-    );
+    let (a, b) = start_replicas(&root, &tl);
     let with = start_proxy(&[&a.url, &b.url], true);
     let plain = start_proxy(&[&a.url, &b.url], false);
     let t = tl.end - 60;

@@ -101,15 +101,7 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, seen: Arc<Mutex<Vec<String
             }
             Behaviour::Delay(ms, body) => {
                 std::thread::sleep(Duration::from_millis(*ms));
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-                    body.len()
-                );
-                if stream
-                    .write_all(head.as_bytes())
-                    .and_then(|_| stream.write_all(body.as_bytes()))
-                    .is_err()
-                {
+                if respond(&mut stream, 200, body).is_err() {
                     return;
                 }
             }
@@ -118,20 +110,22 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, seen: Arc<Mutex<Vec<String
                 return;
             }
             Behaviour::Answer(status, body) => {
-                let head = format!(
-                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-                    body.len()
-                );
-                if stream
-                    .write_all(head.as_bytes())
-                    .and_then(|_| stream.write_all(body.as_bytes()))
-                    .is_err()
-                {
+                if respond(&mut stream, *status, body).is_err() {
                     return;
                 }
             }
         }
     }
+}
+
+/// Writes a whole answer with its status and a JSON body.
+fn respond(stream: &mut TcpStream, status: u16, body: &str) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body.as_bytes())
 }
 
 fn socket_linger_zero(stream: &TcpStream) -> std::io::Result<()> {

@@ -309,6 +309,20 @@ impl Prometheus {
     }
 }
 
+/// Replicas `a` and `b` of the timeline's data, each missing its own hole,
+/// backfilled and started side by side under `root`.
+pub fn start_replicas(root: &Path, tl: &Timeline) -> (Prometheus, Prometheus) {
+    let (om_a, om_b) = (
+        openmetrics(tl, &[tl.hole_a], PHASE_S),
+        openmetrics(tl, &[tl.hole_b], PHASE_S),
+    );
+    std::thread::scope(|s| {
+        let a = s.spawn(|| Prometheus::start("a", &root.join("a"), &om_a));
+        let b = Prometheus::start("b", &root.join("b"), &om_b);
+        (a.join().unwrap(), b)
+    })
+}
+
 /// The proxy binary, started on a free port in front of `upstreams`.
 pub struct Proxy {
     pub url: String,

@@ -29,7 +29,10 @@ fn main() {
     let clients: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(32);
     let seconds: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(60);
     let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/prom-ha-proxy");
-    assert!(binary.exists(), "build the release binary first (scripts/build-release)");
+    assert!(
+        binary.exists(),
+        "build the release binary first (scripts/build-release)"
+    );
     let tl = Timeline::recent();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/load");
     let om = openmetrics(&tl, &[], PHASE_S);
@@ -47,14 +50,34 @@ fn main() {
     for (q, step) in [
         ("sum by (code) (rate(http_requests_total[5m]))", "60"),
         ("http_requests_total", "15"),
-        ("histogram_quantile(0.9, sum by (le) (rate(request_duration_seconds_bucket[5m])))", "30"),
+        (
+            "histogram_quantile(0.9, sum by (le) (rate(request_duration_seconds_bucket[5m])))",
+            "30",
+        ),
         ("avg_over_time(temperature_celsius[10m])", "60"),
     ] {
-        let params = [("query", q), ("start", start.as_str()), ("end", end.as_str()), ("step", step)];
-        queries.push(format!("{}/api/v1/query_range?{}", proxy.url, query_string(&params)));
+        let params = [
+            ("query", q),
+            ("start", start.as_str()),
+            ("end", end.as_str()),
+            ("step", step),
+        ];
+        queries.push(format!(
+            "{}/api/v1/query_range?{}",
+            proxy.url,
+            query_string(&params)
+        ));
     }
-    for q in ["sum(up)", "topk(3, rate(http_requests_total[5m]))", "count(temperature_celsius)"] {
-        queries.push(format!("{}/api/v1/query?{}", proxy.url, query_string(&[("query", q), ("time", end.as_str())])));
+    for q in [
+        "sum(up)",
+        "topk(3, rate(http_requests_total[5m]))",
+        "count(temperature_celsius)",
+    ] {
+        queries.push(format!(
+            "{}/api/v1/query?{}",
+            proxy.url,
+            query_string(&[("query", q), ("time", end.as_str())])
+        ));
     }
     // Warm up, then measure the resting size.
     for q in &queries {
@@ -67,7 +90,12 @@ fn main() {
     let queries = Arc::new(queries);
     let workers: Vec<_> = (0..clients)
         .map(|c| {
-            let (stop, latencies, failures, queries) = (stop.clone(), latencies.clone(), failures.clone(), queries.clone());
+            let (stop, latencies, failures, queries) = (
+                stop.clone(),
+                latencies.clone(),
+                failures.clone(),
+                queries.clone(),
+            );
             std::thread::spawn(move || {
                 let mut i = c;
                 while !stop.load(Ordering::Relaxed) {
@@ -77,8 +105,13 @@ fn main() {
                     let result = http_get(url);
                     let ms = t.elapsed().as_secs_f64() * 1000.0;
                     match result {
-                        Ok((200, body)) if body.starts_with(r#"{"status":"success""#) => latencies.lock().unwrap().push(ms),
-                        Ok((status, body)) => failures.lock().unwrap().push(format!("{status}: {}", &body[..body.len().min(200)])),
+                        Ok((200, body)) if body.starts_with(r#"{"status":"success""#) => {
+                            latencies.lock().unwrap().push(ms)
+                        }
+                        Ok((status, body)) => failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("{status}: {}", &body[..body.len().min(200)])),
                         Err(e) => failures.lock().unwrap().push(e),
                     }
                 }
@@ -104,10 +137,16 @@ fn main() {
     let third = Duration::from_secs(seconds) / 3;
     std::thread::sleep(third);
     x.kill();
-    println!("{:>5.1}s: replica x killed (SIGKILL)", started.elapsed().as_secs_f64());
+    println!(
+        "{:>5.1}s: replica x killed (SIGKILL)",
+        started.elapsed().as_secs_f64()
+    );
     std::thread::sleep(third);
     x.restart();
-    println!("{:>5.1}s: replica x restarted and ready", started.elapsed().as_secs_f64());
+    println!(
+        "{:>5.1}s: replica x restarted and ready",
+        started.elapsed().as_secs_f64()
+    );
     std::thread::sleep(Duration::from_secs(seconds).saturating_sub(started.elapsed()));
     stop.store(true, Ordering::Relaxed);
     for w in workers {
@@ -129,7 +168,10 @@ fn main() {
         rss_before / 1024,
         rss_after / 1024
     );
-    println!("proxy RSS (MiB) at each tenth of the run: {:?}", sampler.join().unwrap());
+    println!(
+        "proxy RSS (MiB) at each tenth of the run: {:?}",
+        sampler.join().unwrap()
+    );
     for f in failures.iter().take(5) {
         println!("  failed: {f}");
     }

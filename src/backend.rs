@@ -575,7 +575,10 @@ mod tests {
                         head.clear();
                         std::thread::sleep(delay);
                         let body = r#"{"status":"success","data":{"resultType":"scalar","result":[1,"1"]}}"#;
-                        let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
                         if stream.write_all(answer.as_bytes()).is_err() {
                             return;
                         }
@@ -594,7 +597,9 @@ mod tests {
             auth: None,
             headers: vec![],
         });
-        actix::Supervisor::start(move |_| Backend::new(upstream, 1 << 20, cfg, Arc::new(SharedHealth::default())))
+        actix::Supervisor::start(move |_| {
+            Backend::new(upstream, 1 << 20, cfg, Arc::new(SharedHealth::default()))
+        })
     }
 
     fn fetch_msg() -> Fetch {
@@ -612,17 +617,29 @@ mod tests {
     #[actix_web::test]
     async fn a_stopped_backend_is_restarted_and_the_others_keep_their_requests() {
         let url = slow_upstream(Duration::from_millis(300));
-        let (a, b) = (backend(url.clone(), HealthConfig::default()), backend(url, HealthConfig::default()));
+        let (a, b) = (
+            backend(url.clone(), HealthConfig::default()),
+            backend(url, HealthConfig::default()),
+        );
         let in_flight = b.send(fetch_msg());
         a.send(Crash).await.unwrap();
-        assert!(in_flight.await.unwrap().is_ok(), "b's request survived a's failure");
-        assert!(a.send(fetch_msg()).await.unwrap().is_ok(), "a answers again after its restart");
+        assert!(
+            in_flight.await.unwrap().is_ok(),
+            "b's request survived a's failure"
+        );
+        assert!(
+            a.send(fetch_msg()).await.unwrap().is_ok(),
+            "a answers again after its restart"
+        );
     }
 
     #[actix_web::test]
     async fn past_the_in_flight_cap_an_upstream_is_skipped_not_queued() {
         let url = slow_upstream(Duration::from_millis(300));
-        let cfg = HealthConfig { max_in_flight: 1, ..HealthConfig::default() };
+        let cfg = HealthConfig {
+            max_in_flight: 1,
+            ..HealthConfig::default()
+        };
         let a = backend(url, cfg);
         let first = a.send(fetch_msg());
         let second = a.send(fetch_msg()).await.unwrap();
