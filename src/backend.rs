@@ -273,11 +273,6 @@ pub struct Fetch {
     pub deadline: Duration,
 }
 
-/// Read the backend's health record.
-#[derive(Message)]
-#[rtype(result = "Health")]
-pub struct GetHealth;
-
 pub struct Backend {
     upstream: Arc<UpstreamConfig>,
     client: awc::Client,
@@ -395,14 +390,6 @@ impl Handler<Fetch> for Backend {
             backend.apply(t);
             outcome
         }))
-    }
-}
-
-impl Handler<GetHealth> for Backend {
-    type Result = MessageResult<GetHealth>;
-
-    fn handle(&mut self, _: GetHealth, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.health.clone())
     }
 }
 
