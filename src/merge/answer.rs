@@ -276,13 +276,17 @@ struct Walker<'a, 'de> {
     deferred_quotes: Vec<u32>,
 }
 
-const TRUNCATED: AnswerError = AnswerError::Shape("truncated structure");
+/// Built only when needed: an `ok_or(value)` on the hot path would build and
+/// drop an error for every tape node.
+fn truncated() -> AnswerError {
+    AnswerError::Shape("truncated structure")
+}
 
 impl<'de> Walker<'_, 'de> {
     /// Takes the next value's node and the byte offset where it starts.
     fn open(&mut self) -> Result<(Node<'de>, u32), AnswerError> {
-        let node = *self.nodes.get(self.n).ok_or_else(|| TRUNCATED)?;
-        let pos = *self.structurals.get(self.s).ok_or_else(|| TRUNCATED)?;
+        let node = *self.nodes.get(self.n).ok_or_else(truncated)?;
+        let pos = *self.structurals.get(self.s).ok_or_else(truncated)?;
         self.n += 1;
         self.s += 1;
         Ok((node, pos))
@@ -295,7 +299,7 @@ impl<'de> Walker<'_, 'de> {
 
     /// Steps over a closing bracket and returns the offset just past it.
     fn close(&mut self) -> Result<u32, AnswerError> {
-        let pos = *self.structurals.get(self.s).ok_or_else(|| TRUNCATED)?;
+        let pos = *self.structurals.get(self.s).ok_or_else(truncated)?;
         self.s += 1;
         Ok(pos + 1)
     }
