@@ -172,10 +172,8 @@ struct RawHealth {
 impl RawHealth {
     fn resolve(self) -> Result<HealthConfig, ConfigError> {
         let d = HealthConfig::default();
-        let duration = |key: &str, raw: Option<RawDuration>, default: Duration| match raw {
-            None => Ok(default),
-            Some(r) => parse_positive_duration(r)
-                .map_err(|reason| invalid(format!("health.{key}"), reason)),
+        let duration = |key: &str, raw: Option<RawDuration>, default: Duration| {
+            duration_key(&format!("health.{key}"), raw, default)
         };
         let count = |key: &str, raw: Option<i64>, default: u32| match raw {
             None => Ok(default),
@@ -336,10 +334,11 @@ impl RawConfig {
         }
         let coverage = self.coverage.resolve()?;
         let health = self.health.resolve()?;
-        let shutdown_grace = match self.shutdown_grace {
-            None => DEFAULT_SHUTDOWN_GRACE,
-            Some(d) => parse_positive_duration(d).map_err(|r| invalid("shutdown_grace", r))?,
-        };
+        let shutdown_grace = duration_key(
+            "shutdown_grace",
+            self.shutdown_grace,
+            DEFAULT_SHUTDOWN_GRACE,
+        )?;
         Ok(Config {
             coverage,
             health,
@@ -381,12 +380,11 @@ impl RawCoverage {
                 ));
             }
         }
-        let lookback_delta = match self.lookback_delta {
-            None => DEFAULT_LOOKBACK_DELTA,
-            Some(d) => {
-                parse_positive_duration(d).map_err(|r| invalid("coverage.lookback_delta", r))?
-            }
-        };
+        let lookback_delta = duration_key(
+            "coverage.lookback_delta",
+            self.lookback_delta,
+            DEFAULT_LOOKBACK_DELTA,
+        )?;
         Ok(self.enabled.unwrap_or(true).then_some(CoverageConfig {
             selector,
             lookback_delta,
@@ -410,12 +408,7 @@ impl RawUpstream {
         let key = |k: &str| format!("upstreams.{name}.{k}");
         let text = self.url.ok_or_else(|| invalid(key("url"), "missing"))?;
         let url = parse_upstream_url(&text).map_err(|reason| invalid(key("url"), reason))?;
-        let timeout = match self.timeout {
-            None => DEFAULT_TIMEOUT,
-            Some(d) => {
-                parse_positive_duration(d).map_err(|reason| invalid(key("timeout"), reason))?
-            }
-        };
+        let timeout = duration_key(&key("timeout"), self.timeout, DEFAULT_TIMEOUT)?;
         let auth = match (self.basic_auth, self.bearer_token) {
             (Some(_), Some(_)) => {
                 return Err(invalid(
@@ -468,6 +461,19 @@ fn parse_upstream_url(text: &str) -> Result<Url, String> {
         return Err(format!("{text:?} must not carry a query or fragment"));
     }
     Ok(url)
+}
+
+/// An optional duration key: its default when absent, else a positive duration,
+/// or an error naming the key.
+fn duration_key(
+    key: &str,
+    raw: Option<RawDuration>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match raw {
+        None => Ok(default),
+        Some(d) => parse_positive_duration(d).map_err(|reason| invalid(key, reason)),
+    }
 }
 
 fn parse_positive_duration(raw: RawDuration) -> Result<Duration, String> {
