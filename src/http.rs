@@ -203,26 +203,11 @@ async fn answer_query(
         .first("query")
         .filter(|q| !q.trim().is_empty())
         .ok_or_else(|| ApiError::BadData("invalid parameter \"query\": no query given".into()))?;
-    let client_timeout = match params.first("timeout") {
-        None | Some("") => None,
-        Some(t) => Some(crate::config::parse_duration(t).ok_or_else(|| {
-            ApiError::BadData(format!(
-                "invalid parameter \"timeout\": cannot parse {t:?} to a valid duration"
-            ))
-        })?),
-    };
-    let lookback = match params.first("lookback_delta") {
-        None | Some("") => state.lookback_delta,
-        Some(t) => match crate::config::parse_duration(t) {
-            // Prometheus reads 0 as "the server's default".
-            Some(d) if d.is_zero() => state.lookback_delta,
-            Some(d) => d,
-            None => {
-                return Err(ApiError::BadData(format!(
-                    "invalid parameter \"lookback_delta\": cannot parse {t:?} to a valid duration"
-                )));
-            }
-        },
+    let client_timeout = params.duration("timeout")?;
+    let lookback = match params.duration("lookback_delta")? {
+        // Prometheus reads 0 as "the server's default".
+        Some(d) if !d.is_zero() => d,
+        _ => state.lookback_delta,
     };
     let shape = query::analyse(expr, lookback);
     let request = ApiRequest {
@@ -294,6 +279,18 @@ impl Params {
             .map_err(|e| ApiError::BadData(format!("malformed query string: {e}")))?;
         pairs.extend(from_url);
         Ok(Params(pairs))
+    }
+
+    /// A duration parameter ("30s" or seconds): None when absent or empty.
+    fn duration(&self, key: &str) -> Result<Option<std::time::Duration>, ApiError> {
+        match self.first(key) {
+            None | Some("") => Ok(None),
+            Some(t) => crate::config::parse_duration(t).map(Some).ok_or_else(|| {
+                ApiError::BadData(format!(
+                    "invalid parameter \"{key}\": cannot parse {t:?} to a valid duration"
+                ))
+            }),
+        }
     }
 
     fn first(&self, key: &str) -> Option<&str> {
