@@ -16,7 +16,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A client's read request, as it is forwarded: path, method, and the exact
 /// query string and form body the client sent.
@@ -173,8 +173,6 @@ impl SharedHealth {
 #[derive(Debug, Clone)]
 pub struct Health {
     pub healthy: bool,
-    pub since: Instant,
-    pub reason: String,
     consecutive_failures: u32,
     good_probes: u32,
 }
@@ -183,8 +181,6 @@ impl Default for Health {
     fn default() -> Self {
         Health {
             healthy: true,
-            since: Instant::now(),
-            reason: "not probed yet".into(),
             consecutive_failures: 0,
             good_probes: 0,
         }
@@ -204,8 +200,6 @@ impl Health {
             return None;
         }
         self.healthy = healthy;
-        self.since = Instant::now();
-        self.reason = reason.clone();
         self.consecutive_failures = 0;
         self.good_probes = 0;
         Some(Transition { healthy, reason })

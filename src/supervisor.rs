@@ -49,6 +49,8 @@ struct BackendHandle {
 
 pub struct Supervisor {
     backends: Vec<BackendHandle>,
+    /// Each upstream's name in warnings and errors, in priority order; fixed at start-up.
+    names: Arc<Vec<String>>,
     replica_labels: Arc<Vec<String>>,
     coverage: Option<CoverageConfig>,
     health: HealthConfig,
@@ -57,7 +59,7 @@ pub struct Supervisor {
 impl Supervisor {
     /// Starts one backend per upstream, each on an arbiter of its own.
     pub fn new(config: &Config) -> Self {
-        let backends = config
+        let backends: Vec<BackendHandle> = config
             .upstreams
             .iter()
             .map(|u| {
@@ -79,6 +81,7 @@ impl Supervisor {
             })
             .collect();
         Supervisor {
+            names: Arc::new(backends.iter().map(|b| display_name(&b.config)).collect()),
             backends,
             replica_labels: Arc::new(config.replica_labels.clone()),
             coverage: config.coverage.clone(),
@@ -150,11 +153,7 @@ impl Handler<Query> for Supervisor {
                 }
             })
             .collect();
-        let names: Vec<String> = self
-            .backends
-            .iter()
-            .map(|b| display_name(&b.config))
-            .collect();
+        let names = self.names.clone();
         let replica_labels = self.replica_labels.clone();
         let reorder = query.shape.reorder;
         let straggler_timeout = self.health.straggler_timeout;
@@ -162,9 +161,9 @@ impl Handler<Query> for Supervisor {
             let (outcomes, coverage) = gather(fetches, straggler_timeout).await;
             if outcomes.iter().all(Result::is_err) {
                 let failures = names
-                    .into_iter()
+                    .iter()
                     .zip(outcomes)
-                    .filter_map(|(n, o)| o.err().map(|e| (n, e)))
+                    .filter_map(|(n, o)| o.err().map(|e| (n.clone(), e)))
                     .collect();
                 return Err(ProxyError::AllFailed(failures));
             }
