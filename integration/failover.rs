@@ -197,3 +197,47 @@ fn sigterm_lets_the_request_in_flight_finish_then_exits_zero() {
     let exit = proxy.process.child.wait().unwrap();
     assert_eq!(exit.code(), Some(0), "{exit:?}");
 }
+
+#[test]
+fn sigterm_waits_no_longer_than_the_shutdown_grace() {
+    let body = r#"{"status":"success","data":{"resultType":"scalar","result":[1,"42"]}}"#;
+    let f = fake::start(fake::Behaviour::Delay(6000, body.into()));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("grace-test");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("proxy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "shutdown_grace = \"1s\"\n[upstreams.slow]\nurl = \"{}\"\n",
+            f.url
+        ),
+    )
+    .unwrap();
+    let mut proxy =
+        fake::start_proxy_with(proxy_binary(), &[], &["--config", config.to_str().unwrap()]);
+    let url = format!("{}/api/v1/query?query=42", proxy.url);
+    let client = std::thread::spawn(move || http_get(&url));
+    wait_until(
+        "the query reached the upstream",
+        std::time::Duration::from_secs(10),
+        || {
+            f.requests
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|r| r.contains("/api/v1/query"))
+        },
+    );
+    let signalled = std::time::Instant::now();
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(proxy.process.child.id() as i32, libc::SIGTERM) };
+    let exit = proxy.process.child.wait().unwrap();
+    let took = signalled.elapsed();
+    assert_eq!(exit.code(), Some(0), "{exit:?}");
+    // The upstream answers only after 6s; a 1s grace must not wait for it.
+    assert!(
+        took < std::time::Duration::from_secs(4),
+        "exited {took:?} after SIGTERM"
+    );
+    let _ = client.join();
+}

@@ -125,6 +125,8 @@ pub async fn serve(config: crate::config::Config) -> std::io::Result<()> {
             .wrap(actix_web::middleware::Compress::default())
             .configure(routes)
     })
+    // On SIGTERM or SIGINT: stop accepting, let requests in flight finish for up to the grace period.
+    .shutdown_timeout(config.shutdown_grace.as_secs().max(1))
     .bind(&config.listen)
     .map_err(|e| {
         std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
