@@ -105,11 +105,14 @@ impl Acc {
     fn read(&mut self, at: &Option<parser::AtModifier>, window: (i64, i64)) {
         match at {
             None => self.relative = Some(union(self.relative, window)),
-            Some(at) => {
-                let slot = self.pinned.get(&at.to_string()).copied();
-                self.pinned.insert(at.to_string(), union(slot, window));
-            }
+            Some(at) => self.pin(at.to_string(), window),
         }
+    }
+
+    /// Widens the stretch read at the `@` time `at` to cover `window`.
+    fn pin(&mut self, at: String, window: (i64, i64)) {
+        let slot = self.pinned.get(&at).copied();
+        self.pinned.insert(at, union(slot, window));
     }
 
     fn add(&mut self, expr: &Expr, lookback_ms: i64) {
@@ -132,8 +135,7 @@ impl Acc {
                     self.read(&sq.at, (from - o - sq.range.as_millis() as i64, to - o));
                 }
                 for (at, window) in inner.pinned {
-                    let slot = self.pinned.get(&at).copied();
-                    self.pinned.insert(at, union(slot, window));
+                    self.pin(at, window);
                 }
             }
             Expr::Aggregate(agg) => {
