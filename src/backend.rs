@@ -577,6 +577,7 @@ mod tests {
             timeout: Duration::from_secs(10),
             auth: None,
             headers: vec![],
+            forward_authorization: false,
         });
         actix::Supervisor::start(move |_| {
             Backend::new(upstream, 1 << 20, cfg, Arc::new(SharedHealth::default()))

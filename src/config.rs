@@ -28,6 +28,10 @@ pub struct UpstreamConfig {
     pub timeout: Duration,
     pub auth: Option<Auth>,
     pub headers: Vec<(String, String)>,
+    /// Pass the client's `Authorization` header on to this upstream (only
+    /// when no credentials are configured for it). Off by default: a proxy
+    /// must not hand one service's credentials to another unasked.
+    pub forward_authorization: bool,
 }
 
 #[derive(Clone, PartialEq)]
@@ -221,6 +225,7 @@ struct RawUpstream {
     basic_auth: Option<RawBasicAuth>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    forward_authorization: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -439,6 +444,7 @@ impl RawUpstream {
             timeout,
             auth,
             headers: self.headers.into_iter().collect(),
+            forward_authorization: self.forward_authorization.unwrap_or(false),
         })
     }
 }

@@ -12,6 +12,7 @@
 pub mod answer;
 pub mod coverage;
 pub mod json;
+pub mod meta;
 pub mod reorder;
 pub mod series;
 
@@ -164,7 +165,11 @@ pub fn merge<E: Eligibility>(
 }
 
 /// Writes `,"key":[...]` with duplicates removed, first occurrence first; nothing when empty.
-fn write_string_set<'a>(out: &mut Vec<u8>, key: &str, items: impl Iterator<Item = &'a str>) {
+pub(crate) fn write_string_set<'a>(
+    out: &mut Vec<u8>,
+    key: &str,
+    items: impl Iterator<Item = &'a str>,
+) {
     let mut seen: HashSet<&str, ahash::RandomState> = HashSet::default();
     for item in items {
         if !seen.insert(item) {
