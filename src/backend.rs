@@ -6,28 +6,34 @@
 //! Each backend runs on an arbiter (thread) of its own, so upstream answers are
 //! read concurrently; parsing runs on the blocking pool so a large answer never
 //! stalls that backend's other requests. What leaves this module is a parsed
-//! [`Answer`] (owned buffer + spans) or a typed [`UpstreamError`].
+//! [`Answer`] (owned buffer + spans) for queries, the raw [`Body`] for the other
+//! endpoints, or a typed [`UpstreamError`]. Every request is counted in the
+//! upstream's [`SharedHealth`] and in the proxy's metrics.
 
 use crate::config::{Auth, HealthConfig, UpstreamConfig};
 use crate::merge::answer::{Answer, AnswerError, PADDING};
+use crate::metrics::Metrics;
 use actix::prelude::*;
 use actix_web::http::{Method, header};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 /// A client's read request, as it is forwarded: path, method, and the exact
 /// query string and form body the client sent.
 #[derive(Debug, Clone)]
 pub struct ApiRequest {
     /// Path below the upstream's base URL, e.g. `/api/v1/query`.
-    pub path: &'static str,
+    pub path: String,
     pub method: Method,
     pub query_string: String,
     /// The `application/x-www-form-urlencoded` body of a POST; empty for GET.
     pub form_body: Bytes,
+    /// The client's `Authorization` header: sent on only to upstreams whose
+    /// config says `forward_authorization = true`.
+    pub authorization: Option<String>,
 }
 
 impl ApiRequest {
@@ -51,10 +57,11 @@ impl ApiRequest {
             serde_urlencoded::to_string(pairs).unwrap_or_default()
         }
         ApiRequest {
-            path: self.path,
+            path: self.path.clone(),
             method: self.method.clone(),
             query_string: replace(self.query_string.as_bytes(), query),
             form_body: Bytes::from(replace(&self.form_body, query)),
+            authorization: self.authorization.clone(),
         }
     }
 }
@@ -91,6 +98,51 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// The error a non-2xx answer stands for: a Prometheus error answer keeps
+    /// its type and message; anything else is summarised.
+    pub fn from_status(status: u16, body: &[u8]) -> UpstreamError {
+        match Answer::parse(body.to_vec()) {
+            Err(AnswerError::Status { error_type, error }) => UpstreamError::Rejected {
+                status,
+                error_type,
+                error,
+            },
+            _ => {
+                let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+                let detail = text.split_whitespace().collect::<Vec<_>>().join(" ");
+                UpstreamError::Status {
+                    status,
+                    detail: if detail.is_empty() {
+                        actix_web::http::StatusCode::from_u16(status)
+                            .ok()
+                            .and_then(|s| s.canonical_reason())
+                            .unwrap_or("")
+                            .to_string()
+                    } else {
+                        detail
+                    },
+                }
+            }
+        }
+    }
+
+    /// A short name for the kind of failure, for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Connect(_) => "connect",
+            UpstreamError::Timeout(_) => "timeout",
+            UpstreamError::Rejected { .. } => "rejected",
+            UpstreamError::Status { .. } => "http_error",
+            UpstreamError::TooLarge { .. } => "too_large",
+            UpstreamError::Body(_) => "cut_off",
+            UpstreamError::Answer(_) => "bad_answer",
+            UpstreamError::Unavailable => "unavailable",
+            UpstreamError::Down(_) => "down",
+            UpstreamError::Overloaded(_) => "overloaded",
+            UpstreamError::Straggler(_) => "straggler",
+        }
+    }
+
     /// A client's mistake (bad PromQL, bad parameters), not an outage.
     pub fn is_client_error(&self) -> bool {
         matches!(
@@ -135,20 +187,43 @@ impl std::fmt::Display for UpstreamError {
     }
 }
 
-/// An upstream's health as the supervisor sees it: read without a message.
+/// An upstream's health and request record as the supervisor, the status
+/// page and `/-/ready` see it: read without a message.
 #[derive(Debug)]
 pub struct SharedHealth {
     healthy: AtomicBool,
-    reason: Mutex<String>,
+    /// Why it is in its state, and since when.
+    state: Mutex<(String, SystemTime)>,
+    requests: AtomicU64,
+    failures: AtomicU64,
+    last_latency_us: AtomicU64,
+    last_failure: Mutex<String>,
 }
 
 impl Default for SharedHealth {
     fn default() -> Self {
         SharedHealth {
             healthy: AtomicBool::new(true),
-            reason: Mutex::new("not probed yet".into()),
+            state: Mutex::new(("not probed yet".into(), SystemTime::now())),
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            last_latency_us: AtomicU64::new(0),
+            last_failure: Mutex::new(String::new()),
         }
     }
+}
+
+/// A copy of [`SharedHealth`] at one moment, for display.
+#[derive(Debug, Clone)]
+pub struct HealthSnapshot {
+    pub healthy: bool,
+    pub reason: String,
+    pub since: SystemTime,
+    pub requests: u64,
+    pub failures: u64,
+    /// Of the last request that got an answer; None before the first.
+    pub last_latency: Option<Duration>,
+    pub last_failure: String,
 }
 
 impl SharedHealth {
@@ -158,14 +233,48 @@ impl SharedHealth {
 
     /// Why the upstream is in its current state.
     pub fn reason(&self) -> String {
-        self.reason.lock().map(|r| r.clone()).unwrap_or_default()
+        self.state.lock().map(|r| r.0.clone()).unwrap_or_default()
+    }
+
+    pub fn snapshot(&self) -> HealthSnapshot {
+        let (reason, since) = self
+            .state
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|_| (String::new(), SystemTime::UNIX_EPOCH));
+        let latency = self.last_latency_us.load(Ordering::Relaxed);
+        HealthSnapshot {
+            healthy: self.is_healthy(),
+            reason,
+            since,
+            requests: self.requests.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            last_latency: (latency > 0).then(|| Duration::from_micros(latency)),
+            last_failure: self
+                .last_failure
+                .lock()
+                .map(|f| f.clone())
+                .unwrap_or_default(),
+        }
     }
 
     fn set(&self, healthy: bool, reason: &str) {
-        if let Ok(mut r) = self.reason.lock() {
-            *r = reason.to_string();
+        if let Ok(mut state) = self.state.lock() {
+            *state = (reason.to_string(), SystemTime::now());
         }
         self.healthy.store(healthy, Ordering::Release);
+    }
+
+    fn count(&self, failure: Option<&UpstreamError>, took: Duration) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.last_latency_us
+            .store(took.as_micros().max(1) as u64, Ordering::Relaxed);
+        if let Some(e) = failure {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut last) = self.last_failure.lock() {
+                *last = e.to_string();
+            }
+        }
     }
 }
 
@@ -208,17 +317,17 @@ impl Health {
     /// Passive health: `failures_to_down` failed requests in a row mark the upstream down.
     pub fn record_request(
         &mut self,
-        outcome: &Result<Answer, UpstreamError>,
+        failure: Option<&UpstreamError>,
         cfg: &HealthConfig,
     ) -> Option<Transition> {
-        match outcome {
-            Ok(_) => {
+        match failure {
+            None => {
                 self.consecutive_failures = 0;
                 None
             }
             // A client's mistake says nothing about the upstream's health.
-            Err(e) if e.is_client_error() => None,
-            Err(e) => {
+            Some(e) if e.is_client_error() => None,
+            Some(e) => {
                 self.consecutive_failures += 1;
                 if self.consecutive_failures >= cfg.failures_to_down {
                     let n = self.consecutive_failures;
@@ -267,8 +376,29 @@ pub struct Fetch {
     pub deadline: Duration,
 }
 
+/// Ask the backend for the upstream's answer as it comes (any HTTP status),
+/// within `deadline`: for the endpoints merged without spans, and pass-through.
+#[derive(Message)]
+#[rtype(result = "Result<Body, UpstreamError>")]
+pub struct FetchBody {
+    pub request: Arc<ApiRequest>,
+    pub deadline: Duration,
+}
+
+/// An upstream's answer as it came.
+#[derive(Debug)]
+pub struct Body {
+    pub status: u16,
+    pub content_type: Option<String>,
+    /// The body; its capacity leaves room for simd-json's padding.
+    pub bytes: Vec<u8>,
+}
+
 pub struct Backend {
     upstream: Arc<UpstreamConfig>,
+    /// The upstream's name in logs and metrics (its URL without credentials).
+    name: String,
+    metrics: Arc<Metrics>,
     client: awc::Client,
     max_body: usize,
     cfg: HealthConfig,
@@ -285,13 +415,18 @@ impl Backend {
         max_body: usize,
         cfg: HealthConfig,
         shared: Arc<SharedHealth>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let client = awc::Client::builder()
             // The deadline is applied around the whole exchange in `fetch`.
             .disable_timeout()
             .finish();
+        let name = upstream.display_name();
+        metrics.upstream_health(&name, true);
         Backend {
             upstream,
+            name,
+            metrics,
             client,
             max_body,
             cfg,
@@ -302,9 +437,20 @@ impl Backend {
         }
     }
 
+    /// Counts one finished request and applies what it means for health.
+    fn record(&mut self, failure: Option<&UpstreamError>, took: Duration, bytes: usize) {
+        self.shared.count(failure, took);
+        let outcome = failure.map_or("success", UpstreamError::kind);
+        self.metrics
+            .upstream_request(&self.name, outcome, took, bytes);
+        let t = self.health.record_request(failure, &self.cfg);
+        self.apply(t);
+    }
+
     fn apply(&mut self, transition: Option<Transition>) {
         let Some(t) = transition else { return };
-        let url = self.upstream.url.as_str().trim_end_matches('/');
+        let url = &self.name;
+        self.metrics.upstream_health(url, t.healthy);
         if t.healthy {
             log::info!("upstream {url} is healthy: {}", t.reason);
         } else {
@@ -372,16 +518,53 @@ impl Handler<Fetch> for Backend {
             return Box::pin(actix::fut::ready(Err(UpstreamError::Overloaded(n))));
         }
         self.in_flight += 1;
+        let started = Instant::now();
         let fut = fetch(
             self.client.clone(),
             self.upstream.clone(),
             msg,
             self.max_body,
         );
-        Box::pin(fut.into_actor(self).map(|outcome, backend, _| {
+        Box::pin(fut.into_actor(self).map(move |outcome, backend, _| {
             backend.in_flight -= 1;
-            let t = backend.health.record_request(&outcome, &backend.cfg);
-            backend.apply(t);
+            let bytes = outcome.as_ref().map_or(0, Answer::body_len);
+            backend.record(outcome.as_ref().err(), started.elapsed(), bytes);
+            outcome
+        }))
+    }
+}
+
+impl Handler<FetchBody> for Backend {
+    type Result = ResponseActFuture<Self, Result<Body, UpstreamError>>;
+
+    fn handle(&mut self, msg: FetchBody, _: &mut Self::Context) -> Self::Result {
+        if self.in_flight >= self.cfg.max_in_flight {
+            let n = self.in_flight;
+            return Box::pin(actix::fut::ready(Err(UpstreamError::Overloaded(n))));
+        }
+        self.in_flight += 1;
+        let started = Instant::now();
+        let (client, upstream, max_body) =
+            (self.client.clone(), self.upstream.clone(), self.max_body);
+        let fut = async move {
+            let exchange = exchange(&client, &upstream, &msg.request, max_body);
+            match actix_web::rt::time::timeout(msg.deadline, exchange).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(UpstreamError::Timeout(msg.deadline)),
+            }
+        };
+        Box::pin(fut.into_actor(self).map(move |outcome, backend, _| {
+            backend.in_flight -= 1;
+            // A 5xx is the upstream failing; a 4xx is the client's request.
+            let failure = match &outcome {
+                Ok(body) if body.status >= 500 => {
+                    Some(UpstreamError::from_status(body.status, &body.bytes))
+                }
+                Ok(_) => None,
+                Err(e) => Some(e.clone()),
+            };
+            let bytes = outcome.as_ref().map_or(0, |b| b.bytes.len());
+            backend.record(failure.as_ref(), started.elapsed(), bytes);
             outcome
         }))
     }
@@ -396,6 +579,22 @@ fn with_credentials(mut req: awc::ClientRequest, upstream: &UpstreamConfig) -> a
         Some(Auth::Basic { username, password }) => req.basic_auth(username, password),
         Some(Auth::Bearer(token)) => req.bearer_auth(token),
         None => req,
+    }
+}
+
+/// [`with_credentials`], plus the client's `Authorization` where the config
+/// allows it and configures no credentials of its own.
+fn with_client_credentials(
+    req: awc::ClientRequest,
+    upstream: &UpstreamConfig,
+    request: &ApiRequest,
+) -> awc::ClientRequest {
+    let req = with_credentials(req, upstream);
+    match &request.authorization {
+        Some(auth) if upstream.forward_authorization && upstream.auth.is_none() => {
+            req.insert_header((header::AUTHORIZATION, auth.as_str()))
+        }
+        _ => req,
     }
 }
 
@@ -423,8 +622,12 @@ async fn fetch(
     )
     .await
     {
+        Ok(Ok(body)) if !(200..300).contains(&body.status) => {
+            Err(UpstreamError::from_status(body.status, &body.bytes))
+        }
         Ok(Ok(body)) => {
-            let (buf, len) = body;
+            let len = body.bytes.len();
+            let buf = body.bytes;
             actix_web::rt::task::spawn_blocking(move || Answer::parse_padded(buf, len))
                 .await
                 .map_err(|_| UpstreamError::Unavailable)?
@@ -442,20 +645,21 @@ async fn fetch(
     }
 }
 
-/// Sends the request and reads the whole body into a padded buffer.
+/// Sends the request and reads the whole body, whatever its status, into a
+/// buffer with room for simd-json's padding.
 async fn exchange(
     client: &awc::Client,
     upstream: &UpstreamConfig,
     request: &ApiRequest,
     max_body: usize,
-) -> Result<(Vec<u8>, usize), UpstreamError> {
-    let url = upstream_url(&upstream.url, request.path, &request.query_string);
+) -> Result<Body, UpstreamError> {
+    let url = upstream_url(&upstream.url, &request.path, &request.query_string);
     let mut req = client
         .request(request.method.clone(), url)
         // Compression costs both ends CPU and buys nothing next to the replicas.
         .insert_header((header::ACCEPT_ENCODING, "identity"))
         .no_decompress();
-    req = with_credentials(req, upstream);
+    req = with_client_credentials(req, upstream, request);
     let sent = if request.method == Method::POST {
         req.content_type("application/x-www-form-urlencoded")
             .send_body(request.form_body.clone())
@@ -465,6 +669,11 @@ async fn exchange(
     };
     let mut resp = sent.map_err(|e| UpstreamError::Connect(e.to_string()))?;
     let status = resp.status();
+    let content_type = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let hinted = resp
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -490,30 +699,11 @@ async fn exchange(
         }
         buf.extend_from_slice(&chunk);
     }
-    let len = buf.len();
-    if status.is_success() {
-        return Ok((buf, len));
-    }
-    // A Prometheus error answer keeps its type and message; anything else is summarised.
-    match Answer::parse(buf.clone()) {
-        Err(AnswerError::Status { error_type, error }) => Err(UpstreamError::Rejected {
-            status: status.as_u16(),
-            error_type,
-            error,
-        }),
-        _ => {
-            let text = String::from_utf8_lossy(&buf[..len.min(200)]);
-            let detail = text.split_whitespace().collect::<Vec<_>>().join(" ");
-            Err(UpstreamError::Status {
-                status: status.as_u16(),
-                detail: if detail.is_empty() {
-                    status.canonical_reason().unwrap_or("").to_string()
-                } else {
-                    detail
-                },
-            })
-        }
-    }
+    Ok(Body {
+        status: status.as_u16(),
+        content_type,
+        bytes: buf,
+    })
 }
 
 /// Stops the actor, as a failure would; for the supervision test.
@@ -580,17 +770,24 @@ mod tests {
             forward_authorization: false,
         });
         actix::Supervisor::start(move |_| {
-            Backend::new(upstream, 1 << 20, cfg, Arc::new(SharedHealth::default()))
+            Backend::new(
+                upstream,
+                1 << 20,
+                cfg,
+                Arc::new(SharedHealth::default()),
+                Arc::new(Metrics::new()),
+            )
         })
     }
 
     fn fetch_msg() -> Fetch {
         Fetch {
             request: Arc::new(ApiRequest {
-                path: "/api/v1/query",
+                path: "/api/v1/query".into(),
                 method: Method::GET,
                 query_string: "query=1".into(),
                 form_body: Bytes::new(),
+                authorization: None,
             }),
             deadline: Duration::from_secs(10),
         }
@@ -646,10 +843,11 @@ mod tests {
     #[test]
     fn with_query_replaces_only_the_query() {
         let r = ApiRequest {
-            path: "/api/v1/query_range",
+            path: "/api/v1/query_range".into(),
             method: Method::POST,
             query_string: "x=1".into(),
             form_body: Bytes::from_static(b"query=up&start=1&end=2&step=15&stats=all"),
+            authorization: None,
         };
         let c = r.with_query("sum(up)");
         assert_eq!(
@@ -659,18 +857,18 @@ mod tests {
         assert_eq!(c.query_string, "x=1");
     }
 
-    fn failed() -> Result<Answer, UpstreamError> {
-        Err(UpstreamError::Connect("refused".into()))
+    fn failed() -> UpstreamError {
+        UpstreamError::Connect("refused".into())
     }
 
     #[test]
     fn consecutive_failures_mark_down_and_good_probes_bring_back() {
         let cfg = HealthConfig::default();
         let mut h = Health::default();
-        assert_eq!(h.record_request(&failed(), &cfg), None);
-        assert_eq!(h.record_request(&failed(), &cfg), None);
+        assert_eq!(h.record_request(Some(&failed()), &cfg), None);
+        assert_eq!(h.record_request(Some(&failed()), &cfg), None);
         let down = h
-            .record_request(&failed(), &cfg)
+            .record_request(Some(&failed()), &cfg)
             .expect("third failure marks down");
         assert!(
             !down.healthy && down.reason.contains("3 requests in a row failed"),
@@ -684,14 +882,14 @@ mod tests {
         let up = h.record_probe(Ok(()), &cfg).expect("second good probe");
         assert!(up.healthy);
         // A success in between resets the count; a client error does not count.
-        h.record_request(&failed(), &cfg);
-        h.record_request(&failed(), &cfg);
-        let bad_query = Err(UpstreamError::Rejected {
+        h.record_request(Some(&failed()), &cfg);
+        h.record_request(Some(&failed()), &cfg);
+        let bad_query = Some(UpstreamError::Rejected {
             status: 400,
             error_type: "bad_data".into(),
             error: "x".into(),
         });
-        assert_eq!(h.record_request(&bad_query, &cfg), None);
+        assert_eq!(h.record_request(bad_query.as_ref(), &cfg), None);
         assert!(h.healthy);
     }
 

@@ -34,6 +34,17 @@ pub struct UpstreamConfig {
     pub forward_authorization: bool,
 }
 
+impl UpstreamConfig {
+    /// The name it goes by in warnings, errors, logs and metrics: its URL
+    /// without credentials or a trailing slash.
+    pub fn display_name(&self) -> String {
+        let mut url = self.url.clone();
+        let _ = url.set_password(None);
+        let _ = url.set_username("");
+        url.as_str().trim_end_matches('/').to_string()
+    }
+}
+
 #[derive(Clone, PartialEq)]
 pub enum Auth {
     Basic { username: String, password: String },
@@ -245,6 +256,79 @@ enum RawDuration {
 }
 
 impl Config {
+    /// Every setting in effect as (key, value) text, for the status page;
+    /// secrets (passwords, tokens, credential-like headers) masked.
+    pub fn describe(&self) -> Vec<(String, String)> {
+        const MASK: &str = "***";
+        let d = |d: Duration| format_duration(d);
+        let mut rows = vec![
+            ("listen".to_string(), self.listen.clone()),
+            (
+                "replica_labels".into(),
+                format!("{:?}", self.replica_labels),
+            ),
+            (
+                "max_request_body_bytes".into(),
+                self.max_request_body_bytes.to_string(),
+            ),
+            (
+                "max_upstream_body_bytes".into(),
+                self.max_upstream_body_bytes.to_string(),
+            ),
+            ("shutdown_grace".into(), d(self.shutdown_grace)),
+            (
+                "coverage.enabled".into(),
+                self.coverage.is_some().to_string(),
+            ),
+        ];
+        if let Some(c) = &self.coverage {
+            rows.push(("coverage.selector".into(), c.selector.clone()));
+            rows.push(("coverage.lookback_delta".into(), d(c.lookback_delta)));
+        }
+        let h = &self.health;
+        rows.extend([
+            (
+                "health.failures_to_down".into(),
+                h.failures_to_down.to_string(),
+            ),
+            ("health.probe_interval".into(), d(h.probe_interval)),
+            ("health.probe_timeout".into(), d(h.probe_timeout)),
+            ("health.probes_to_up".into(), h.probes_to_up.to_string()),
+            ("health.straggler_timeout".into(), d(h.straggler_timeout)),
+            ("health.max_in_flight".into(), h.max_in_flight.to_string()),
+        ]);
+        for (i, u) in self.upstreams.iter().enumerate() {
+            let key = |k: &str| format!("upstreams.{}.{k}", u.name);
+            let mut url = u.url.clone();
+            if url.password().is_some() {
+                let _ = url.set_password(Some(MASK));
+            }
+            rows.push((key("url"), url.to_string()));
+            rows.push((key("priority order"), (i + 1).to_string()));
+            rows.push((key("timeout"), d(u.timeout)));
+            match &u.auth {
+                Some(Auth::Bearer(_)) => rows.push((key("bearer_token"), MASK.into())),
+                Some(Auth::Basic { username, .. }) => {
+                    rows.push((key("basic_auth"), format!("{username}:{MASK}")))
+                }
+                None => {}
+            }
+            for (name, value) in &u.headers {
+                let lower = name.to_ascii_lowercase();
+                let secret = ["auth", "token", "key", "secret", "cookie", "password"]
+                    .iter()
+                    .any(|s| lower.contains(s));
+                let shown = if secret { MASK } else { value.as_str() };
+                rows.push((key(&format!("headers.{name}")), shown.to_string()));
+            }
+            rows.push((
+                key("forward_authorization"),
+                u.forward_authorization.to_string(),
+            ));
+        }
+        rows
+    }
+
     /// Reads the file (if any) and the environment, applies `overrides`, validates.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
         let env: Vec<(String, String)> = std::env::vars().collect();
@@ -526,6 +610,33 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Config::load_from(Some(file.path()), env, overrides)
+    }
+
+    #[test]
+    fn the_described_config_masks_every_secret() {
+        let toml = r#"
+            [upstreams.a]
+            url = "http://user:pa55word@h:9090"
+            bearer_token = "t0ken"
+            headers = { "X-Scope-OrgID" = "team-a", "X-Api-Key" = "k3y" }
+            [upstreams.b]
+            url = "http://h2:9090"
+            basic_auth = { username = "proxy", password = "s3cret" }
+            forward_authorization = true
+        "#;
+        let c = load(toml, &[], &Overrides::default()).unwrap();
+        let text = format!("{:?}", c.describe());
+        for secret in ["pa55word", "t0ken", "k3y", "s3cret"] {
+            assert!(!text.contains(secret), "{secret} shown: {text}");
+        }
+        for shown in [
+            "team-a",
+            "proxy:***",
+            "http://user:***@h:9090/",
+            "upstreams.b.forward_authorization\", \"true",
+        ] {
+            assert!(text.contains(shown), "{shown} missing: {text}");
+        }
     }
 
     #[test]

@@ -1,17 +1,25 @@
 //! The HTTP edge: routes, request parameters, and the one place where errors
 //! become Prometheus-format error answers.
 //!
-//! Handlers read only what the proxy needs (`query`, `timeout`); the client's
-//! query string and form body are forwarded upstream byte for byte.
+//! Handlers read only what the proxy needs (`query`, `timeout`, `limit`); the
+//! client's query string and form body are forwarded upstream byte for byte.
+//! Client headers are not forwarded, except `Authorization` to upstreams
+//! configured to take it. Writes and admin calls never reach an upstream.
 
-use crate::backend::{ApiRequest, UpstreamError};
+use crate::backend::{ApiRequest, SharedHealth, UpstreamError};
 use crate::merge::json::write_error;
+use crate::merge::meta::MetaKind;
+use crate::metrics::Metrics;
 use crate::query;
-use crate::supervisor::{ProxyError, Query, Supervisor};
+use crate::supervisor::{Forward, MetaQuery, ProxyError, Query, Supervisor};
 use actix::Addr;
+use actix_web::body::{BodySize, MessageBody};
+use actix_web::dev::Service;
 use actix_web::http::{Method, StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
+use std::sync::Arc;
+use std::time::SystemTime;
 
 /// What every handler shares.
 pub struct State {
@@ -19,6 +27,12 @@ pub struct State {
     pub max_request_body_bytes: usize,
     /// The upstreams' look-back delta, when the client sends none.
     pub lookback_delta: std::time::Duration,
+    /// Each upstream's name and health, in priority order.
+    pub upstreams: Vec<(String, Arc<SharedHealth>)>,
+    pub metrics: Arc<Metrics>,
+    /// The configuration in effect, secrets masked, for the status page.
+    pub config_view: Vec<(String, String)>,
+    pub started: SystemTime,
 }
 
 /// Errors as the client sees them: each maps to one status and `errorType`.
@@ -28,6 +42,10 @@ pub enum ApiError {
     BadData(String),
     /// A method the endpoint does not serve (405).
     MethodNotAllowed,
+    /// A write or admin call: the proxy is read-only (403).
+    ReadOnly(String),
+    /// No such endpoint (404).
+    NotFound(String),
     Proxy(ProxyError),
 }
 
@@ -39,6 +57,16 @@ impl ApiError {
                 StatusCode::METHOD_NOT_ALLOWED,
                 "bad_data".to_string(),
                 "method not allowed: use GET or POST".to_string(),
+            ),
+            ApiError::ReadOnly(path) => (
+                StatusCode::FORBIDDEN,
+                "bad_data".to_string(),
+                format!("prom-ha-proxy is read-only: {path} is not proxied"),
+            ),
+            ApiError::NotFound(path) => (
+                StatusCode::NOT_FOUND,
+                "not_found".to_string(),
+                format!("no such endpoint: {path}"),
             ),
             ApiError::Proxy(ProxyError::Internal(m)) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -101,14 +129,20 @@ fn all_failed(failures: &[(String, UpstreamError)]) -> (StatusCode, String, Stri
 /// Must run inside an actix system.
 pub async fn serve(config: crate::config::Config) -> std::io::Result<()> {
     use actix::Actor;
-    let supervisor = Supervisor::new(&config).start();
+    let metrics = Arc::new(Metrics::new());
+    let supervisor = Supervisor::new(&config, metrics.clone());
+    let upstreams = supervisor.upstreams();
     let state = web::Data::new(State {
-        supervisor,
+        supervisor: supervisor.start(),
         max_request_body_bytes: config.max_request_body_bytes,
         lookback_delta: config
             .coverage
             .as_ref()
             .map_or(crate::config::DEFAULT_LOOKBACK_DELTA, |c| c.lookback_delta),
+        upstreams,
+        metrics,
+        config_view: config.describe(),
+        started: SystemTime::now(),
     });
     for (i, u) in config.upstreams.iter().enumerate() {
         log::info!(
@@ -120,8 +154,23 @@ pub async fn serve(config: crate::config::Config) -> std::io::Result<()> {
         );
     }
     let server = actix_web::HttpServer::new(move || {
+        let metrics = state.metrics.clone();
         actix_web::App::new()
             .app_data(state.clone())
+            // Inside compression, so bytes are counted as the merge wrote them.
+            .wrap_fn(move |req, srv| {
+                let endpoint = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+                let (metrics, answer) = (metrics.clone(), srv.call(req));
+                async move {
+                    let res = answer.await?;
+                    let sent = match res.response().body().size() {
+                        BodySize::Sized(n) => n as usize,
+                        _ => 0,
+                    };
+                    metrics.request(&endpoint, res.status().as_u16(), sent);
+                    Ok(res)
+                }
+            })
             .wrap(actix_web::middleware::Compress::default())
             .configure(routes)
     })
@@ -135,24 +184,131 @@ pub async fn serve(config: crate::config::Config) -> std::io::Result<()> {
     server.run().await
 }
 
-/// Registers the API routes.
+/// Paths that change state: never proxied (the proxy is read-only).
+const READ_ONLY_SCOPES: [&str; 5] = [
+    "/api/v1/admin/{rest:.*}",
+    "/api/v1/write",
+    "/api/v1/otlp/{rest:.*}",
+    "/-/reload",
+    "/-/quit",
+];
+
+/// The merged endpoints other than the queries, and how each is merged.
+const MERGED: [(&str, MetaKind); 9] = [
+    ("/api/v1/series", MetaKind::Series),
+    ("/api/v1/labels", MetaKind::LabelNames),
+    ("/api/v1/label/{name}/values", MetaKind::LabelValues),
+    ("/api/v1/metadata", MetaKind::Metadata),
+    ("/api/v1/targets/metadata", MetaKind::TargetMetadata),
+    ("/api/v1/query_exemplars", MetaKind::Exemplars),
+    ("/api/v1/rules", MetaKind::Rules),
+    ("/api/v1/alerts", MetaKind::Alerts),
+    ("/api/v1/targets", MetaKind::Targets),
+];
+
+/// Answered by the highest-priority healthy upstream, unchanged. Named so that
+/// metrics count them apart; any other `/api/v1/` read path is forwarded too.
+const FORWARDED: [&str; 8] = [
+    "/api/v1/status/buildinfo",
+    "/api/v1/status/runtimeinfo",
+    "/api/v1/status/flags",
+    "/api/v1/status/config",
+    "/api/v1/status/tsdb",
+    "/api/v1/status/walreplay",
+    "/api/v1/format_query",
+    "/api/v1/parse_query",
+];
+
+/// Registers every route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/api/v1/query")
-            .route(web::get().to(instant_query))
-            .route(web::post().to(instant_query))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/api/v1/query_range")
-            .route(web::get().to(range_query))
-            .route(web::post().to(range_query))
-            .default_service(web::to(method_not_allowed)),
-    );
+    for path in READ_ONLY_SCOPES {
+        cfg.service(web::resource(path).to(read_only));
+    }
+    cfg.service(read_route("/api/v1/query", web::to(instant_query)))
+        .service(read_route("/api/v1/query_range", web::to(range_query)));
+    for (path, kind) in MERGED {
+        cfg.service(read_route(
+            path,
+            web::to(move |req, payload, state| meta_query(kind, req, payload, state)),
+        ));
+    }
+    for path in FORWARDED.into_iter().chain(["/api/v1/{path:.*}"]) {
+        cfg.service(read_route(path, web::to(forward)));
+    }
+    cfg.route("/-/healthy", web::get().to(healthy))
+        .route("/-/ready", web::get().to(ready))
+        .route("/metrics", web::get().to(metrics))
+        .route("/", web::get().to(status_page))
+        .default_service(web::to(not_found));
+}
+
+/// A GET and POST resource; other methods get a 405.
+fn read_route(path: &str, handler: actix_web::Route) -> actix_web::Resource {
+    use actix_web::guard;
+    web::resource(path)
+        .route(handler.guard(guard::Any(guard::Get()).or(guard::Post())))
+        .default_service(web::to(method_not_allowed))
 }
 
 async fn method_not_allowed() -> HttpResponse {
     ApiError::MethodNotAllowed.response()
+}
+
+async fn read_only(req: HttpRequest) -> HttpResponse {
+    ApiError::ReadOnly(req.path().to_string()).response()
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    ApiError::NotFound(req.path().to_string()).response()
+}
+
+async fn healthy() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body("prom-ha-proxy is Healthy.\n")
+}
+
+/// Ready while at least one upstream is healthy, so a load balancer or a
+/// Kubernetes probe takes the proxy out when it could only answer errors.
+async fn ready(state: web::Data<State>) -> HttpResponse {
+    let healthy = state
+        .upstreams
+        .iter()
+        .filter(|(_, h)| h.is_healthy())
+        .count();
+    if healthy > 0 {
+        HttpResponse::Ok()
+    } else {
+        HttpResponse::ServiceUnavailable()
+    }
+    .content_type("text/plain; charset=utf-8")
+    .body(format!(
+        "prom-ha-proxy: {healthy} of {} upstreams healthy.\n",
+        state.upstreams.len()
+    ))
+}
+
+async fn metrics(state: web::Data<State>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(crate::metrics::CONTENT_TYPE)
+        .body(state.metrics.encode())
+}
+
+async fn status_page(state: web::Data<State>) -> HttpResponse {
+    let upstreams: Vec<_> = state
+        .upstreams
+        .iter()
+        .map(|(name, h)| (name.clone(), h.snapshot()))
+        .collect();
+    let page = crate::status::render(
+        &upstreams,
+        &state.config_view,
+        state.started,
+        SystemTime::now(),
+    );
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(page)
 }
 
 async fn instant_query(
@@ -177,7 +333,12 @@ async fn proxy_query(
     payload: web::Payload,
     state: web::Data<State>,
 ) -> HttpResponse {
-    match answer_query(path, &req, payload, &state).await {
+    json_answer(path, answer_query(path, &req, payload, &state).await)
+}
+
+/// A merged body as a 200 JSON answer, or the error's Prometheus answer.
+fn json_answer(path: &str, answer: Result<Vec<u8>, ApiError>) -> HttpResponse {
+    match answer {
         Ok(body) => HttpResponse::Ok()
             .insert_header((header::CONTENT_TYPE, "application/json"))
             .body(body),
@@ -188,12 +349,12 @@ async fn proxy_query(
     }
 }
 
-async fn answer_query(
-    path: &'static str,
+/// The client's request as it is forwarded, and its parameters as the proxy reads them.
+async fn read_request(
     req: &HttpRequest,
     payload: web::Payload,
     state: &State,
-) -> Result<Vec<u8>, ApiError> {
+) -> Result<(ApiRequest, Params), ApiError> {
     let form_body = if req.method() == Method::POST {
         read_form_body(req, payload, state.max_request_body_bytes).await?
     } else {
@@ -201,6 +362,30 @@ async fn answer_query(
     };
     let query_string = req.query_string().to_string();
     let params = Params::parse(&form_body, &query_string)?;
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let request = ApiRequest {
+        path: req.path().to_string(),
+        method: req.method().clone(),
+        query_string,
+        form_body,
+        authorization,
+    };
+    Ok((request, params))
+}
+
+async fn answer_query(
+    path: &'static str,
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &State,
+) -> Result<Vec<u8>, ApiError> {
+    let (mut request, params) = read_request(req, payload, state).await?;
+    // The route's path, not the client's spelling of it (a trailing slash, say).
+    request.path = path.to_string();
     let expr = params
         .first("query")
         .filter(|q| !q.trim().is_empty())
@@ -212,12 +397,6 @@ async fn answer_query(
         _ => state.lookback_delta,
     };
     let shape = query::analyse(expr, lookback);
-    let request = ApiRequest {
-        path,
-        method: req.method().clone(),
-        query_string,
-        form_body,
-    };
     let merged = state
         .supervisor
         .send(Query {
@@ -229,6 +408,62 @@ async fn answer_query(
         .map_err(|e| ApiError::Proxy(ProxyError::Internal(e.to_string())))?
         .map_err(ApiError::Proxy)?;
     Ok(merged.body)
+}
+
+async fn meta_query(
+    kind: MetaKind,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<State>,
+) -> HttpResponse {
+    let answer = async {
+        let (request, params) = read_request(&req, payload, &state).await?;
+        let query = MetaQuery {
+            request,
+            client_timeout: params.duration("timeout")?,
+            kind,
+            limit: params.count("limit")?,
+            limit_per_metric: params.count("limit_per_metric")?,
+        };
+        let merged = state
+            .supervisor
+            .send(query)
+            .await
+            .map_err(|e| ApiError::Proxy(ProxyError::Internal(e.to_string())))?
+            .map_err(ApiError::Proxy)?;
+        Ok(merged.body)
+    };
+    json_answer(req.path(), answer.await)
+}
+
+async fn forward(req: HttpRequest, payload: web::Payload, state: web::Data<State>) -> HttpResponse {
+    let answer = async {
+        let (request, params) = read_request(&req, payload, &state).await?;
+        let forward = Forward {
+            request,
+            client_timeout: params.duration("timeout")?,
+        };
+        state
+            .supervisor
+            .send(forward)
+            .await
+            .map_err(|e| ApiError::Proxy(ProxyError::Internal(e.to_string())))?
+            .map_err(ApiError::Proxy)
+    };
+    match answer.await {
+        Ok(body) => {
+            let status = StatusCode::from_u16(body.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let mut res = HttpResponse::build(status);
+            if let Some(ct) = body.content_type {
+                res.insert_header((header::CONTENT_TYPE, ct));
+            }
+            res.body(body.bytes)
+        }
+        Err(e) => {
+            log::debug!("{}: {e:?}", req.path());
+            e.response()
+        }
+    }
 }
 
 /// Reads a POST body up to `limit` bytes; it must be a form.
@@ -292,6 +527,21 @@ impl Params {
                     "invalid parameter \"{key}\": cannot parse {t:?} to a valid duration"
                 ))
             }),
+        }
+    }
+
+    /// A whole-number parameter (`limit`): None when absent, empty or 0 (no limit).
+    fn count(&self, key: &str) -> Result<Option<usize>, ApiError> {
+        match self.first(key) {
+            None | Some("") => Ok(None),
+            Some(t) => t
+                .parse::<usize>()
+                .map(|n| (n > 0).then_some(n))
+                .map_err(|_| {
+                    ApiError::BadData(format!(
+                        "invalid parameter \"{key}\": {t:?} is not a non-negative whole number"
+                    ))
+                }),
         }
     }
 

@@ -7,5 +7,7 @@ pub mod backend;
 pub mod config;
 pub mod http;
 pub mod merge;
+pub mod metrics;
 pub mod query;
+pub mod status;
 pub mod supervisor;

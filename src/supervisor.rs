@@ -1,20 +1,24 @@
 //! The supervisor actor: owns one [`Backend`] per upstream, fans each query out
-//! to all of them, and hands the answers to the merger.
+//! to all of them, and hands the answers to the merger ([`Query`] for queries,
+//! [`MetaQuery`] for the other merged endpoints); or sends a request to the
+//! highest-priority upstream that answers it ([`Forward`]).
 //!
 //! It decides what a set of upstream outcomes means (merge, or which error),
 //! and nothing about HTTP: the edge maps [`ProxyError`] to a response.
 
-use crate::backend::{ApiRequest, Backend, Fetch, SharedHealth, UpstreamError};
+use crate::backend::{ApiRequest, Backend, Body, Fetch, FetchBody, SharedHealth, UpstreamError};
 use crate::config::{Config, CoverageConfig, HealthConfig, UpstreamConfig};
 use crate::merge::answer::Answer;
 use crate::merge::coverage::StepMask;
+use crate::merge::meta::{self, MetaAnswer, MetaKind, MetaOptions};
 use crate::merge::{self, AllEligible, Eligibility, MergeOptions, MergeReport, Upstream};
+use crate::metrics::Metrics;
 use crate::query::{self, QueryShape, Reads};
 use actix::prelude::*;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One merged query: the client's request, its `timeout` parameter if any, and its shape.
 #[derive(Message)]
@@ -23,6 +27,27 @@ pub struct Query {
     pub request: ApiRequest,
     pub client_timeout: Option<Duration>,
     pub shape: QueryShape,
+}
+
+/// One request to a merged endpoint other than the queries (series, labels, …).
+#[derive(Message)]
+#[rtype(result = "Result<Merged, ProxyError>")]
+pub struct MetaQuery {
+    pub request: ApiRequest,
+    pub client_timeout: Option<Duration>,
+    pub kind: MetaKind,
+    /// The client's `limit` and `limit_per_metric`, re-applied after the union.
+    pub limit: Option<usize>,
+    pub limit_per_metric: Option<usize>,
+}
+
+/// A request answered by the highest-priority upstream that answers it at all
+/// (connection refused, timeouts and 5xx move on to the next), unchanged.
+#[derive(Message)]
+#[rtype(result = "Result<Body, ProxyError>")]
+pub struct Forward {
+    pub request: ApiRequest,
+    pub client_timeout: Option<Duration>,
 }
 
 /// A merged answer, ready to send.
@@ -54,11 +79,12 @@ pub struct Supervisor {
     replica_labels: Arc<Vec<String>>,
     coverage: Option<CoverageConfig>,
     health: HealthConfig,
+    metrics: Arc<Metrics>,
 }
 
 impl Supervisor {
     /// Starts one backend per upstream, each on an arbiter of its own.
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
         let backends: Vec<BackendHandle> = config
             .upstreams
             .iter()
@@ -66,12 +92,13 @@ impl Supervisor {
                 let upstream = Arc::new(u.clone());
                 let health = Arc::new(SharedHealth::default());
                 let (max_body, cfg) = (config.max_upstream_body_bytes, config.health.clone());
-                let (for_actor, shared) = (upstream.clone(), health.clone());
+                let (for_actor, shared, metrics) =
+                    (upstream.clone(), health.clone(), metrics.clone());
                 let arbiter = Arbiter::new();
                 // Under actix' supervisor: a backend that stops is started again
                 // with the same settings, the others untouched.
                 let addr = actix::Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-                    Backend::new(for_actor, max_body, cfg, shared)
+                    Backend::new(for_actor, max_body, cfg, shared, metrics)
                 });
                 BackendHandle {
                     config: upstream,
@@ -81,25 +108,45 @@ impl Supervisor {
             })
             .collect();
         Supervisor {
-            names: Arc::new(backends.iter().map(|b| display_name(&b.config)).collect()),
+            names: Arc::new(backends.iter().map(|b| b.config.display_name()).collect()),
             backends,
             replica_labels: Arc::new(config.replica_labels.clone()),
             coverage: config.coverage.clone(),
             health: config.health.clone(),
+            metrics,
         }
+    }
+
+    /// Each upstream's name and health record, in priority order.
+    pub fn upstreams(&self) -> Vec<(String, Arc<SharedHealth>)> {
+        self.names
+            .iter()
+            .cloned()
+            .zip(self.backends.iter().map(|b| b.health.clone()))
+            .collect()
+    }
+
+    /// Per backend: None to ask it, or why it is skipped. Only healthy
+    /// upstreams are asked; if none is, all are (a probe can be wrong).
+    fn routing(&self) -> Vec<Option<String>> {
+        let any_healthy = self.backends.iter().any(|b| b.health.is_healthy());
+        self.backends
+            .iter()
+            .map(|b| (any_healthy && !b.health.is_healthy()).then(|| b.health.reason()))
+            .collect()
+    }
+}
+
+/// The deadline of one upstream request: its own timeout, or the client's if shorter.
+fn deadline(client_timeout: Option<Duration>, upstream: &UpstreamConfig) -> Duration {
+    match client_timeout {
+        Some(t) if !t.is_zero() => t.min(upstream.timeout),
+        _ => upstream.timeout,
     }
 }
 
 impl Actor for Supervisor {
     type Context = Context<Self>;
-}
-
-/// The name an upstream goes by in warnings and errors: its URL without credentials.
-fn display_name(u: &UpstreamConfig) -> String {
-    let mut url = u.url.clone();
-    let _ = url.set_password(None);
-    let _ = url.set_username("");
-    url.as_str().trim_end_matches('/').to_string()
 }
 
 impl Handler<Query> for Supervisor {
@@ -116,18 +163,13 @@ impl Handler<Query> for Supervisor {
             _ => None,
         };
         let request = Arc::new(query.request);
-        // Only healthy upstreams are asked; if none is, all are (a probe can be wrong).
-        let any_healthy = self.backends.iter().any(|b| b.health.is_healthy());
         let fetches: Vec<_> = self
             .backends
             .iter()
-            .map(|b| {
-                let skip = any_healthy && !b.health.is_healthy();
-                let down_reason = skip.then(|| b.health.reason());
-                let deadline = match query.client_timeout {
-                    Some(t) if !t.is_zero() => t.min(b.config.timeout),
-                    _ => b.config.timeout,
-                };
+            .zip(self.routing())
+            .map(|(b, down_reason)| {
+                let skip = down_reason.is_some();
+                let deadline = deadline(query.client_timeout, &b.config);
                 let fetch = |request: Arc<ApiRequest>| {
                     let send = b.addr.send(Fetch { request, deadline });
                     async move { send.await.unwrap_or(Err(UpstreamError::Unavailable)) }
@@ -157,8 +199,18 @@ impl Handler<Query> for Supervisor {
         let replica_labels = self.replica_labels.clone();
         let reorder = query.shape.reorder;
         let straggler_timeout = self.health.straggler_timeout;
+        let metrics = self.metrics.clone();
+        let path = request.path.clone();
         Box::pin(async move {
-            let (outcomes, coverage) = gather(fetches, straggler_timeout).await;
+            let (outcomes, coverage): (Vec<Outcome>, Vec<Option<Outcome>>) = gather(
+                fetches,
+                straggler_timeout,
+                |(main, _)| main.is_ok(),
+                || (Err(UpstreamError::Straggler(straggler_timeout)), None),
+            )
+            .await
+            .into_iter()
+            .unzip();
             if outcomes.iter().all(Result::is_err) {
                 let failures = names
                     .iter()
@@ -169,6 +221,7 @@ impl Handler<Query> for Supervisor {
             }
             // The merge is CPU work: keep it off the threads that serve HTTP.
             actix_web::rt::task::spawn_blocking(move || {
+                let started = Instant::now();
                 let mut warnings: Vec<String> = names
                     .iter()
                     .zip(&outcomes)
@@ -192,6 +245,7 @@ impl Handler<Query> for Supervisor {
                     Some(mask) => run_merge(&upstreams, &warnings, &opts, mask, &mut body),
                     None => run_merge(&upstreams, &warnings, &opts, &AllEligible, &mut body),
                 }?;
+                metrics.merged(&path, started.elapsed(), report.filled_samples);
                 Ok(Merged { body, report })
             })
             .await
@@ -213,19 +267,22 @@ fn run_merge<E: Eligibility>(
 
 type Outcome = Result<Answer, UpstreamError>;
 
-/// Awaits every upstream's outcome, but once one has answered, the others get
-/// at most `straggler_timeout` more; those still out are stragglers.
-async fn gather(
-    fetches: Vec<impl std::future::Future<Output = (Outcome, Option<Outcome>)>>,
+/// Awaits every upstream's outcome, in priority order, but once one has
+/// `answered`, the others get at most `straggler_timeout` more; those still
+/// out then are given the `straggler` outcome.
+async fn gather<T>(
+    fetches: Vec<impl std::future::Future<Output = T>>,
     straggler_timeout: Duration,
-) -> (Vec<Outcome>, Vec<Option<Outcome>>) {
+    answered: impl Fn(&T) -> bool,
+    straggler: impl Fn() -> T,
+) -> Vec<T> {
     let n = fetches.len();
     let mut pending: FuturesUnordered<_> = fetches
         .into_iter()
         .enumerate()
         .map(|(i, f)| async move { (i, f.await) })
         .collect();
-    let mut results: Vec<Option<(Outcome, Option<Outcome>)>> = (0..n).map(|_| None).collect();
+    let mut results: Vec<Option<T>> = (0..n).map(|_| None).collect();
     let mut cutoff = None;
     loop {
         let next = match cutoff {
@@ -236,15 +293,163 @@ async fn gather(
             },
         };
         let Some((i, outcome)) = next else { break };
-        if cutoff.is_none() && outcome.0.is_ok() {
+        if cutoff.is_none() && answered(&outcome) {
             cutoff = Some(tokio::time::Instant::now() + straggler_timeout);
         }
         results[i] = Some(outcome);
     }
     results
         .into_iter()
-        .map(|r| r.unwrap_or((Err(UpstreamError::Straggler(straggler_timeout)), None)))
-        .unzip()
+        .map(|r| r.unwrap_or_else(&straggler))
+        .collect()
+}
+
+impl Handler<MetaQuery> for Supervisor {
+    type Result = ResponseFuture<Result<Merged, ProxyError>>;
+
+    fn handle(&mut self, query: MetaQuery, _: &mut Self::Context) -> Self::Result {
+        let request = Arc::new(query.request);
+        let fetches: Vec<_> = self
+            .backends
+            .iter()
+            .zip(self.routing())
+            .map(|(b, down_reason)| {
+                let send = down_reason.is_none().then(|| {
+                    b.addr.send(FetchBody {
+                        request: request.clone(),
+                        deadline: deadline(query.client_timeout, &b.config),
+                    })
+                });
+                async move {
+                    match send {
+                        None => Err(UpstreamError::Down(down_reason.unwrap_or_default())),
+                        Some(send) => match send.await.unwrap_or(Err(UpstreamError::Unavailable)) {
+                            Ok(body) if (200..300).contains(&body.status) => Ok(body),
+                            Ok(body) => Err(UpstreamError::from_status(body.status, &body.bytes)),
+                            Err(e) => Err(e),
+                        },
+                    }
+                }
+            })
+            .collect();
+        let (names, replica_labels, metrics) = (
+            self.names.clone(),
+            self.replica_labels.clone(),
+            self.metrics.clone(),
+        );
+        let straggler_timeout = self.health.straggler_timeout;
+        let path = request.path.clone();
+        Box::pin(async move {
+            let outcomes = gather(fetches, straggler_timeout, Result::is_ok, || {
+                Err(UpstreamError::Straggler(straggler_timeout))
+            })
+            .await;
+            actix_web::rt::task::spawn_blocking(move || {
+                let started = Instant::now();
+                let mut outcomes = outcomes;
+                let tapes: Vec<Result<_, UpstreamError>> = outcomes
+                    .iter_mut()
+                    .map(|o| match o {
+                        Ok(body) => meta::parse(&mut body.bytes).map_err(UpstreamError::Answer),
+                        Err(e) => Err(e.clone()),
+                    })
+                    .collect();
+                let answers: Vec<Result<MetaAnswer<'_, '_>, UpstreamError>> = tapes
+                    .iter()
+                    .map(|t| match t {
+                        Ok(tape) => MetaAnswer::read(query.kind, tape).map_err(|e| match e {
+                            crate::merge::AnswerError::Status { error_type, error } => {
+                                UpstreamError::Rejected {
+                                    status: 200,
+                                    error_type,
+                                    error,
+                                }
+                            }
+                            other => UpstreamError::Answer(other),
+                        }),
+                        Err(e) => Err(e.clone()),
+                    })
+                    .collect();
+                if answers.iter().all(Result::is_err) {
+                    let failures = names
+                        .iter()
+                        .zip(&answers)
+                        .filter_map(|(n, a)| a.as_ref().err().map(|e| (n.clone(), e.clone())))
+                        .collect();
+                    return Err(ProxyError::AllFailed(failures));
+                }
+                let warnings: Vec<String> = names
+                    .iter()
+                    .zip(&answers)
+                    .filter_map(|(n, a)| a.as_ref().err().map(|e| format!("upstream {n}: {e}")))
+                    .collect();
+                let answers: Vec<Option<MetaAnswer<'_, '_>>> =
+                    answers.into_iter().map(Result::ok).collect();
+                let opts = MetaOptions {
+                    replica_labels: &replica_labels,
+                    limit: query.limit,
+                    limit_per_metric: query.limit_per_metric,
+                };
+                let mut body = Vec::new();
+                meta::merge_meta(query.kind, &answers, &warnings, &opts, &mut body);
+                metrics.merged(&path, started.elapsed(), 0);
+                Ok(Merged {
+                    body,
+                    report: MergeReport::default(),
+                })
+            })
+            .await
+            .map_err(|e| ProxyError::Internal(format!("merge failed: {e}")))?
+        })
+    }
+}
+
+impl Handler<Forward> for Supervisor {
+    type Result = ResponseFuture<Result<Body, ProxyError>>;
+
+    fn handle(&mut self, forward: Forward, _: &mut Self::Context) -> Self::Result {
+        let request = Arc::new(forward.request);
+        // In priority order; the skipped ones only to name them if all fail.
+        let plan: Vec<_> = self
+            .backends
+            .iter()
+            .zip(self.routing())
+            .zip(self.names.iter())
+            .map(|((b, down), name)| {
+                (
+                    name.clone(),
+                    b.addr.clone(),
+                    deadline(forward.client_timeout, &b.config),
+                    down,
+                )
+            })
+            .collect();
+        Box::pin(async move {
+            let mut failures = Vec::new();
+            for (name, addr, deadline, down) in plan {
+                if let Some(why) = down {
+                    failures.push((name, UpstreamError::Down(why)));
+                    continue;
+                }
+                let fetch = FetchBody {
+                    request: request.clone(),
+                    deadline,
+                };
+                match addr
+                    .send(fetch)
+                    .await
+                    .unwrap_or(Err(UpstreamError::Unavailable))
+                {
+                    Ok(body) if body.status < 500 => return Ok(body),
+                    Ok(body) => {
+                        failures.push((name, UpstreamError::from_status(body.status, &body.bytes)))
+                    }
+                    Err(e) => failures.push((name, e)),
+                }
+            }
+            Err(ProxyError::AllFailed(failures))
+        })
+    }
 }
 
 /// The per-step eligibility from the coverage answers, or None for the plain
