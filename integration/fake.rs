@@ -151,7 +151,7 @@ fn socket_linger_zero(stream: &TcpStream) -> std::io::Result<()> {
     }
 }
 
-fn read_request(stream: &mut TcpStream) -> Option<String> {
+pub fn read_request(stream: &mut TcpStream) -> Option<String> {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {

@@ -157,7 +157,7 @@ pub fn require(program: &str) -> PathBuf {
     match found {
         Some(p) => p,
         None => panic!(
-            "`{program}` is not installed (CI={}). Run scripts/test, which installs Debian's prometheus package.",
+            "`{program}` is not installed (CI={}). Run scripts/test, which installs Debian's prometheus and chromium packages.",
             std::env::var("CI").unwrap_or_default()
         ),
     }
@@ -223,11 +223,27 @@ pub struct Prometheus {
     pub url: String,
     pub process: Process,
     pub dir: PathBuf,
+    /// Extra command-line flags, kept for a restart.
+    pub flags: Vec<String>,
 }
+
+/// A Prometheus configuration that scrapes nothing.
+pub const NO_SCRAPES: &str = "global:\n  scrape_interval: 15s\nscrape_configs: []\n";
 
 impl Prometheus {
     /// Backfills `openmetrics` into `dir` and starts Prometheus on it; returns once ready.
     pub fn start(name: &str, dir: &Path, openmetrics: &str) -> Prometheus {
+        Self::start_with(name, dir, openmetrics, NO_SCRAPES, &[])
+    }
+
+    /// [`Prometheus::start`] with a configuration file's text and extra flags.
+    pub fn start_with(
+        name: &str,
+        dir: &Path,
+        openmetrics: &str,
+        config_yml: &str,
+        flags: &[&str],
+    ) -> Prometheus {
         let promtool = require("promtool");
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir.join("data")).unwrap();
@@ -244,16 +260,17 @@ impl Prometheus {
             "promtool failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        std::fs::write(
-            dir.join("prometheus.yml"),
-            "global:\n  scrape_interval: 15s\nscrape_configs: []\n",
-        )
-        .unwrap();
-        Self::spawn(name, dir, free_port())
+        std::fs::write(dir.join("prometheus.yml"), config_yml).unwrap();
+        let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+        Self::spawn_with(name, dir, free_port(), &flags)
     }
 
     /// Starts Prometheus on an existing data directory and port; returns once ready.
     pub fn spawn(name: &str, dir: &Path, port: u16) -> Prometheus {
+        Self::spawn_with(name, dir, port, &[])
+    }
+
+    fn spawn_with(name: &str, dir: &Path, port: u16, flags: &[String]) -> Prometheus {
         let prometheus = require("prometheus");
         let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
         let mut cmd = Command::new(&prometheus);
@@ -267,6 +284,7 @@ impl Prometheus {
         ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg("--storage.tsdb.retention.time=3650d")
+        .args(flags)
         .stdout(Stdio::null())
         .stderr(log);
         let child = spawn_tied(cmd).expect("start prometheus");
@@ -278,6 +296,7 @@ impl Prometheus {
                 name: name.to_string(),
             },
             dir: dir.to_path_buf(),
+            flags: flags.to_vec(),
         };
         wait_until(
             &format!("prometheus {name} ready"),
@@ -297,7 +316,7 @@ impl Prometheus {
     pub fn restart(&mut self) {
         let port: u16 = self.url.rsplit(':').next().unwrap().parse().unwrap();
         let name = self.process.name.clone();
-        let fresh = Self::spawn(&name, &self.dir.clone(), port);
+        let fresh = Self::spawn_with(&name, &self.dir.clone(), port, &self.flags.clone());
         // The old, already killed process is reaped when dropped.
         drop(std::mem::replace(self, fresh));
     }
@@ -340,7 +359,17 @@ impl Proxy {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> Proxy {
-        let port = free_port();
+        Self::start_on(binary, free_port(), upstreams, extra_args, env)
+    }
+
+    /// Starts the proxy on `port` (chosen beforehand, e.g. for a scrape config).
+    pub fn start_on(
+        binary: &Path,
+        port: u16,
+        upstreams: &[&str],
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Proxy {
         let mut cmd = Command::new(binary);
         cmd.arg("--listen")
             .arg(format!("127.0.0.1:{port}"))

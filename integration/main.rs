@@ -8,6 +8,7 @@
 //! merge (a later issue) can tell apart. Tests that meet those steps say so
 //! in their names and check everything else point for point.
 
+mod api;
 mod coverage;
 mod failover;
 mod fake;

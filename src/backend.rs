@@ -204,7 +204,7 @@ impl Default for SharedHealth {
     fn default() -> Self {
         SharedHealth {
             healthy: AtomicBool::new(true),
-            state: Mutex::new(("not probed yet".into(), SystemTime::now())),
+            state: Mutex::new((NOT_PROBED.into(), SystemTime::now())),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             last_latency_us: AtomicU64::new(0),
@@ -212,6 +212,8 @@ impl Default for SharedHealth {
         }
     }
 }
+
+const NOT_PROBED: &str = "not probed yet";
 
 /// A copy of [`SharedHealth`] at one moment, for display.
 #[derive(Debug, Clone)]
@@ -263,6 +265,15 @@ impl SharedHealth {
             *state = (reason.to_string(), SystemTime::now());
         }
         self.healthy.store(healthy, Ordering::Release);
+    }
+
+    /// Replaces the start-up reason ("not probed yet") once a probe confirms the state.
+    fn confirm(&self, reason: &str) {
+        if let Ok(mut state) = self.state.lock()
+            && state.0 == NOT_PROBED
+        {
+            *state = (reason.to_string(), SystemTime::now());
+        }
     }
 
     fn count(&self, failure: Option<&UpstreamError>, took: Duration) {
@@ -485,7 +496,11 @@ impl Backend {
         };
         ctx.spawn(probe.into_actor(self).map(|result, backend, _| {
             backend.probing = false;
+            let answered = result.is_ok();
             let t = backend.health.record_probe(result, &backend.cfg);
+            if t.is_none() && answered && backend.health.healthy {
+                backend.shared.confirm("ready probe answered 200");
+            }
             backend.apply(t);
         }));
     }
