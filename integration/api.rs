@@ -286,6 +286,97 @@ fn grafana_save_and_test_and_buildinfo_work() {
 }
 
 #[test]
+fn a_grafana_dashboard_panel_across_both_holes_equals_the_reference() {
+    let c = api_cluster();
+    let (start, end) = (c.tl.start.to_string(), c.tl.end.to_string());
+    for query in [
+        "sum by (code) (rate(http_requests_total[5m]))",
+        "batch_runs_total",
+        "histogram_quantile(0.9, sum by (le) (rate(request_duration_seconds_bucket[5m])))",
+    ] {
+        // A time series panel: a POSTed range query, step from the panel width.
+        let form = [
+            ("query", query),
+            ("start", &start),
+            ("end", &end),
+            ("step", "30"),
+        ];
+        let ask = |base: &str| {
+            let (status, v) = grafana("POST", &format!("{base}/api/v1/query_range"), &form);
+            assert_eq!(status, 200, "{v}");
+            assert_eq!(v["data"]["resultType"], "matrix", "{v}");
+            crate::points(&v)
+        };
+        let (proxy, reference, a) = (ask(&c.proxy.url), ask(&c.reference.url), ask(&c.a.url));
+        assert_eq!(crate::differences(&proxy, &reference), vec![], "{query}");
+        assert!(
+            !crate::differences(&a, &reference).is_empty(),
+            "a alone has its hole: {query}"
+        );
+    }
+}
+
+#[test]
+fn an_upstream_error_on_a_merged_endpoint_is_a_warning_never_a_hang() {
+    use crate::fake::{Behaviour, start};
+    let c = api_cluster();
+    let window = [
+        ("start", c.tl.start.to_string()),
+        ("end", c.tl.end.to_string()),
+    ];
+    let params: Vec<(&str, &str)> = window.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    for behaviour in [
+        Behaviour::Answer(500, "<html>internal error</html>".into()),
+        Behaviour::Answer(200, "not json at all".into()),
+        Behaviour::Answer(200, r#"{"status":"success","data":{"no":"list"}}"#.into()),
+        Behaviour::Hang,
+    ] {
+        let broken = start(behaviour);
+        let proxy = crate::fake::start_proxy_with(
+            proxy_binary(),
+            &[&broken.url, &c.a.url],
+            &["--config", straggler_config(1).to_str().unwrap()],
+        );
+        let started = std::time::Instant::now();
+        let url = format!("{}/api/v1/labels?{}", proxy.url, query_string(&params));
+        let (status, v) = grafana("GET", &url, &[]);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["data"], data(&c.a.url, "/api/v1/labels", &params));
+        let warnings = v["warnings"].to_string();
+        assert!(
+            warnings.contains(&format!("upstream {}", broken.url)),
+            "{v}"
+        );
+    }
+    // Every upstream rejects the request: their error, as Prometheus said it.
+    let proxy = crate::fake::start_proxy_with(proxy_binary(), &[&c.a.url, &c.b.url], &[]);
+    let (status, v) = grafana("GET", &format!("{}/api/v1/series", proxy.url), &[]);
+    assert_eq!(
+        (status, &v["errorType"]),
+        (400, &Value::from("bad_data")),
+        "{v}"
+    );
+    let (_, direct) = grafana("GET", &format!("{}/api/v1/series", c.a.url), &[]);
+    assert_eq!(v["error"], direct["error"]);
+}
+
+/// A config file setting only the straggler timeout, in seconds.
+fn straggler_config(seconds: u32) -> std::path::PathBuf {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("straggler-{seconds}s.toml"));
+    std::fs::write(
+        &path,
+        format!("[health]\nstraggler_timeout = \"{seconds}s\"\n"),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
 fn label_values_and_series_are_the_union_of_the_replicas_as_the_reference_has_them() {
     let c = api_cluster();
     let (start, end) = (c.tl.start.to_string(), c.tl.end.to_string());
