@@ -48,6 +48,10 @@ The proxy fills the hole from b, and agrees with the reference:
   curl -s '{r}/api/v1/query?{q}&time={in_hole}'
 A range over both holes, as Grafana asks for it:
   curl -s 'http://{listen}/api/v1/query_range' --data-urlencode 'query=sum(rate(http_requests_total[5m]))' -d start={s} -d end={e} -d step=60
+Grafana's label browser, series and metadata, merged:
+  curl -s 'http://{listen}/api/v1/label/__name__/values?start={s}&end={e}'
+The proxy's own status page, metrics and readiness:
+  http://{listen}/    http://{listen}/metrics    http://{listen}/-/ready
 
 Ctrl-C to stop.",
         a = a.url,
