@@ -668,19 +668,14 @@ fn client_headers_do_not_reach_upstreams_except_authorization_where_configured()
         crate::fake::start(crate::fake::Behaviour::Answer(200, answer.into())),
         crate::fake::start(crate::fake::Behaviour::Answer(200, answer.into())),
     );
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("forward-auth");
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("proxy.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let proxy = crate::fake::start_proxy_with_config(
+        proxy_binary(),
+        "forward-auth",
+        &format!(
             "[upstreams.x]\nurl = \"{}\"\nforward_authorization = true\n[upstreams.y]\nurl = \"{}\"\n",
             x.url, y.url
         ),
-    )
-    .unwrap();
-    let proxy =
-        crate::fake::start_proxy_with(proxy_binary(), &[], &["--config", config.to_str().unwrap()]);
+    );
     let host = proxy.url.trim_start_matches("http://");
     let head = crate::fake::raw_request(
         &proxy.url,
@@ -787,17 +782,14 @@ fn the_status_page_renders_in_chromium_with_each_upstreams_state() {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("proxy.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let proxy = crate::fake::start_proxy_with_config(
+        proxy_binary(),
+        "status-page",
+        &format!(
             "[upstreams.a]\nurl = \"{}\"\npriority = 1\n[upstreams.dead]\nurl = \"{dead}\"\npriority = 2\nbearer_token = \"s3cret-token\"\n",
             c.a.url
         ),
-    )
-    .unwrap();
-    let proxy =
-        crate::fake::start_proxy_with(proxy_binary(), &[], &["--config", config.to_str().unwrap()]);
+    );
     wait_until(
         "the dead upstream marked down",
         Duration::from_secs(10),

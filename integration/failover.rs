@@ -202,19 +202,14 @@ fn sigterm_lets_the_request_in_flight_finish_then_exits_zero() {
 fn sigterm_waits_no_longer_than_the_shutdown_grace() {
     let body = r#"{"status":"success","data":{"resultType":"scalar","result":[1,"42"]}}"#;
     let f = fake::start(fake::Behaviour::Delay(6000, body.into()));
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("grace-test");
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("proxy.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let mut proxy = fake::start_proxy_with_config(
+        proxy_binary(),
+        "grace-test",
+        &format!(
             "shutdown_grace = \"1s\"\n[upstreams.slow]\nurl = \"{}\"\n",
             f.url
         ),
-    )
-    .unwrap();
-    let mut proxy =
-        fake::start_proxy_with(proxy_binary(), &[], &["--config", config.to_str().unwrap()]);
+    );
     let url = format!("{}/api/v1/query?query=42", proxy.url);
     let client = std::thread::spawn(move || http_get(&url));
     wait_until(

@@ -191,6 +191,16 @@ pub fn start_proxy_without_readiness(binary: &Path, upstreams: &[&str]) -> Proxy
     start_proxy_with(binary, upstreams, &[])
 }
 
+/// Starts the proxy on a configuration file with this TOML text, kept in the
+/// test target directory under `name` (so a failed test's config can be read).
+pub fn start_proxy_with_config(binary: &Path, name: &str, toml: &str) -> Proxy {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("proxy.toml");
+    std::fs::write(&config, toml).unwrap();
+    start_proxy_with(binary, &[], &["--config", config.to_str().unwrap()])
+}
+
 pub fn start_proxy_with(binary: &Path, upstreams: &[&str], args: &[&str]) -> Proxy {
     let port = free_port();
     let mut cmd = std::process::Command::new(binary);

@@ -578,19 +578,14 @@ fn a_hung_upstream_costs_no_more_than_the_clients_timeout() {
 fn prefix_auth_headers_and_every_parameter_reach_the_upstream_unchanged() {
     let answer = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
     let f = fake::start(fake::Behaviour::Answer(200, answer.into()));
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("prefix-test");
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("proxy.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let proxy = fake::start_proxy_with_config(
+        proxy_binary(),
+        "prefix-test",
+        &format!(
             "[upstreams.only]\nurl = \"{}/prefix\"\nbearer_token = \"s3cret\"\nheaders = {{ \"X-Scope-OrgID\" = \"team-a\" }}\n",
             f.url
         ),
-    )
-    .unwrap();
-    let proxy =
-        fake::start_proxy_with(proxy_binary(), &[], &["--config", config.to_str().unwrap()]);
+    );
     let form =
         "query=sum%28up%29&time=1700000000&lookback_delta=1m&stats=all&limit=5&unknown_param=x%2By";
     let (status, body) = fake::post_raw(&format!("{}/api/v1/query?from_url=1", proxy.url), form);
@@ -645,19 +640,14 @@ fn an_upstream_answer_over_the_size_limit_is_left_out_with_a_warning() {
         r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{"l":"{labels}"}},"value":[1,"1"]}}]}}}}"#
     );
     let f = fake::start(fake::Behaviour::Answer(200, big));
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("limit-test");
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("proxy.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let proxy = fake::start_proxy_with_config(
+        proxy_binary(),
+        "limit-test",
+        &format!(
             "max_upstream_body_bytes = 2000\n[upstreams.big]\nurl = \"{}\"\npriority = 1\n[upstreams.reference]\nurl = \"{}\"\npriority = 2\n",
             f.url, c.reference.url
         ),
-    )
-    .unwrap();
-    let proxy =
-        fake::start_proxy_with(proxy_binary(), &[], &["--config", config.to_str().unwrap()]);
+    );
     assert_reference_answer_with_warning(
         &proxy,
         &[],

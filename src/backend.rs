@@ -448,6 +448,16 @@ impl Backend {
         }
     }
 
+    /// Takes a request in under the in-flight cap (past it, the upstream is
+    /// skipped rather than queued); returns when it started.
+    fn admit(&mut self) -> Result<Instant, UpstreamError> {
+        if self.in_flight >= self.cfg.max_in_flight {
+            return Err(UpstreamError::Overloaded(self.in_flight));
+        }
+        self.in_flight += 1;
+        Ok(Instant::now())
+    }
+
     /// Counts one finished request and applies what it means for health.
     fn record(&mut self, failure: Option<&UpstreamError>, took: Duration, bytes: usize) {
         self.shared.count(failure, took);
@@ -528,12 +538,10 @@ impl Handler<Fetch> for Backend {
     type Result = ResponseActFuture<Self, Result<Answer, UpstreamError>>;
 
     fn handle(&mut self, msg: Fetch, _: &mut Self::Context) -> Self::Result {
-        if self.in_flight >= self.cfg.max_in_flight {
-            let n = self.in_flight;
-            return Box::pin(actix::fut::ready(Err(UpstreamError::Overloaded(n))));
-        }
-        self.in_flight += 1;
-        let started = Instant::now();
+        let started = match self.admit() {
+            Ok(started) => started,
+            Err(e) => return Box::pin(actix::fut::ready(Err(e))),
+        };
         let fut = fetch(
             self.client.clone(),
             self.upstream.clone(),
@@ -553,12 +561,10 @@ impl Handler<FetchBody> for Backend {
     type Result = ResponseActFuture<Self, Result<Body, UpstreamError>>;
 
     fn handle(&mut self, msg: FetchBody, _: &mut Self::Context) -> Self::Result {
-        if self.in_flight >= self.cfg.max_in_flight {
-            let n = self.in_flight;
-            return Box::pin(actix::fut::ready(Err(UpstreamError::Overloaded(n))));
-        }
-        self.in_flight += 1;
-        let started = Instant::now();
+        let started = match self.admit() {
+            Ok(started) => started,
+            Err(e) => return Box::pin(actix::fut::ready(Err(e))),
+        };
         let (client, upstream, max_body) =
             (self.client.clone(), self.upstream.clone(), self.max_body);
         let fut = async move {

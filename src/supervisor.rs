@@ -126,6 +126,21 @@ impl Supervisor {
             .collect()
     }
 
+    /// Every upstream's leg of a request, in priority order.
+    fn legs(&self, client_timeout: Option<Duration>) -> Vec<Leg> {
+        self.backends
+            .iter()
+            .zip(self.routing())
+            .zip(self.names.iter())
+            .map(|((b, down), name)| Leg {
+                name: name.clone(),
+                addr: b.addr.clone(),
+                deadline: deadline(client_timeout, &b.config),
+                down,
+            })
+            .collect()
+    }
+
     /// Per backend: None to ask it, or why it is skipped. Only healthy
     /// upstreams are asked; if none is, all are (a probe can be wrong).
     fn routing(&self) -> Vec<Option<String>> {
@@ -134,6 +149,31 @@ impl Supervisor {
             .iter()
             .map(|b| (any_healthy && !b.health.is_healthy()).then(|| b.health.reason()))
             .collect()
+    }
+}
+
+/// One upstream's part in a request: where it goes and by when, or why it is skipped.
+struct Leg {
+    name: String,
+    addr: Addr<Backend>,
+    deadline: Duration,
+    down: Option<String>,
+}
+
+impl Leg {
+    /// The upstream's answer as it came, or why there is none (`Down` if skipped).
+    async fn fetch(self, request: Arc<ApiRequest>) -> Result<Body, UpstreamError> {
+        if let Some(why) = self.down {
+            return Err(UpstreamError::Down(why));
+        }
+        let fetch = FetchBody {
+            request,
+            deadline: self.deadline,
+        };
+        self.addr
+            .send(fetch)
+            .await
+            .unwrap_or(Err(UpstreamError::Unavailable))
     }
 }
 
@@ -310,24 +350,15 @@ impl Handler<MetaQuery> for Supervisor {
     fn handle(&mut self, query: MetaQuery, _: &mut Self::Context) -> Self::Result {
         let request = Arc::new(query.request);
         let fetches: Vec<_> = self
-            .backends
-            .iter()
-            .zip(self.routing())
-            .map(|(b, down_reason)| {
-                let send = down_reason.is_none().then(|| {
-                    b.addr.send(FetchBody {
-                        request: request.clone(),
-                        deadline: deadline(query.client_timeout, &b.config),
-                    })
-                });
+            .legs(query.client_timeout)
+            .into_iter()
+            .map(|leg| {
+                let request = request.clone();
                 async move {
-                    match send {
-                        None => Err(UpstreamError::Down(down_reason.unwrap_or_default())),
-                        Some(send) => match send.await.unwrap_or(Err(UpstreamError::Unavailable)) {
-                            Ok(body) if (200..300).contains(&body.status) => Ok(body),
-                            Ok(body) => Err(UpstreamError::from_status(body.status, &body.bytes)),
-                            Err(e) => Err(e),
-                        },
+                    match leg.fetch(request).await {
+                        Ok(body) if (200..300).contains(&body.status) => Ok(body),
+                        Ok(body) => Err(UpstreamError::from_status(body.status, &body.bytes)),
+                        Err(e) => Err(e),
                     }
                 }
             })
@@ -409,37 +440,12 @@ impl Handler<Forward> for Supervisor {
 
     fn handle(&mut self, forward: Forward, _: &mut Self::Context) -> Self::Result {
         let request = Arc::new(forward.request);
-        // In priority order; the skipped ones only to name them if all fail.
-        let plan: Vec<_> = self
-            .backends
-            .iter()
-            .zip(self.routing())
-            .zip(self.names.iter())
-            .map(|((b, down), name)| {
-                (
-                    name.clone(),
-                    b.addr.clone(),
-                    deadline(forward.client_timeout, &b.config),
-                    down,
-                )
-            })
-            .collect();
+        let legs = self.legs(forward.client_timeout);
         Box::pin(async move {
             let mut failures = Vec::new();
-            for (name, addr, deadline, down) in plan {
-                if let Some(why) = down {
-                    failures.push((name, UpstreamError::Down(why)));
-                    continue;
-                }
-                let fetch = FetchBody {
-                    request: request.clone(),
-                    deadline,
-                };
-                match addr
-                    .send(fetch)
-                    .await
-                    .unwrap_or(Err(UpstreamError::Unavailable))
-                {
+            for leg in legs {
+                let name = leg.name.clone();
+                match leg.fetch(request.clone()).await {
                     Ok(body) if body.status < 500 => return Ok(body),
                     Ok(body) => {
                         failures.push((name, UpstreamError::from_status(body.status, &body.bytes)))

@@ -55,6 +55,33 @@ fn needs_escape(b: u8) -> bool {
     b < 0x20 || matches!(b, b'"' | b'\\' | b'<' | b'>' | b'&' | 0xE2)
 }
 
+/// Appends a label set as a JSON object, `{"name":"value",…}`, in the pairs' order.
+pub fn write_labels(out: &mut Vec<u8>, pairs: &[(&str, &str)]) {
+    write_seq(out, b'{', b'}', pairs, |out, (name, value)| {
+        write_str(out, name);
+        out.push(b':');
+        write_str(out, value);
+    });
+}
+
+/// Appends `open`, each item written by `each` with commas between, and `close`.
+pub fn write_seq<T>(
+    out: &mut Vec<u8>,
+    open: u8,
+    close: u8,
+    items: impl IntoIterator<Item = T>,
+    mut each: impl FnMut(&mut Vec<u8>, T),
+) {
+    out.push(open);
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        each(out, item);
+    }
+    out.push(close);
+}
+
 /// Appends a Prometheus error answer.
 pub fn write_error(out: &mut Vec<u8>, error_type: &str, error: &str) {
     out.extend_from_slice(b"{\"status\":\"error\",\"errorType\":");

@@ -9,7 +9,7 @@
 //! hold the same entry, the higher-priority one's copy is the one written.
 
 use super::answer::AnswerError;
-use super::json::write_str;
+use super::json::{write_labels, write_seq, write_str};
 use super::series::LabelKey;
 use simd_json::ValueType;
 use simd_json::base::{TypedValue, ValueAsScalar, ValueIntoString};
@@ -199,23 +199,15 @@ fn merge_strings(
     notes: &mut Vec<&str>,
     out: &mut Vec<u8>,
 ) {
-    let mut all: Vec<&str> = datas
-        .iter()
-        .flat_map(|d| d.as_array().map(|a| a.iter()).into_iter().flatten())
+    let mut all: Vec<&str> = elements(datas)
+        .into_iter()
         .filter_map(|v| v.into_string())
         .filter(|s| !skip.iter().any(|r| r == s))
         .collect();
     all.sort_unstable();
     all.dedup();
     apply_limit(&mut all, limit, notes);
-    out.push(b'[');
-    for (i, s) in all.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_str(out, s);
-    }
-    out.push(b']');
+    write_seq(out, b'[', b']', all, write_str);
 }
 
 /// A label set object's pairs, replica labels removed, sorted by name.
@@ -232,42 +224,21 @@ fn label_key<'i>(labels: Value<'_, 'i>, replica_labels: &[String]) -> LabelKey<'
     key
 }
 
-fn write_labels(out: &mut Vec<u8>, key: &LabelKey<'_>) {
-    out.push(b'{');
-    for (i, (name, value)) in key.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_str(out, name);
-        out.push(b':');
-        write_str(out, value);
-    }
-    out.push(b'}');
-}
-
 fn merge_series(
     datas: &[Value<'_, '_>],
     opts: &MetaOptions<'_>,
     notes: &mut Vec<&str>,
     out: &mut Vec<u8>,
 ) {
-    let mut sets: Vec<LabelKey<'_>> = datas
-        .iter()
-        .flat_map(|d| d.as_array().map(|a| a.iter()).into_iter().flatten())
+    let mut sets: Vec<LabelKey<'_>> = elements(datas)
+        .into_iter()
         .map(|s| label_key(s, opts.replica_labels))
         .collect();
     // Label by label, name then value: the order Prometheus sorts series in.
     sets.sort_unstable();
     sets.dedup();
     apply_limit(&mut sets, opts.limit, notes);
-    out.push(b'[');
-    for (i, key) in sets.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_labels(out, key);
-    }
-    out.push(b']');
+    write_seq(out, b'[', b']', &sets, |out, key| write_labels(out, key));
 }
 
 fn merge_metadata(datas: &[Value<'_, '_>], opts: &MetaOptions<'_>, out: &mut Vec<u8>) {
@@ -288,26 +259,23 @@ fn merge_metadata(datas: &[Value<'_, '_>], opts: &MetaOptions<'_>, out: &mut Vec
         .limit_per_metric
         .filter(|&l| l > 0)
         .unwrap_or(usize::MAX);
-    out.push(b'{');
-    for (i, (metric, entries)) in metrics.iter().take(limit).enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_str(out, metric);
-        out.push(b':');
-        let n = entries.len().min(per_metric);
-        write_list(out, &entries[..n]);
-    }
-    out.push(b'}');
+    write_seq(
+        out,
+        b'{',
+        b'}',
+        metrics.iter().take(limit),
+        |out, (metric, entries)| {
+            write_str(out, metric);
+            out.push(b':');
+            write_list(out, &entries[..entries.len().min(per_metric)]);
+        },
+    );
 }
 
 fn merge_exemplars(datas: &[Value<'_, '_>], replica_labels: &[String], out: &mut Vec<u8>) {
     let mut by_series: HashMap<LabelKey<'_>, Vec<Value<'_, '_>>, ahash::RandomState> =
         HashMap::default();
-    for series in datas
-        .iter()
-        .flat_map(|d| d.as_array().map(|a| a.iter()).into_iter().flatten())
-    {
+    for series in elements(datas) {
         let Some(labels) = series.get("seriesLabels") else {
             continue;
         };
@@ -329,8 +297,7 @@ fn merge_exemplars(datas: &[Value<'_, '_>], replica_labels: &[String], out: &mut
             .and_then(|t| t.as_f64().or(t.as_i64().map(|i| i as f64)))
             .unwrap_or(f64::NAN)
     };
-    out.push(b'[');
-    for (i, (key, mut exemplars)) in series.into_iter().enumerate() {
+    write_seq(out, b'[', b']', series, |out, (key, mut exemplars)| {
         // Stable: among equal timestamps, the higher-priority upstream's copy comes first.
         exemplars.sort_by(|a, b| ts(a).total_cmp(&ts(b)));
         let mut kept: Vec<Value<'_, '_>> = Vec::with_capacity(exemplars.len());
@@ -344,16 +311,12 @@ fn merge_exemplars(datas: &[Value<'_, '_>], replica_labels: &[String], out: &mut
                 kept.push(e);
             }
         }
-        if i > 0 {
-            out.push(b',');
-        }
         out.extend_from_slice(b"{\"seriesLabels\":");
         write_labels(out, &key);
         out.extend_from_slice(b",\"exemplars\":");
         write_list(out, &kept);
         out.push(b'}');
-    }
-    out.push(b']');
+    });
 }
 
 fn merge_rules(datas: &[Value<'_, '_>], out: &mut Vec<u8>) {
@@ -377,23 +340,18 @@ fn merge_rules(datas: &[Value<'_, '_>], out: &mut Vec<u8>) {
         copies.push(group);
     }
     let write_groups = |out: &mut Vec<u8>| {
-        out.push(b'[');
-        for (i, id) in order.iter().enumerate() {
+        write_seq(out, b'[', b']', &order, |out, id| {
             let copies = &groups[id];
             let rules = list_of(copies, "rules");
             let merged = union_by(&rules, |r| {
                 Some((r.get("name")?.into_string()?, r.get("labels").map(Canon)))
             });
-            if i > 0 {
-                out.push(b',');
-            }
             write_object_with(
                 out,
                 copies[0],
                 &[("rules", &|out| write_list(out, &merged))],
             );
-        }
-        out.push(b']');
+        });
     };
     write_object_with(out, datas[0], &[("groups", &write_groups)]);
 }
@@ -483,14 +441,7 @@ fn hash_value<H: Hasher>(v: Value<'_, '_>, h: &mut H) {
 
 /// Writes `[a,b,…]`.
 fn write_list(out: &mut Vec<u8>, items: &[Value<'_, '_>]) {
-    out.push(b'[');
-    for (i, v) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_value(out, *v);
-    }
-    out.push(b']');
+    write_seq(out, b'[', b']', items, |out, v| write_value(out, *v));
 }
 
 type FieldWriter<'a> = &'a dyn Fn(&mut Vec<u8>);

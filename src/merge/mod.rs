@@ -393,16 +393,8 @@ fn write_matrix_series(
 }
 
 fn write_metric(out: &mut Vec<u8>, key: &LabelKey<'_>) {
-    out.extend_from_slice(b"{\"metric\":{");
-    for (i, (name, value)) in key.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        json::write_str(out, name);
-        out.push(b':');
-        json::write_str(out, value);
-    }
-    out.push(b'}');
+    out.extend_from_slice(b"{\"metric\":");
+    json::write_labels(out, key);
 }
 
 fn merge_vector<E: Eligibility>(
