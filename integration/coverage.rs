@@ -267,6 +267,29 @@ fn steps_on_the_scrapes_themselves_equal_the_reference_at_the_holes_first_missin
     }
 }
 
+#[test]
+fn instant_queries_at_the_holes_first_missing_scrape_equal_the_reference() {
+    // One scrape into a hole, a lockstep replica is short by just one sample
+    // per target, like a replica that scrapes later. The instant coverage
+    // query's earlier windows show that it is not usually short.
+    let c = cluster();
+    let tl = c.tl;
+    let mut plain_differs = 0;
+    for t in [tl.hole_a.start + PHASE_S, tl.hole_b.start + PHASE_S] {
+        for q in BROAD {
+            let want = points(&instant(&c.reference.url, q, t));
+            let got = points(&instant(&c.proxy.url, q, t));
+            assert_eq!(differences(&got, &want), vec![], "{q} @{t}");
+            let plain = points(&instant(&c.plain.url, q, t));
+            plain_differs += usize::from(!differences(&plain, &want).is_empty());
+        }
+    }
+    assert!(
+        plain_differs > 0,
+        "the instants chosen do not test anything"
+    );
+}
+
 /// A vector answer at `t` with one series only the fake has.
 fn fake_vector(t: i64) -> String {
     format!(

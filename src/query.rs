@@ -44,7 +44,11 @@ pub struct Stretch {
 /// Reads the shape of `query`, with `lookback` the look-back delta a plain
 /// selector reaches back; an unparsable query has the default shape.
 pub fn analyse(query: &str, lookback: Duration) -> QueryShape {
-    match parser::parse(query) {
+    let parsed = parser::parse(query).or_else(|e| match with_current_names(query) {
+        Some(renamed) => parser::parse(&renamed),
+        None => Err(e),
+    });
+    match parsed {
         Ok(expr) => {
             let mut acc = Acc::default();
             acc.add(&expr, lookback.as_millis() as i64);
@@ -77,6 +81,34 @@ pub fn analyse(query: &str, lookback: Duration) -> QueryShape {
         }
         Err(_) => QueryShape::default(),
     }
+}
+
+/// Functions Prometheus 2.x calls by a name the parser knows only by its 3.x name.
+const RENAMED: [(&str, &str); 1] = [("holt_winters", "double_exponential_smoothing")];
+
+/// `query` with the old names of renamed functions replaced where they are
+/// called (a name followed by `(`, not part of a longer name); None if none is.
+/// Used only to read the query's shape: upstreams get the query as sent.
+fn with_current_names(query: &str) -> Option<String> {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let mut out = query.to_string();
+    let mut changed = false;
+    for (old, new) in RENAMED {
+        let mut from = 0;
+        while let Some(i) = out[from..].find(old).map(|i| i + from) {
+            let end = i + old.len();
+            let before_ok = !out[..i].chars().next_back().is_some_and(is_name);
+            let called = out[end..].trim_start().starts_with('(');
+            if before_ok && called {
+                out.replace_range(i..end, new);
+                changed = true;
+                from = i + new.len();
+            } else {
+                from = end;
+            }
+        }
+    }
+    changed.then_some(out)
 }
 
 fn offset_ms(offset: &Option<Offset>) -> i64 {
@@ -160,37 +192,64 @@ impl Acc {
     }
 }
 
-/// The coverage query for the stretches a query reads: per step, how many
-/// samples of `selector` an upstream holds in exactly those stretches, and
-/// how many series they belong to, summed over the stretches (the tolerance:
-/// replicas scrape at different moments, so two complete ones may differ by
-/// one sample per target and stretch).
-pub fn coverage_query(selector: &str, stretches: &[Stretch]) -> String {
-    let terms: Vec<String> = stretches
-        .iter()
-        .map(|s| {
-            let width = (s.to_ms - s.from_ms).max(1);
-            let at = s.at.as_deref().map(|a| format!(" {a}")).unwrap_or_default();
-            let offset = match -s.to_ms {
-                0 => String::new(),
-                o => format!(" offset {o}ms"),
-            };
-            format!("count_over_time({selector}[{width}ms]{at}{offset})")
-        })
-        .collect();
-    let total = |agg: &str| match terms.as_slice() {
-        [one] => format!("{agg}({one})"),
-        many => many
-            .iter()
-            .map(|t| format!("({agg}({t}) or vector(0))"))
-            .collect::<Vec<_>>()
-            .join(" + "),
+/// How many earlier windows an instant query's coverage also counts, and how
+/// far apart: with them, each upstream's usual deficit is learned as over a
+/// range query's steps, so a replica one scrape into a hole is caught at an
+/// instant too. 7 s is no divisor of common scrape intervals, so the windows
+/// meet the scrapes at several phases.
+pub const INSTANT_HISTORY_STEPS: i64 = 8;
+pub const INSTANT_HISTORY_STEP_MS: i64 = 7_000;
+
+/// The coverage query for `stretches`: per step, the samples of `selector` in
+/// every stretch (`sum`) and the series they belong to (`count`), told apart
+/// by [`COVERAGE_LABEL`]. For an `instant` query it also counts the same
+/// stretches shifted back by each of [`INSTANT_HISTORY_STEPS`] steps; those
+/// series' label values carry the shift (`samples@-7000`, in ms), which the
+/// step mask reads as an earlier step.
+pub fn coverage_query(selector: &str, stretches: &[Stretch], instant: bool) -> String {
+    let backs: Vec<i64> = if instant {
+        (0..=INSTANT_HISTORY_STEPS)
+            .map(|k| k * INSTANT_HISTORY_STEP_MS)
+            .collect()
+    } else {
+        vec![0]
     };
-    format!(
-        "label_replace({}, \"{COVERAGE_LABEL}\", \"samples\", \"\", \"\") or label_replace({}, \"{COVERAGE_LABEL}\", \"series\", \"\", \"\")",
-        total("sum"),
-        total("count")
-    )
+    let total = |agg: &str, back_ms: i64| {
+        let terms: Vec<String> = stretches
+            .iter()
+            .map(|s| {
+                let width = (s.to_ms - s.from_ms).max(1);
+                let at = s.at.as_deref().map(|a| format!(" {a}")).unwrap_or_default();
+                let offset = match back_ms - s.to_ms {
+                    0 => String::new(),
+                    o => format!(" offset {o}ms"),
+                };
+                format!("count_over_time({selector}[{width}ms]{at}{offset})")
+            })
+            .collect();
+        match terms.as_slice() {
+            [one] => format!("{agg}({one})"),
+            many => many
+                .iter()
+                .map(|t| format!("({agg}({t}) or vector(0))"))
+                .collect::<Vec<_>>()
+                .join(" + "),
+        }
+    };
+    let mut parts = Vec::new();
+    for back in backs {
+        for (agg, kind) in [("sum", "samples"), ("count", "series")] {
+            let value = match back {
+                0 => kind.to_string(),
+                b => format!("{kind}@-{b}"),
+            };
+            parts.push(format!(
+                "label_replace({}, \"{COVERAGE_LABEL}\", \"{value}\", \"\", \"\")",
+                total(agg, back)
+            ));
+        }
+    }
+    parts.join(" or ")
 }
 
 /// The label that tells the coverage query's two series apart.
@@ -285,6 +344,107 @@ mod tests {
         assert_eq!(window("not promql ("), Reads::Unknown);
     }
 
+    /// Every function of Prometheus 2.x and 3.x: each must be understood, or
+    /// the merge falls back to plain priority for queries that use it.
+    #[test]
+    fn every_prometheus_function_is_understood() {
+        let w = |from_s, to_s| Reads::Stretches(vec![rel(from_s, to_s)]);
+        let range_fns = [
+            "absent_over_time",
+            "avg_over_time",
+            "changes",
+            "count_over_time",
+            "delta",
+            "deriv",
+            "idelta",
+            "increase",
+            "irate",
+            "last_over_time",
+            "max_over_time",
+            "min_over_time",
+            "present_over_time",
+            "rate",
+            "resets",
+            "stddev_over_time",
+            "stdvar_over_time",
+            "sum_over_time",
+        ];
+        for f in range_fns {
+            assert_eq!(window(&format!("{f}(x[10m])")), w(-600, 0), "{f}");
+        }
+        for f in [
+            "abs",
+            "absent",
+            "acos",
+            "acosh",
+            "asin",
+            "asinh",
+            "atan",
+            "atanh",
+            "ceil",
+            "cos",
+            "cosh",
+            "day_of_month",
+            "day_of_week",
+            "day_of_year",
+            "days_in_month",
+            "deg",
+            "exp",
+            "floor",
+            "histogram_count",
+            "histogram_sum",
+            "hour",
+            "ln",
+            "log10",
+            "log2",
+            "minute",
+            "month",
+            "rad",
+            "round",
+            "sgn",
+            "sin",
+            "sinh",
+            "sort",
+            "sort_desc",
+            "sqrt",
+            "tan",
+            "tanh",
+            "timestamp",
+            "year",
+        ] {
+            assert_eq!(window(&format!("{f}(x)")), w(-300, 0), "{f}");
+        }
+        for q in [
+            "quantile_over_time(0.9, x[10m])",
+            "predict_linear(x[10m], 60)",
+            "holt_winters(x[10m], 0.5, 0.5)",
+            "double_exponential_smoothing(x[10m], 0.5, 0.5)",
+        ] {
+            assert_eq!(window(q), w(-600, 0), "{q}");
+        }
+        for q in [
+            "clamp(x, 0, 1)",
+            "clamp_max(x, 1)",
+            "clamp_min(x, 0)",
+            "histogram_quantile(0.9, x)",
+            "histogram_fraction(0, 1, x)",
+            "label_replace(x, \"a\", \"$1\", \"b\", \"(.*)\")",
+            "label_join(x, \"a\", \",\", \"b\", \"c\")",
+            "scalar(x) * vector(1)",
+        ] {
+            assert_eq!(window(q), w(-300, 0), "{q}");
+        }
+        for q in ["pi()", "time()", "vector(1)"] {
+            assert_eq!(window(q), Reads::Nothing, "{q}");
+        }
+        // Only a call is renamed, never a metric that contains the name.
+        assert_eq!(
+            with_current_names("holt_winters (my_holt_winters_total[5m], 0.5, 0.5)"),
+            Some("double_exponential_smoothing (my_holt_winters_total[5m], 0.5, 0.5)".into())
+        );
+        assert_eq!(with_current_names("my_holt_winters_total"), None);
+    }
+
     #[test]
     fn at_modifiers_pin_their_own_stretches() {
         let pinned = |at: &str, from_s: i64, to_s: i64| Stretch {
@@ -323,10 +483,25 @@ mod tests {
             ],
         ];
         for stretches in cases {
-            let q = coverage_query("up{job=\"node\"}", &stretches);
-            assert!(parser::parse(&q).is_ok(), "{q}");
+            for instant in [false, true] {
+                let q = coverage_query("up{job=\"node\"}", &stretches, instant);
+                assert!(parser::parse(&q).is_ok(), "{q}");
+            }
         }
-        assert!(coverage_query("up", &[rel(-300, -60)]).contains("[240000ms] offset 60000ms"));
+        let range = coverage_query("up", &[rel(-300, -60)], false);
+        assert!(range.contains("[240000ms] offset 60000ms"), "{range}");
+        assert!(!range.contains('@'), "{range}");
+        let instant = coverage_query("up", &[rel(-300, 0)], true);
+        assert!(
+            instant.contains("sum(count_over_time(up[300000ms]))"),
+            "{instant}"
+        );
+        assert!(
+            instant.contains(
+                "[300000ms] offset 56000ms)), \"__prom_ha_proxy_coverage__\", \"series@-56000\""
+            ),
+            "{instant}"
+        );
     }
 
     #[test]

@@ -195,11 +195,13 @@ impl Handler<Query> for Supervisor {
     fn handle(&mut self, query: Query, _: &mut Self::Context) -> Self::Result {
         // The coverage query goes out with the user's, to every upstream at once.
         let coverage_request = match (&self.coverage, &query.shape.reads) {
-            (Some(cov), Reads::Stretches(stretches)) => Some(Arc::new(
-                query
-                    .request
-                    .with_query(&query::coverage_query(&cov.selector, stretches)),
-            )),
+            (Some(cov), Reads::Stretches(stretches)) => {
+                Some(Arc::new(query.request.with_query(&query::coverage_query(
+                    &cov.selector,
+                    stretches,
+                    query.request.path == "/api/v1/query",
+                ))))
+            }
             _ => None,
         };
         let request = Arc::new(query.request);
