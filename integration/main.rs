@@ -606,8 +606,9 @@ fn prefix_auth_headers_and_every_parameter_reach_the_upstream_unchanged() {
         .find(|r| r.ends_with(form))
         .expect("the user's request, unchanged");
     let coverage = seen.iter().find(|r| !r.ends_with(form)).unwrap();
+    // An instant's coverage: a range over the 56 s before the instant, every 7 s.
     assert!(
-        coverage.starts_with("POST /prefix/api/v1/query?from_url=1 HTTP/1.1\r\n"),
+        coverage.starts_with("POST /prefix/api/v1/query_range?from_url=1 HTTP/1.1\r\n"),
         "{coverage}"
     );
     assert!(
@@ -615,7 +616,9 @@ fn prefix_auth_headers_and_every_parameter_reach_the_upstream_unchanged() {
         "look-back 1m: {coverage}"
     );
     assert!(
-        coverage.ends_with("&time=1700000000&lookback_delta=1m&unknown_param=x%2By"),
+        coverage.ends_with(
+            "&lookback_delta=1m&unknown_param=x%2By&start=1699999944.000&end=1700000000.000&step=7.000"
+        ),
         "{coverage}"
     );
     assert!(
@@ -629,6 +632,53 @@ fn prefix_auth_headers_and_every_parameter_reach_the_upstream_unchanged() {
     );
     assert!(lower.contains("\r\nx-scope-orgid: team-a\r\n"), "{request}");
     assert!(request.ends_with(&format!("\r\n\r\n{form}")), "{request}");
+}
+
+#[test]
+fn an_instant_query_without_time_is_asked_at_the_proxys_now_everywhere() {
+    let answer = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+    let (x, y) = (
+        fake::start(fake::Behaviour::Answer(200, answer.into())),
+        fake::start(fake::Behaviour::Answer(200, answer.into())),
+    );
+    let proxy = fake::start_proxy_without_readiness(proxy_binary(), &[&x.url, &y.url]);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let (status, body) =
+        http_get(&format!("{}/api/v1/query?query=rate(x%5B5m%5D)", proxy.url)).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let param = |request: &str, key: &str| -> String {
+        let line = request.lines().next().unwrap();
+        let query = line.split(' ').nth(1).unwrap().split_once('?').unwrap().1;
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key} in {line}"))
+            .to_string()
+    };
+    let mut times = Vec::new();
+    for f in [&x, &y] {
+        let seen = f.requests.lock().unwrap().clone();
+        let user = seen
+            .iter()
+            .find(|r| r.starts_with("GET /api/v1/query?"))
+            .expect("the query");
+        let coverage = seen
+            .iter()
+            .find(|r| r.starts_with("GET /api/v1/query_range?"))
+            .expect("its coverage");
+        let time = param(user, "time");
+        assert_eq!(param(coverage, "end"), time, "coverage ends at the instant");
+        times.push(time);
+    }
+    assert_eq!(times[0], times[1], "both upstreams asked at one instant");
+    let t: f64 = times[0].parse().unwrap();
+    assert!(
+        (t - before).abs() < 5.0,
+        "time {t} is the proxy's now ({before})"
+    );
 }
 
 #[test]

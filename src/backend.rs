@@ -40,12 +40,38 @@ impl ApiRequest {
     /// The same request with its `query` parameter replaced, every other
     /// parameter kept (same time range, step, timeout, look-back).
     pub fn with_query(&self, query: &str) -> ApiRequest {
-        fn replace(encoded: &[u8], query: &str) -> String {
+        self.rewritten(&self.path, query, &[], &[])
+    }
+
+    /// The same request as a range query of `query` from `start_ms` to
+    /// `end_ms` every `step_ms`, its other parameters (look-back, timeout, …)
+    /// kept: an instant query's coverage, asked over the steps before it.
+    pub fn as_range(&self, query: &str, start_ms: i64, end_ms: i64, step_ms: i64) -> ApiRequest {
+        let added = [
+            ("start", seconds(start_ms)),
+            ("end", seconds(end_ms)),
+            ("step", seconds(step_ms)),
+        ];
+        let drop = ["time", "start", "end", "step"];
+        self.rewritten("/api/v1/query_range", query, &drop, &added)
+    }
+
+    /// This request at `path` with `query` for its query, the parameters in
+    /// `drop` (and `stats`, `limit`) removed, and `add` added where the client
+    /// put its parameters (the form body of a POST, else the query string).
+    fn rewritten(
+        &self,
+        path: &str,
+        query: &str,
+        drop: &[&str],
+        add: &[(&str, String)],
+    ) -> ApiRequest {
+        let rewrite = |encoded: &[u8], add: &[(&str, String)]| {
             let pairs: Vec<(String, String)> =
                 serde_urlencoded::from_bytes(encoded).unwrap_or_default();
-            let pairs: Vec<(String, String)> = pairs
+            let mut pairs: Vec<(String, String)> = pairs
                 .into_iter()
-                .filter(|(k, _)| k != "stats" && k != "limit")
+                .filter(|(k, _)| k != "stats" && k != "limit" && !drop.contains(&k.as_str()))
                 .map(|(k, v)| {
                     if k == "query" {
                         (k, query.to_string())
@@ -54,16 +80,40 @@ impl ApiRequest {
                     }
                 })
                 .collect();
+            pairs.extend(add.iter().map(|(k, v)| (k.to_string(), v.clone())));
             serde_urlencoded::to_string(pairs).unwrap_or_default()
-        }
+        };
+        let (in_url, in_form) = if self.method == Method::POST {
+            (&[][..], add)
+        } else {
+            (add, &[][..])
+        };
         ApiRequest {
-            path: self.path.clone(),
+            path: path.to_string(),
             method: self.method.clone(),
-            query_string: replace(self.query_string.as_bytes(), query),
-            form_body: Bytes::from(replace(&self.form_body, query)),
+            query_string: rewrite(self.query_string.as_bytes(), in_url),
+            form_body: Bytes::from(rewrite(&self.form_body, in_form)),
             authorization: self.authorization.clone(),
         }
     }
+}
+
+/// Milliseconds as Prometheus reads a time parameter: seconds, three decimals.
+pub fn seconds(ms: i64) -> String {
+    let sign = if ms < 0 { "-" } else { "" };
+    let abs = ms.unsigned_abs();
+    format!("{sign}{}.{:03}", abs / 1000, abs % 1000)
+}
+
+/// A time parameter in seconds (`1700000000.123`) as milliseconds, rounded as
+/// Prometheus rounds it; None for other forms (RFC 3339).
+pub fn parse_seconds(text: &str) -> Option<i64> {
+    let t: f64 = text.trim().parse().ok()?;
+    if !t.is_finite() || t.abs() > 1e15 {
+        return None;
+    }
+    let whole = t.trunc();
+    Some(whole as i64 * 1000 + ((t - whole) * 1000.0).round() as i64)
 }
 
 /// Why one upstream gave no usable answer.
@@ -876,6 +926,48 @@ mod tests {
             Bytes::from_static(b"query=sum%28up%29&start=1&end=2&step=15")
         );
         assert_eq!(c.query_string, "x=1");
+    }
+
+    #[test]
+    fn an_instants_coverage_is_a_range_ending_at_the_instant() {
+        let post = ApiRequest {
+            path: "/api/v1/query".into(),
+            method: Method::POST,
+            query_string: "x=1".into(),
+            form_body: Bytes::from_static(b"query=up&time=1700000000.5&lookback_delta=1m"),
+            authorization: None,
+        };
+        let c = post.as_range("sum(up)", 1_699_999_944_500, 1_700_000_000_500, 7000);
+        assert_eq!(c.path, "/api/v1/query_range");
+        assert_eq!(
+            c.form_body,
+            Bytes::from_static(
+                b"query=sum%28up%29&lookback_delta=1m&start=1699999944.500&end=1700000000.500&step=7.000"
+            )
+        );
+        assert_eq!(c.query_string, "x=1");
+        let get = ApiRequest {
+            method: Method::GET,
+            query_string: "query=up&time=1700000000".into(),
+            form_body: Bytes::new(),
+            ..post
+        };
+        let c = get.as_range("sum(up)", 0, 56_000, 7000);
+        assert_eq!(
+            c.query_string,
+            "query=sum%28up%29&start=0.000&end=56.000&step=7.000"
+        );
+    }
+
+    #[test]
+    fn time_parameters_are_read_as_prometheus_reads_them() {
+        assert_eq!(parse_seconds("1700000000"), Some(1_700_000_000_000));
+        assert_eq!(parse_seconds("1700000000.1236"), Some(1_700_000_000_124));
+        assert_eq!(parse_seconds("-1.5"), Some(-1500));
+        assert_eq!(parse_seconds("2023-11-14T22:13:20Z"), None);
+        assert_eq!(seconds(-1500), "-1.500");
+        assert_eq!(parse_seconds(&seconds(-1500)), Some(-1500));
+        assert_eq!(seconds(1_700_000_000_124), "1700000000.124");
     }
 
     fn failed() -> UpstreamError {

@@ -397,12 +397,31 @@ async fn answer_query(
         _ => state.lookback_delta,
     };
     let shape = query::analyse(expr, lookback);
+    let instant_ms = match (path, params.first("time")) {
+        ("/api/v1/query", None | Some("")) => {
+            // Without `time`, each upstream would answer at its own "now": the
+            // answers' timestamps would differ, and the coverage would not line
+            // up with them. So every upstream gets the proxy's now.
+            let now = SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            if !request.query_string.is_empty() {
+                request.query_string.push('&');
+            }
+            request.query_string.push_str("time=");
+            request.query_string.push_str(&crate::backend::seconds(now));
+            Some(now)
+        }
+        ("/api/v1/query", Some(t)) => crate::backend::parse_seconds(t),
+        _ => None,
+    };
     let merged = state
         .supervisor
         .send(Query {
             request,
             client_timeout,
             shape,
+            instant_ms,
         })
         .await
         .map_err(|e| ApiError::Proxy(ProxyError::Internal(e.to_string())))?

@@ -192,64 +192,45 @@ impl Acc {
     }
 }
 
-/// How many earlier windows an instant query's coverage also counts, and how
-/// far apart: with them, each upstream's usual deficit is learned as over a
-/// range query's steps, so a replica one scrape into a hole is caught at an
-/// instant too. 7 s is no divisor of common scrape intervals, so the windows
-/// meet the scrapes at several phases.
+/// An instant query has one step, too few to learn an upstream's usual
+/// deficit from; so its coverage is asked as a range query of this many steps
+/// before the instant (and the instant itself), this far apart. 7 s is no
+/// divisor of common scrape intervals, so the windows meet the scrapes at
+/// several phases.
 pub const INSTANT_HISTORY_STEPS: i64 = 8;
 pub const INSTANT_HISTORY_STEP_MS: i64 = 7_000;
 
-/// The coverage query for `stretches`: per step, the samples of `selector` in
-/// every stretch (`sum`) and the series they belong to (`count`), told apart
-/// by [`COVERAGE_LABEL`]. For an `instant` query it also counts the same
-/// stretches shifted back by each of [`INSTANT_HISTORY_STEPS`] steps; those
-/// series' label values carry the shift (`samples@-7000`, in ms), which the
-/// step mask reads as an earlier step.
-pub fn coverage_query(selector: &str, stretches: &[Stretch], instant: bool) -> String {
-    let backs: Vec<i64> = if instant {
-        (0..=INSTANT_HISTORY_STEPS)
-            .map(|k| k * INSTANT_HISTORY_STEP_MS)
-            .collect()
-    } else {
-        vec![0]
-    };
-    let total = |agg: &str, back_ms: i64| {
-        let terms: Vec<String> = stretches
-            .iter()
-            .map(|s| {
-                let width = (s.to_ms - s.from_ms).max(1);
-                let at = s.at.as_deref().map(|a| format!(" {a}")).unwrap_or_default();
-                let offset = match back_ms - s.to_ms {
-                    0 => String::new(),
-                    o => format!(" offset {o}ms"),
-                };
-                format!("count_over_time({selector}[{width}ms]{at}{offset})")
-            })
-            .collect();
-        match terms.as_slice() {
-            [one] => format!("{agg}({one})"),
-            many => many
-                .iter()
-                .map(|t| format!("({agg}({t}) or vector(0))"))
-                .collect::<Vec<_>>()
-                .join(" + "),
-        }
-    };
-    let mut parts = Vec::new();
-    for back in backs {
-        for (agg, kind) in [("sum", "samples"), ("count", "series")] {
-            let value = match back {
-                0 => kind.to_string(),
-                b => format!("{kind}@-{b}"),
+/// The coverage query for the stretches a query reads: per step, how many
+/// samples of `selector` an upstream holds in exactly those stretches, and
+/// how many series they belong to, summed over the stretches (the tolerance:
+/// replicas scrape at different moments, so two complete ones may differ by
+/// one sample per target and stretch).
+pub fn coverage_query(selector: &str, stretches: &[Stretch]) -> String {
+    let terms: Vec<String> = stretches
+        .iter()
+        .map(|s| {
+            let width = (s.to_ms - s.from_ms).max(1);
+            let at = s.at.as_deref().map(|a| format!(" {a}")).unwrap_or_default();
+            let offset = match -s.to_ms {
+                0 => String::new(),
+                o => format!(" offset {o}ms"),
             };
-            parts.push(format!(
-                "label_replace({}, \"{COVERAGE_LABEL}\", \"{value}\", \"\", \"\")",
-                total(agg, back)
-            ));
-        }
-    }
-    parts.join(" or ")
+            format!("count_over_time({selector}[{width}ms]{at}{offset})")
+        })
+        .collect();
+    let total = |agg: &str| match terms.as_slice() {
+        [one] => format!("{agg}({one})"),
+        many => many
+            .iter()
+            .map(|t| format!("({agg}({t}) or vector(0))"))
+            .collect::<Vec<_>>()
+            .join(" + "),
+    };
+    format!(
+        "label_replace({}, \"{COVERAGE_LABEL}\", \"samples\", \"\", \"\") or label_replace({}, \"{COVERAGE_LABEL}\", \"series\", \"\", \"\")",
+        total("sum"),
+        total("count")
+    )
 }
 
 /// The label that tells the coverage query's two series apart.
@@ -483,25 +464,10 @@ mod tests {
             ],
         ];
         for stretches in cases {
-            for instant in [false, true] {
-                let q = coverage_query("up{job=\"node\"}", &stretches, instant);
-                assert!(parser::parse(&q).is_ok(), "{q}");
-            }
+            let q = coverage_query("up{job=\"node\"}", &stretches);
+            assert!(parser::parse(&q).is_ok(), "{q}");
         }
-        let range = coverage_query("up", &[rel(-300, -60)], false);
-        assert!(range.contains("[240000ms] offset 60000ms"), "{range}");
-        assert!(!range.contains('@'), "{range}");
-        let instant = coverage_query("up", &[rel(-300, 0)], true);
-        assert!(
-            instant.contains("sum(count_over_time(up[300000ms]))"),
-            "{instant}"
-        );
-        assert!(
-            instant.contains(
-                "[300000ms] offset 56000ms)), \"__prom_ha_proxy_coverage__\", \"series@-56000\""
-            ),
-            "{instant}"
-        );
+        assert!(coverage_query("up", &[rel(-300, -60)]).contains("[240000ms] offset 60000ms"));
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub struct Query {
     pub request: ApiRequest,
     pub client_timeout: Option<Duration>,
     pub shape: QueryShape,
+    /// For an instant query, its `time` in milliseconds, when it is given in
+    /// seconds (the HTTP edge adds it when the client sends none).
+    pub instant_ms: Option<i64>,
 }
 
 /// One request to a merged endpoint other than the queries (series, labels, …).
@@ -196,11 +199,17 @@ impl Handler<Query> for Supervisor {
         // The coverage query goes out with the user's, to every upstream at once.
         let coverage_request = match (&self.coverage, &query.shape.reads) {
             (Some(cov), Reads::Stretches(stretches)) => {
-                Some(Arc::new(query.request.with_query(&query::coverage_query(
-                    &cov.selector,
-                    stretches,
-                    query.request.path == "/api/v1/query",
-                ))))
+                let coverage = query::coverage_query(&cov.selector, stretches);
+                // An instant's coverage over the steps before it too, to learn
+                // each upstream's usual deficit as over a range.
+                Some(Arc::new(match query.instant_ms {
+                    Some(t) => {
+                        let step = query::INSTANT_HISTORY_STEP_MS;
+                        let start = t - query::INSTANT_HISTORY_STEPS * step;
+                        query.request.as_range(&coverage, start, t, step)
+                    }
+                    None => query.request.with_query(&coverage),
+                }))
             }
             _ => None,
         };

@@ -19,9 +19,8 @@
 //! and a small deficit beside a step short by more than that is the edge of a
 //! hole. Lockstep replicas get no tolerance; the first step of a hole is
 //! caught whatever the phases. An instant query has one step of its own, so
-//! its coverage query also counts earlier windows, labelled with how far back
-//! each is (`samples@-7000`): they are read as earlier steps, and the same
-//! rules apply.
+//! its coverage is asked as a short range ending at that instant (see
+//! `query::INSTANT_HISTORY`): the same rules apply at its last step.
 
 use super::Eligibility;
 use super::answer::Answer;
@@ -66,14 +65,9 @@ impl StepMask {
                     .iter()
                     .find(|l| a.text(l.name) == label)
                     .map(|l| a.text(l.value));
-                // `samples@-7000`: the count for the window 7 s before the step.
-                let (kind, shift_ms) = match kind.and_then(|k| k.split_once('@')) {
-                    Some((k, shift)) => (Some(k), shift.parse::<i64>().unwrap_or(0)),
-                    None => (kind, 0),
-                };
                 for sample in a.floats(s) {
                     let counts = &mut table
-                        .entry(sample.t + shift_ms)
+                        .entry(sample.t)
                         .or_insert_with(|| vec![Counts::default(); n])[u];
                     let v = a.sample_value(sample);
                     let v = if v.is_finite() { v } else { 0.0 };
@@ -181,61 +175,6 @@ mod tests {
             series("series", |p| p.2)
         );
         Answer::parse(body.into_bytes()).unwrap()
-    }
-
-    /// An instant coverage answer: at `t` (seconds), (samples, series) now
-    /// and in each window `k` × 7 s earlier.
-    fn instant_coverage(t: i64, windows: &[(f64, f64)]) -> Answer {
-        let mut series = Vec::new();
-        for (k, (samples, targets)) in windows.iter().enumerate() {
-            let shift = |kind: &str| match k {
-                0 => kind.to_string(),
-                k => format!("{kind}@-{}", k * 7000),
-            };
-            for (kind, v) in [("samples", samples), ("series", targets)] {
-                series.push(format!(
-                    "{{\"metric\":{{\"c\":\"{}\"}},\"value\":[{t},\"{v}\"]}}",
-                    shift(kind)
-                ));
-            }
-        }
-        let body = format!(
-            "{{\"status\":\"success\",\"data\":{{\"resultType\":\"vector\",\"result\":[{}]}}}}",
-            series.join(",")
-        );
-        Answer::parse(body.into_bytes()).unwrap()
-    }
-
-    #[test]
-    fn an_instant_query_learns_the_usual_deficit_from_earlier_windows() {
-        // 4 targets. a lockstep with the best everywhere but now, one scrape short:
-        // the first missing scrape of a hole. Within one per target, yet excluded.
-        let best = [(84.0, 4.0); 9];
-        let mut a = [(84.0, 4.0); 9];
-        a[0] = (80.0, 4.0);
-        let m = StepMask::from_coverage(
-            &[
-                Some(&instant_coverage(100, &a)),
-                Some(&instant_coverage(100, &best)),
-            ],
-            &[true, true],
-            "c",
-        );
-        assert!(!m.allows(0, 100_000), "a, one scrape into a hole");
-        assert!(m.allows(1, 100_000));
-        // b scrapes later than the best: one short per target in most windows. Usual, allowed.
-        let b: Vec<(f64, f64)> = (0..9)
-            .map(|k| if k % 3 == 2 { (84.0, 4.0) } else { (80.0, 4.0) })
-            .collect();
-        let m = StepMask::from_coverage(
-            &[
-                Some(&instant_coverage(100, &best)),
-                Some(&instant_coverage(100, &b)),
-            ],
-            &[true, true],
-            "c",
-        );
-        assert!(m.allows(0, 100_000) && m.allows(1, 100_000));
     }
 
     #[test]
