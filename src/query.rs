@@ -200,6 +200,22 @@ impl Acc {
 pub const INSTANT_HISTORY_STEPS: i64 = 8;
 pub const INSTANT_HISTORY_STEP_MS: i64 = 7_000;
 
+/// The stretches an instant query reads, as its coverage range must see them:
+/// at an instant, `@ start()` and `@ end()` are the instant itself, so those
+/// stretches move with the range's steps like unpinned ones.
+pub fn at_instant(stretches: &[Stretch]) -> Vec<Stretch> {
+    stretches
+        .iter()
+        .map(|s| match s.at.as_deref() {
+            Some("@ start()" | "@ end()") => Stretch {
+                at: None,
+                ..s.clone()
+            },
+            _ => s.clone(),
+        })
+        .collect()
+}
+
 /// The coverage query for the stretches a query reads: per step, how many
 /// samples of `selector` an upstream holds in exactly those stretches, and
 /// how many series they belong to, summed over the stretches (the tolerance:
@@ -468,6 +484,19 @@ mod tests {
             assert!(parser::parse(&q).is_ok(), "{q}");
         }
         assert!(coverage_query("up", &[rel(-300, -60)]).contains("[240000ms] offset 60000ms"));
+        let pinned = |at: &str| Stretch {
+            at: Some(at.into()),
+            from_ms: -60_000,
+            to_ms: 0,
+        };
+        assert_eq!(
+            at_instant(&[
+                pinned("@ end()"),
+                pinned("@ start()"),
+                pinned("@ 1700000000.000")
+            ]),
+            vec![rel(-60, 0), rel(-60, 0), pinned("@ 1700000000.000")]
+        );
     }
 
     #[test]

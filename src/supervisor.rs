@@ -199,16 +199,19 @@ impl Handler<Query> for Supervisor {
         // The coverage query goes out with the user's, to every upstream at once.
         let coverage_request = match (&self.coverage, &query.shape.reads) {
             (Some(cov), Reads::Stretches(stretches)) => {
-                let coverage = query::coverage_query(&cov.selector, stretches);
                 // An instant's coverage over the steps before it too, to learn
                 // each upstream's usual deficit as over a range.
                 Some(Arc::new(match query.instant_ms {
                     Some(t) => {
+                        let stretches = query::at_instant(stretches);
+                        let coverage = query::coverage_query(&cov.selector, &stretches);
                         let step = query::INSTANT_HISTORY_STEP_MS;
                         let start = t - query::INSTANT_HISTORY_STEPS * step;
                         query.request.as_range(&coverage, start, t, step)
                     }
-                    None => query.request.with_query(&coverage),
+                    None => query
+                        .request
+                        .with_query(&query::coverage_query(&cov.selector, stretches)),
                 }))
             }
             _ => None,
