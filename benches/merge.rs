@@ -95,6 +95,18 @@ fn bench(c: &mut Criterion) {
                         BatchSize::PerIteration,
                     )
                 });
+                group.bench_function("index_only", |b| {
+                    b.iter_batched(
+                        || bodies.iter().map(|x| padded(x)).collect::<Vec<_>>(),
+                        |bufs| {
+                            for (buf, body) in bufs.into_iter().zip(&bodies) {
+                                let answer = Answer::parse_padded(buf, body.len()).unwrap();
+                                std::hint::black_box(&answer);
+                            }
+                        },
+                        BatchSize::PerIteration,
+                    )
+                });
                 group.bench_function("merge", |b| {
                     b.iter_batched(
                         || bodies.iter().map(|x| padded(x)).collect::<Vec<_>>(),
