@@ -152,7 +152,13 @@ impl Answer {
         }
         let mut buffers = Buffers::new(len);
         let mut tape = Tape::null();
-        let mut index = Index::default();
+        // A sample `[1700000000.123,"1"],` takes at least 20 bytes: sized so the
+        // table never grows (and copies) while it fills. Pages not written are
+        // never touched, so the slack costs address space, not memory.
+        let mut index = Index {
+            samples: Vec::with_capacity(len / 20 + 1),
+            ..Index::default()
+        };
         let deferred_quotes;
         // Strings point into `buf`; they are recorded as offsets from its start.
         let base = buf.as_ptr() as usize;

@@ -303,6 +303,10 @@ fn pick_samples<E: Eligibility>(
         }));
         return;
     }
+    if lists.iter().all(|(_, _, _, h)| h.is_empty()) {
+        pick_floats(&lists, eligibility, picks);
+        return;
+    }
     let mut heads: smallvec::SmallVec<[(u32, u32); 4]> = lists
         .iter()
         .map(|(_, _, f, h)| (f.start, h.start))
@@ -352,6 +356,42 @@ fn pick_samples<E: Eligibility>(
     }
 }
 
+/// [`pick_samples`] for copies holding float samples only (the usual case):
+/// a k-way merge over slices, highest priority first at each timestamp.
+fn pick_floats<E: Eligibility>(lists: &[CopyRanges<'_>], eligibility: &E, picks: &mut Vec<Pick>) {
+    let copies: smallvec::SmallVec<[(u16, &[Sample], u32); 4]> = lists
+        .iter()
+        .map(|(u, a, f, _)| (*u, &a.samples[f.start as usize..f.end as usize], f.start))
+        .collect();
+    let mut heads: smallvec::SmallVec<[usize; 4]> = smallvec::smallvec![0; copies.len()];
+    let all = eligibility.is_all();
+    loop {
+        let mut t_min = i64::MAX;
+        for ((_, samples, _), &h) in copies.iter().zip(&heads) {
+            if let Some(s) = samples.get(h) {
+                t_min = t_min.min(s.t);
+            }
+        }
+        if t_min == i64::MAX {
+            break;
+        }
+        let mut chosen = false;
+        for ((u, samples, base), h) in copies.iter().zip(heads.iter_mut()) {
+            if samples.get(*h).is_some_and(|s| s.t == t_min) {
+                if !chosen && (all || eligibility.allows(*u as usize, t_min)) {
+                    picks.push(Pick {
+                        upstream: *u,
+                        sample: base + *h as u32,
+                        histogram: false,
+                    });
+                    chosen = true;
+                }
+                *h += 1;
+            }
+        }
+    }
+}
+
 /// Writes one series from its picks; returns false (writing nothing) when it has none.
 fn write_matrix_series(
     answers: &[Option<&Answer>],
@@ -374,13 +414,32 @@ fn write_matrix_series(
         (true, &b",\"histograms\":["[..]),
     ] {
         let mut any = false;
-        // Floats and histograms were picked in one time-ordered pass; each list stays ascending.
-        for p in picks.iter().filter(|p| p.histogram == histogram) {
+        // Floats and histograms were picked in one time-ordered pass; each list
+        // stays ascending. Consecutive samples of one upstream's array are one
+        // stretch of its body (the commas between them included: JSON allows
+        // nothing else there but white space), so each run is copied at once.
+        let mut kind = picks.iter().filter(|p| p.histogram == histogram).peekable();
+        while let Some(first_pick) = kind.next() {
+            let mut last = first_pick.sample;
+            while let Some(next) =
+                kind.next_if(|n| n.upstream == first_pick.upstream && n.sample == last + 1)
+            {
+                last = next.sample;
+            }
             out.extend_from_slice(if any { b"," } else { field });
             any = true;
-            let a = answers[p.upstream as usize].expect("picked upstream answered");
-            out.extend_from_slice(a.bytes(a.samples[p.sample as usize].raw));
-            report.filled_samples += (p.upstream as usize != first) as usize;
+            let a = answers[first_pick.upstream as usize].expect("picked upstream answered");
+            let (from, to) = (
+                a.samples[first_pick.sample as usize].raw,
+                a.samples[last as usize].raw,
+            );
+            out.extend_from_slice(a.bytes(answer::Span {
+                start: from.start,
+                end: to.end,
+            }));
+            if first_pick.upstream as usize != first {
+                report.filled_samples += (last - first_pick.sample + 1) as usize;
+            }
         }
         if any {
             out.push(b']');

@@ -103,6 +103,46 @@ fn matrix_fills_gaps_by_priority() {
 }
 
 #[test]
+fn runs_are_copied_whole_even_from_a_pretty_printed_answer() {
+    // Runs of one upstream's samples are copied as one stretch of its body,
+    // white space between samples included: still JSON, still the same samples.
+    let a = answer(
+        "{\"status\":\"success\",\"data\":{\"resultType\":\"matrix\",\"result\":[{\"metric\":{\"i\":\"1\"},\"values\":[\n  [1,\"a1\"] ,\n  [2,\"a2\"],\t[5,\"a5\"] ,[6,\"a6\"]\n]}]}}",
+    );
+    let b = answer(&matrix(&[(
+        r#"{"i":"1"}"#,
+        &[(1, "b1"), (3, "b3"), (4, "b4"), (7, "b7")],
+    )]));
+    let (out, report) = run_with(
+        &[Some(&a), Some(&b)],
+        &MergeOptions::default(),
+        &AllEligible,
+        &[],
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let values: Vec<(i64, String)> = v["data"]["result"][0]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_i64().unwrap(), p[1].as_str().unwrap().to_string()))
+        .collect();
+    let want: Vec<(i64, String)> = [
+        (1, "a1"),
+        (2, "a2"),
+        (3, "b3"),
+        (4, "b4"),
+        (5, "a5"),
+        (6, "a6"),
+        (7, "b7"),
+    ]
+    .iter()
+    .map(|(t, v)| (*t, v.to_string()))
+    .collect();
+    assert_eq!(values, want);
+    assert_eq!((report.samples, report.filled_samples), (7, 3));
+}
+
+#[test]
 fn series_only_one_upstream_has_are_kept_and_sorted() {
     let a = answer(&matrix(&[
         (r#"{"i":"2"}"#, &[(1, "1")]),
