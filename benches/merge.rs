@@ -8,7 +8,8 @@
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use prom_ha_proxy::merge::answer::{Answer, PADDING};
-use prom_ha_proxy::merge::{AllEligible, MergeOptions, Upstream, merge};
+use prom_ha_proxy::merge::coverage::StepMask;
+use prom_ha_proxy::merge::{AllEligible, Eligibility, MergeOptions, Upstream, merge};
 use std::fmt::Write;
 
 /// A matrix answer: `series` series of `points` samples, replica `r` of `n`
@@ -47,6 +48,48 @@ fn matrix(series: usize, points: usize, r: usize, n: usize) -> Vec<u8> {
     }
     out.push_str("]}}");
     out.into_bytes()
+}
+
+/// A coverage answer saying `complete` samples over 4 targets at each of `points` steps.
+fn coverage(points: usize, complete: f64) -> Answer {
+    let series = |kind: &str, v: f64| {
+        let values: Vec<String> = (0..points)
+            .map(|p| format!("[{},\"{v}\"]", 1_700_000_000 + p * 15))
+            .collect();
+        format!(
+            "{{\"metric\":{{\"__prom_ha_proxy_coverage__\":\"{kind}\"}},\"values\":[{}]}}",
+            values.join(",")
+        )
+    };
+    let body = format!(
+        "{{\"status\":\"success\",\"data\":{{\"resultType\":\"matrix\",\"result\":[{},{}]}}}}",
+        series("samples", complete),
+        series("series", 4.0)
+    );
+    Answer::parse(body.into_bytes()).unwrap()
+}
+
+/// Parses the bodies and merges them under `eligibility`.
+fn parse_and_merge<E: Eligibility>(
+    bufs: Vec<Vec<u8>>,
+    bodies: &[Vec<u8>],
+    eligibility: &E,
+) -> Vec<u8> {
+    let answers: Vec<Answer> = bufs
+        .into_iter()
+        .zip(bodies)
+        .map(|(buf, body)| Answer::parse_padded(buf, body.len()).unwrap())
+        .collect();
+    let ups: Vec<Upstream<'_>> = answers
+        .iter()
+        .map(|a| Upstream {
+            name: "u",
+            answer: Some(a),
+        })
+        .collect();
+    let mut out = Vec::new();
+    merge(&ups, &[], &MergeOptions::default(), eligibility, &mut out).unwrap();
+    out
 }
 
 fn padded(body: &[u8]) -> Vec<u8> {
@@ -110,24 +153,26 @@ fn bench(c: &mut Criterion) {
                 group.bench_function("merge", |b| {
                     b.iter_batched(
                         || bodies.iter().map(|x| padded(x)).collect::<Vec<_>>(),
-                        |bufs| {
-                            let answers: Vec<Answer> = bufs
-                                .into_iter()
-                                .zip(&bodies)
-                                .map(|(buf, body)| Answer::parse_padded(buf, body.len()).unwrap())
-                                .collect();
-                            let ups: Vec<Upstream<'_>> = answers
-                                .iter()
-                                .map(|a| Upstream {
-                                    name: "u",
-                                    answer: Some(a),
-                                })
-                                .collect();
-                            let mut out = Vec::new();
-                            merge(&ups, &[], &MergeOptions::default(), &AllEligible, &mut out)
-                                .unwrap();
-                            std::hint::black_box(out);
-                        },
+                        |bufs| std::hint::black_box(parse_and_merge(bufs, &bodies, &AllEligible)),
+                        BatchSize::PerIteration,
+                    )
+                });
+                // The path queries take with the coverage-aware merge on: every
+                // sample asks the step mask (built here from coverage answers
+                // in which the last upstream is one sample short everywhere).
+                let covs: Vec<Answer> = (0..n)
+                    .map(|r| coverage(points, if r + 1 == n { 79.0 } else { 80.0 }))
+                    .collect();
+                let cov_refs: Vec<Option<&Answer>> = covs.iter().map(Some).collect();
+                let mask = StepMask::from_coverage(
+                    &cov_refs,
+                    &vec![true; n],
+                    "__prom_ha_proxy_coverage__",
+                );
+                group.bench_function("merge_masked", |b| {
+                    b.iter_batched(
+                        || bodies.iter().map(|x| padded(x)).collect::<Vec<_>>(),
+                        |bufs| std::hint::black_box(parse_and_merge(bufs, &bodies, &mask)),
                         BatchSize::PerIteration,
                     )
                 });
