@@ -682,6 +682,43 @@ fn an_instant_query_without_time_is_asked_at_the_proxys_now_everywhere() {
 }
 
 #[test]
+fn answers_over_the_in_flight_budget_are_refused_and_small_ones_still_served() {
+    let c = cluster();
+    let proxy = fake::start_proxy_with_config(
+        proxy_binary(),
+        "budget-test",
+        &format!(
+            "max_in_flight_bytes = 150000\n[upstreams.a]\nurl = \"{}\"\npriority = 1\n[upstreams.b]\nurl = \"{}\"\npriority = 2\n",
+            c.a.url, c.b.url
+        ),
+    );
+    // Two answers of about 200 kB each cannot be held under a 150 kB budget.
+    let url = format!(
+        "{}/api/v1/query_range?{}",
+        proxy.url,
+        query_string(&[
+            ("query", "http_requests_total"),
+            ("start", &c.tl.start.to_string()),
+            ("end", &c.tl.end.to_string()),
+            ("step", "15"),
+        ])
+    );
+    let (status, body) = http_get(&url).unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("budget for answers in flight is spent"),
+        "{body}"
+    );
+    // Small answers fit, and the refusals did not mark the replicas down.
+    for _ in 0..4 {
+        let small = format!("{}/api/v1/query?query=sum(up)&time={}", proxy.url, c.tl.end);
+        let (status, body) = http_get(&small).unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(!body.contains("warnings"), "{body}");
+    }
+}
+
+#[test]
 fn an_upstream_answer_over_the_size_limit_is_left_out_with_a_warning() {
     let c = cluster();
     // A valid answer, just too big for the configured limit.

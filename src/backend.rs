@@ -10,6 +10,7 @@
 //! endpoints, or a typed [`UpstreamError`]. Every request is counted in the
 //! upstream's [`SharedHealth`] and in the proxy's metrics.
 
+use crate::budget::{Budget, Held, Reservation};
 use crate::config::{Auth, HealthConfig, UpstreamConfig};
 use crate::merge::answer::{Answer, AnswerError, PADDING};
 use crate::metrics::Metrics;
@@ -143,6 +144,8 @@ pub enum UpstreamError {
     Down(String),
     /// Skipped: this many requests were already in flight to it.
     Overloaded(usize),
+    /// Not read: the proxy's in-flight bytes budget (this many bytes) was spent.
+    OverBudget { limit: usize },
     /// No answer within the straggler timeout after the first upstream answered.
     Straggler(Duration),
 }
@@ -189,8 +192,15 @@ impl UpstreamError {
             UpstreamError::Unavailable => "unavailable",
             UpstreamError::Down(_) => "down",
             UpstreamError::Overloaded(_) => "overloaded",
+            UpstreamError::OverBudget { .. } => "over_budget",
             UpstreamError::Straggler(_) => "straggler",
         }
+    }
+
+    /// Says nothing about the upstream's health: the client's mistake, or the
+    /// proxy's own limit.
+    pub fn is_not_the_upstreams_fault(&self) -> bool {
+        self.is_client_error() || matches!(self, UpstreamError::OverBudget { .. })
     }
 
     /// A client's mistake (bad PromQL, bad parameters), not an outage.
@@ -228,6 +238,10 @@ impl std::fmt::Display for UpstreamError {
             UpstreamError::Unavailable => f.write_str("backend unavailable"),
             UpstreamError::Down(why) => write!(f, "down, not asked ({why})"),
             UpstreamError::Overloaded(n) => write!(f, "not asked: {n} requests already in flight"),
+            UpstreamError::OverBudget { limit } => write!(
+                f,
+                "answer not read: the proxy's {limit}-byte budget for answers in flight is spent"
+            ),
             UpstreamError::Straggler(d) => write!(
                 f,
                 "no answer within {} of the first upstream's; answered without it",
@@ -386,8 +400,8 @@ impl Health {
                 self.consecutive_failures = 0;
                 None
             }
-            // A client's mistake says nothing about the upstream's health.
-            Some(e) if e.is_client_error() => None,
+            // A client's mistake, or the proxy's budget, says nothing about the upstream.
+            Some(e) if e.is_not_the_upstreams_fault() => None,
             Some(e) => {
                 self.consecutive_failures += 1;
                 if self.consecutive_failures >= cfg.failures_to_down {
@@ -431,7 +445,7 @@ impl Health {
 
 /// Ask the backend for one answer, to arrive within `deadline`.
 #[derive(Message)]
-#[rtype(result = "Result<Answer, UpstreamError>")]
+#[rtype(result = "Result<Held<Answer>, UpstreamError>")]
 pub struct Fetch {
     pub request: Arc<ApiRequest>,
     pub deadline: Duration,
@@ -453,10 +467,22 @@ pub struct Body {
     pub content_type: Option<String>,
     /// The body; its capacity leaves room for simd-json's padding.
     pub bytes: Vec<u8>,
+    /// Its share of the in-flight budget, held while the body lives.
+    pub reservation: Reservation,
+}
+
+/// What one exchange with the upstream needs; cloned into each request's future.
+#[derive(Clone)]
+struct Reader {
+    client: awc::Client,
+    upstream: Arc<UpstreamConfig>,
+    max_body: usize,
+    budget: Arc<Budget>,
 }
 
 pub struct Backend {
     upstream: Arc<UpstreamConfig>,
+    budget: Arc<Budget>,
     /// The upstream's name in logs and metrics (its URL without credentials).
     name: String,
     metrics: Arc<Metrics>,
@@ -477,6 +503,7 @@ impl Backend {
         cfg: HealthConfig,
         shared: Arc<SharedHealth>,
         metrics: Arc<Metrics>,
+        budget: Arc<Budget>,
     ) -> Self {
         let client = awc::Client::builder()
             // The deadline is applied around the whole exchange in `fetch`.
@@ -486,6 +513,7 @@ impl Backend {
         metrics.upstream_health(&name, true);
         Backend {
             upstream,
+            budget,
             name,
             metrics,
             client,
@@ -506,6 +534,15 @@ impl Backend {
         }
         self.in_flight += 1;
         Ok(Instant::now())
+    }
+
+    fn reader(&self) -> Reader {
+        Reader {
+            client: self.client.clone(),
+            upstream: self.upstream.clone(),
+            max_body: self.max_body,
+            budget: self.budget.clone(),
+        }
     }
 
     /// Counts one finished request and applies what it means for health.
@@ -585,22 +622,17 @@ impl actix::Supervised for Backend {
 }
 
 impl Handler<Fetch> for Backend {
-    type Result = ResponseActFuture<Self, Result<Answer, UpstreamError>>;
+    type Result = ResponseActFuture<Self, Result<Held<Answer>, UpstreamError>>;
 
     fn handle(&mut self, msg: Fetch, _: &mut Self::Context) -> Self::Result {
         let started = match self.admit() {
             Ok(started) => started,
             Err(e) => return Box::pin(actix::fut::ready(Err(e))),
         };
-        let fut = fetch(
-            self.client.clone(),
-            self.upstream.clone(),
-            msg,
-            self.max_body,
-        );
+        let fut = fetch(self.reader(), msg);
         Box::pin(fut.into_actor(self).map(move |outcome, backend, _| {
             backend.in_flight -= 1;
-            let bytes = outcome.as_ref().map_or(0, Answer::body_len);
+            let bytes = outcome.as_ref().map_or(0, |a| a.body_len());
             backend.record(outcome.as_ref().err(), started.elapsed(), bytes);
             outcome
         }))
@@ -615,10 +647,9 @@ impl Handler<FetchBody> for Backend {
             Ok(started) => started,
             Err(e) => return Box::pin(actix::fut::ready(Err(e))),
         };
-        let (client, upstream, max_body) =
-            (self.client.clone(), self.upstream.clone(), self.max_body);
+        let reader = self.reader();
         let fut = async move {
-            let exchange = exchange(&client, &upstream, &msg.request, max_body);
+            let exchange = exchange(&reader, &msg.request);
             match actix_web::rt::time::timeout(msg.deadline, exchange).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(UpstreamError::Timeout(msg.deadline)),
@@ -680,28 +711,19 @@ pub fn upstream_url(base: &url::Url, path: &str, query_string: &str) -> String {
     url
 }
 
-async fn fetch(
-    client: awc::Client,
-    upstream: Arc<UpstreamConfig>,
-    msg: Fetch,
-    max_body: usize,
-) -> Result<Answer, UpstreamError> {
+async fn fetch(reader: Reader, msg: Fetch) -> Result<Held<Answer>, UpstreamError> {
     let deadline = msg.deadline;
-    match actix_web::rt::time::timeout(
-        deadline,
-        exchange(&client, &upstream, &msg.request, max_body),
-    )
-    .await
-    {
+    match actix_web::rt::time::timeout(deadline, exchange(&reader, &msg.request)).await {
         Ok(Ok(body)) if !(200..300).contains(&body.status) => {
             Err(UpstreamError::from_status(body.status, &body.bytes))
         }
         Ok(Ok(body)) => {
             let len = body.bytes.len();
-            let buf = body.bytes;
+            let (buf, reservation) = (body.bytes, body.reservation);
             actix_web::rt::task::spawn_blocking(move || Answer::parse_padded(buf, len))
                 .await
                 .map_err(|_| UpstreamError::Unavailable)?
+                .map(|answer| Held::new(answer, reservation))
                 .map_err(|e| match e {
                     AnswerError::Status { error_type, error } => UpstreamError::Rejected {
                         status: 200,
@@ -718,12 +740,8 @@ async fn fetch(
 
 /// Sends the request and reads the whole body, whatever its status, into a
 /// buffer with room for simd-json's padding.
-async fn exchange(
-    client: &awc::Client,
-    upstream: &UpstreamConfig,
-    request: &ApiRequest,
-    max_body: usize,
-) -> Result<Body, UpstreamError> {
+async fn exchange(reader: &Reader, request: &ApiRequest) -> Result<Body, UpstreamError> {
+    let (client, upstream, max_body) = (&reader.client, &*reader.upstream, reader.max_body);
     let url = upstream_url(&upstream.url, &request.path, &request.query_string);
     let mut req = client
         .request(request.method.clone(), url)
@@ -759,7 +777,13 @@ async fn exchange(
     } else {
         max_body.min(1 << 20)
     };
-    let mut buf = Vec::with_capacity(hinted.unwrap_or(64 << 10).min(limit) + PADDING);
+    let capacity = hinted.unwrap_or(64 << 10).min(limit) + PADDING;
+    let over_budget = || UpstreamError::OverBudget {
+        limit: reader.budget.limit(),
+    };
+    // The whole body up front when its length is known; else as it comes.
+    let mut reservation = reader.budget.reserve(capacity).ok_or_else(over_budget)?;
+    let mut buf = Vec::with_capacity(capacity);
     while let Some(chunk) = resp.next().await {
         let chunk = chunk.map_err(|e| UpstreamError::Body(e.to_string()))?;
         if buf.len() + chunk.len() > limit {
@@ -768,12 +792,19 @@ async fn exchange(
             }
             return Err(UpstreamError::TooLarge { limit: max_body });
         }
+        let needed = buf.len() + chunk.len() + PADDING;
+        if needed > reservation.bytes()
+            && !reservation.grow(needed.max(2 * reservation.bytes()) - reservation.bytes())
+        {
+            return Err(over_budget());
+        }
         buf.extend_from_slice(&chunk);
     }
     Ok(Body {
         status: status.as_u16(),
         content_type,
         bytes: buf,
+        reservation,
     })
 }
 
@@ -847,6 +878,7 @@ mod tests {
                 cfg,
                 Arc::new(SharedHealth::default()),
                 Arc::new(Metrics::new()),
+                Budget::new(1 << 30),
             )
         })
     }

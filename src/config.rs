@@ -15,6 +15,7 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:9090";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_REQUEST_BODY_BYTES: usize = 4 << 20;
 pub const DEFAULT_MAX_UPSTREAM_BODY_BYTES: usize = 512 << 20;
+pub const DEFAULT_MAX_IN_FLIGHT_BYTES: usize = 2 << 30;
 const ENV_PREFIX: &str = "PROM_HA_PROXY";
 
 /// One upstream Prometheus, resolved.
@@ -68,6 +69,8 @@ pub struct Config {
     pub replica_labels: Vec<String>,
     pub max_request_body_bytes: usize,
     pub max_upstream_body_bytes: usize,
+    /// Upstream answer bytes held at once, across all queries.
+    pub max_in_flight_bytes: usize,
     /// Highest priority first.
     pub upstreams: Vec<UpstreamConfig>,
     /// The coverage-aware merge; None when turned off.
@@ -164,6 +167,7 @@ struct RawConfig {
     replica_labels: Vec<String>,
     max_request_body_bytes: Option<i64>,
     max_upstream_body_bytes: Option<i64>,
+    max_in_flight_bytes: Option<i64>,
     #[serde(default)]
     upstreams: BTreeMap<String, RawUpstream>,
     #[serde(default)]
@@ -274,6 +278,10 @@ impl Config {
             (
                 "max_upstream_body_bytes".into(),
                 self.max_upstream_body_bytes.to_string(),
+            ),
+            (
+                "max_in_flight_bytes".into(),
+                self.max_in_flight_bytes.to_string(),
             ),
             ("shutdown_grace".into(), d(self.shutdown_grace)),
             (
@@ -449,6 +457,11 @@ impl RawConfig {
                 DEFAULT_MAX_UPSTREAM_BODY_BYTES,
             )?
             .min(u32::MAX as usize - crate::merge::answer::PADDING),
+            max_in_flight_bytes: size(
+                "max_in_flight_bytes",
+                self.max_in_flight_bytes,
+                DEFAULT_MAX_IN_FLIGHT_BYTES,
+            )?,
             upstreams,
         })
     }

@@ -113,6 +113,7 @@ fn all_failed(failures: &[(String, UpstreamError)]) -> (StatusCode, String, Stri
                 | UpstreamError::Unavailable
                 | UpstreamError::Down(_)
                 | UpstreamError::Overloaded(_)
+                | UpstreamError::OverBudget { .. }
         )
     }) {
         (

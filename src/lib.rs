@@ -4,6 +4,7 @@
 //! See ARCHITECTURE.md for the map of modules.
 
 pub mod backend;
+pub mod budget;
 pub mod config;
 pub mod http;
 pub mod merge;

@@ -7,6 +7,7 @@
 //! and nothing about HTTP: the edge maps [`ProxyError`] to a response.
 
 use crate::backend::{ApiRequest, Backend, Body, Fetch, FetchBody, SharedHealth, UpstreamError};
+use crate::budget::{Budget, Held};
 use crate::config::{Config, CoverageConfig, HealthConfig, UpstreamConfig};
 use crate::merge::answer::Answer;
 use crate::merge::coverage::StepMask;
@@ -88,6 +89,8 @@ pub struct Supervisor {
 impl Supervisor {
     /// Starts one backend per upstream, each on an arbiter of its own.
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
+        // One budget for every upstream's answers in flight.
+        let budget = Budget::new(config.max_in_flight_bytes);
         let backends: Vec<BackendHandle> = config
             .upstreams
             .iter()
@@ -95,13 +98,17 @@ impl Supervisor {
                 let upstream = Arc::new(u.clone());
                 let health = Arc::new(SharedHealth::default());
                 let (max_body, cfg) = (config.max_upstream_body_bytes, config.health.clone());
-                let (for_actor, shared, metrics) =
-                    (upstream.clone(), health.clone(), metrics.clone());
+                let (for_actor, shared, metrics, budget) = (
+                    upstream.clone(),
+                    health.clone(),
+                    metrics.clone(),
+                    budget.clone(),
+                );
                 let arbiter = Arbiter::new();
                 // Under actix' supervisor: a backend that stops is started again
                 // with the same settings, the others untouched.
                 let addr = actix::Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-                    Backend::new(for_actor, max_body, cfg, shared, metrics)
+                    Backend::new(for_actor, max_body, cfg, shared, metrics, budget)
                 });
                 BackendHandle {
                     config: upstream,
@@ -286,7 +293,7 @@ impl Handler<Query> for Supervisor {
                     .zip(&outcomes)
                     .map(|(n, o)| Upstream {
                         name: n,
-                        answer: o.as_ref().ok(),
+                        answer: o.as_ref().ok().map(|held| &**held),
                     })
                     .collect();
                 let opts = MergeOptions {
@@ -319,7 +326,7 @@ fn run_merge<E: Eligibility>(
         .map_err(|e| ProxyError::Internal(e.to_string()))
 }
 
-type Outcome = Result<Answer, UpstreamError>;
+type Outcome = Result<Held<Answer>, UpstreamError>;
 
 /// Awaits every upstream's outcome, in priority order, but once one has
 /// `answered`, the others get at most `straggler_timeout` more; those still
@@ -502,7 +509,7 @@ fn step_mask(
     }
     let answers: Vec<Option<&Answer>> = coverage
         .iter()
-        .map(|c| c.as_ref().and_then(|r| r.as_ref().ok()))
+        .map(|c| c.as_ref().and_then(|r| r.as_ref().ok()).map(|held| &**held))
         .collect();
     Some(StepMask::from_coverage(
         &answers,
