@@ -11,7 +11,7 @@ mod harness;
 use harness::*;
 use prom_ha_proxy::config::{Config, Overrides};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn start_proxy(upstreams: &[&str], coverage: bool) -> String {
     let port = free_port();
@@ -33,39 +33,6 @@ fn start_proxy(upstreams: &[&str], coverage: bool) -> String {
         http_get(&format!("{url}/api/v1/query?query=1")).is_ok_and(|(s, _)| s == 200)
     });
     url
-}
-
-/// GET without compression, so neither side pays for gzip: (status, body).
-fn get_identity(agent: &ureq::Agent, url: &str) -> (u16, String) {
-    let mut resp = agent
-        .get(url)
-        .header("Accept-Encoding", "identity")
-        .call()
-        .unwrap();
-    (
-        resp.status().as_u16(),
-        resp.body_mut().read_to_string().unwrap(),
-    )
-}
-
-fn median_ms(base: &str, path_and_query: &str, rounds: usize) -> (f64, usize) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let url = format!("{base}{path_and_query}");
-    let (status, body) = get_identity(&agent, &url);
-    assert_eq!(status, 200, "{url}: {body}");
-    let mut times: Vec<f64> = (0..rounds)
-        .map(|_| {
-            let t = Instant::now();
-            let (s, _) = get_identity(&agent, &url);
-            assert_eq!(s, 200);
-            t.elapsed().as_secs_f64() * 1000.0
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    (times[times.len() / 2], body.len())
 }
 
 fn main() {

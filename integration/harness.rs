@@ -486,3 +486,40 @@ pub fn query_string(params: &[(&str, &str)]) -> String {
         .collect::<Vec<_>>()
         .join("&")
 }
+
+/// GET without compression, so neither side pays for gzip: (status, body).
+pub fn get_identity(agent: &ureq::Agent, url: &str) -> (u16, String) {
+    let mut resp = agent
+        .get(url)
+        .header("Accept-Encoding", "identity")
+        .call()
+        .unwrap();
+    // ureq stops at 10 MB unless told otherwise; the large benchmark reads ~50 MB.
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(u64::MAX)
+        .read_to_string()
+        .unwrap();
+    (resp.status().as_u16(), body)
+}
+
+pub fn median_ms(base: &str, path_and_query: &str, rounds: usize) -> (f64, usize) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("{base}{path_and_query}");
+    let (status, body) = get_identity(&agent, &url);
+    assert_eq!(status, 200, "{url}: {body}");
+    let mut times: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let t = Instant::now();
+            let (s, _) = get_identity(&agent, &url);
+            assert_eq!(s, 200);
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    (times[times.len() / 2], body.len())
+}

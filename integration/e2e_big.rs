@@ -1,0 +1,203 @@
+//! The large end-to-end benchmark: two real Prometheus replicas on loopback,
+//! backfilled with thousands of series (each replica missing its own stretch),
+//! the same queries sent to each replica directly and through the release
+//! proxy binary, medians and ratios printed as a table, and the proxy's peak
+//! RSS read from `/usr/bin/time -v`.
+//!
+//! `scripts/bench-e2e [SERIES] [ROUNDS]` (defaults 2400 series, about 50 MB
+//! per range answer, and 7 rounds). A benchmark, not a test: it asserts
+//! nothing about time or memory; it prints them.
+
+#[path = "harness.rs"]
+mod harness;
+
+use harness::*;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// `series` gauges over the timeline, skipping `holes`; integer arithmetic, so
+/// both replicas hold the same values where they both have data.
+fn big_openmetrics(tl: &Timeline, series: usize, holes: &[Hole]) -> String {
+    let times: Vec<i64> = (tl.start..=tl.end)
+        .step_by(STEP_S as usize)
+        .map(|t| t + PHASE_S)
+        .filter(|t| !holes.iter().any(|h| h.contains(*t)))
+        .collect();
+    let mut out = String::with_capacity(series * times.len() * 60);
+    out.push_str("# TYPE big_series gauge\n");
+    for s in 0..series {
+        for &t in &times {
+            let i = (t - tl.start) / STEP_S;
+            let v = (i * (s as i64 % 97 + 1) + s as i64 * 13) % 100_000;
+            writeln!(
+                out,
+                "big_series{{instance=\"host-{}:9100\",shard=\"{}\"}} {v}.25 {t}",
+                s / 8,
+                s % 8
+            )
+            .unwrap();
+        }
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
+/// Median, over `rounds`, of the slower of the replicas when all are asked at
+/// once: the floor for the proxy, which asks them all at once. On one machine
+/// the replicas then share its cores, so this is the fair comparison here.
+fn median_all_at_once_ms(bases: &[&str], path_and_query: &str, rounds: usize) -> f64 {
+    let mut times: Vec<f64> = (0..rounds)
+        .map(|_| {
+            std::thread::scope(|s| {
+                let asks: Vec<_> = bases
+                    .iter()
+                    .map(|base| {
+                        s.spawn(move || {
+                            let agent: ureq::Agent = ureq::Agent::config_builder()
+                                .http_status_as_error(false)
+                                .build()
+                                .into();
+                            let t = std::time::Instant::now();
+                            let (status, _) =
+                                get_identity(&agent, &format!("{base}{path_and_query}"));
+                            assert_eq!(status, 200);
+                            t.elapsed().as_secs_f64() * 1000.0
+                        })
+                    })
+                    .collect();
+                asks.into_iter()
+                    .map(|a| a.join().unwrap())
+                    .fold(0.0, f64::max)
+            })
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let series: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(2400);
+    let rounds: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(7);
+    let proxy_binary = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("prom-ha-proxy");
+    assert!(
+        proxy_binary.exists(),
+        "{} missing: run scripts/bench-e2e, which builds it",
+        proxy_binary.display()
+    );
+    let tl = Timeline::recent();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e-big");
+    eprintln!("backfilling two replicas with {series} series each…");
+    let (om_a, om_b) = (
+        big_openmetrics(&tl, series, &[tl.hole_a]),
+        big_openmetrics(&tl, series, &[tl.hole_b]),
+    );
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| Prometheus::start("a", &root.join("a"), &om_a));
+        let b = Prometheus::start("b", &root.join("b"), &om_b);
+        (a.join().unwrap(), b)
+    });
+    drop((om_a, om_b));
+
+    // The release proxy under GNU time, which reports its peak RSS when it exits.
+    let port = free_port();
+    let proxy_url = format!("http://127.0.0.1:{port}");
+    let rusage = root.join("proxy.time");
+    let mut time = Command::new("/usr/bin/time");
+    time.arg("-v")
+        .arg("-o")
+        .arg(&rusage)
+        .arg(&proxy_binary)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(&a.url)
+        .arg(&b.url)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null());
+    let mut timed = spawn_tied(time).expect("run /usr/bin/time (Debian package `time`)");
+    wait_until("proxy ready", Duration::from_secs(30), || {
+        http_get(&format!("{proxy_url}/-/ready")).is_ok_and(|(s, _)| s == 200)
+    });
+
+    let t = tl.end - 60;
+    let range = |q: &str| {
+        format!(
+            "/api/v1/query_range?{}",
+            query_string(&[
+                ("query", q),
+                ("start", &tl.start.to_string()),
+                ("end", &tl.end.to_string()),
+                ("step", "15"),
+            ])
+        )
+    };
+    let instant = |q: &str| {
+        format!(
+            "/api/v1/query?{}",
+            query_string(&[("query", q), ("time", &t.to_string())])
+        )
+    };
+    let cases = [
+        ("range, every series x 720 steps", range("big_series")),
+        (
+            "range, sum by shard (rate) x 720",
+            range("sum by (shard) (rate(big_series[5m]))"),
+        ),
+        ("instant 1+1", instant("1+1")),
+        (
+            "instant 10-series vector",
+            instant("big_series{instance=~\"host-[0-4]:9100\",shard=~\"[01]\"}"),
+        ),
+    ];
+    println!(
+        "{series} series; {rounds} sequential rounds per row; medians in ms; no compression\n"
+    );
+    println!(
+        "| query | answer bytes | a | b | a and b at once, slower | proxy | proxy / slowest alone | proxy / slower at once | proxy − slower at once |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut biggest = 0;
+    for (name, pq) in &cases {
+        let (ma, bytes) = median_ms(&a.url, pq, rounds);
+        let (mb, _) = median_ms(&b.url, pq, rounds);
+        let both = median_all_at_once_ms(&[&a.url, &b.url], pq, rounds);
+        let (mp, _) = median_ms(&proxy_url, pq, rounds);
+        let slowest = ma.max(mb);
+        biggest = biggest.max(bytes);
+        println!(
+            "| {name} | {bytes} | {ma:.2} | {mb:.2} | {both:.2} | {mp:.2} | {:.3} | {:.3} | {:.2} ms |",
+            mp / slowest,
+            mp / both,
+            mp - both
+        );
+    }
+    // SIGTERM to the proxy (time's child); time then writes its report.
+    let _ = Command::new("pkill")
+        .args(["-TERM", "-P", &timed.id().to_string()])
+        .status();
+    let _ = timed.wait();
+    let report = std::fs::read_to_string(&rusage).unwrap_or_default();
+    let peak_kb: f64 = report
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(f64::NAN);
+    let bodies_mb = 2.0 * biggest as f64 / 1e6;
+    println!(
+        "\nproxy peak RSS: {:.1} MB; the largest query's upstream bodies: {bodies_mb:.1} MB; \
+         bound 1.5 x bodies + 30 MB = {:.1} MB; peak / bodies = {:.2}",
+        peak_kb * 1024.0 / 1e6,
+        1.5 * bodies_mb + 30.0,
+        peak_kb * 1024.0 / 1e6 / bodies_mb
+    );
+}
