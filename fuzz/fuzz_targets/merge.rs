@@ -1,11 +1,13 @@
-//! Arbitrary upstream bodies into the parser and the merger: no panic, no
-//! unbounded allocation, and whatever a merge writes is JSON.
+//! Arbitrary upstream bodies into the parsers and the mergers (queries, and
+//! every other merged endpoint): no panic, no unbounded allocation, and
+//! whatever a merge writes is JSON.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use prom_ha_proxy::merge::answer::Answer;
 use prom_ha_proxy::merge::coverage::StepMask;
+use prom_ha_proxy::merge::meta::{self, MetaAnswer, MetaKind, MetaOptions};
 use prom_ha_proxy::merge::reorder::{Grouping, Reorder};
 use prom_ha_proxy::merge::{AllEligible, Eligibility, MergeOptions, Upstream, merge};
 
@@ -21,9 +23,45 @@ fn check<E: Eligibility>(ups: &[Upstream<'_>], reorder: &Reorder, eligibility: &
     }
 }
 
+const KINDS: [MetaKind; 9] = [
+    MetaKind::Series,
+    MetaKind::LabelNames,
+    MetaKind::LabelValues,
+    MetaKind::Metadata,
+    MetaKind::TargetMetadata,
+    MetaKind::Exemplars,
+    MetaKind::Rules,
+    MetaKind::Alerts,
+    MetaKind::Targets,
+];
+
+/// The two bodies as answers of every other endpoint: merged output must be JSON.
+fn check_meta(a: &[u8], b: &[u8]) {
+    let mut bufs = [a.to_vec(), b.to_vec()];
+    let tapes: Vec<_> = bufs.iter_mut().map(|buf| meta::parse(buf).ok()).collect();
+    let labels = vec!["replica".to_string()];
+    for kind in KINDS {
+        let answers: Vec<Option<MetaAnswer<'_, '_>>> = tapes
+            .iter()
+            .map(|t| t.as_ref().and_then(|t| MetaAnswer::read(kind, t).ok()))
+            .collect();
+        if answers.iter().all(Option::is_none) {
+            continue;
+        }
+        let opts = MetaOptions { replica_labels: &labels, limit: Some(2), limit_per_metric: Some(1) };
+        let mut out = Vec::new();
+        meta::merge_meta(kind, &answers, &["upstream x: warning".into()], &opts, &mut out);
+        let mut copy = out.clone();
+        if let Err(e) = simd_json::to_owned_value(&mut copy) {
+            panic!("{kind:?} merge wrote invalid JSON ({e}): {}", String::from_utf8_lossy(&out));
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&cut, rest)) = data.split_first() else { return };
     let (a, b) = rest.split_at(cut as usize * rest.len() / 256);
+    check_meta(a, b);
     let answers: Vec<Option<Answer>> = [a, b].iter().map(|body| Answer::parse(body.to_vec()).ok()).collect();
     let refs: Vec<Option<&Answer>> = answers.iter().map(Option::as_ref).collect();
     let ups: Vec<Upstream<'_>> = refs.iter().map(|a| Upstream { name: "u", answer: *a }).collect();
