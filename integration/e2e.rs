@@ -46,23 +46,8 @@ fn main() {
     let with = start_proxy(&[&a.url, &b.url], true);
     let plain = start_proxy(&[&a.url, &b.url], false);
     let t = tl.end - 60;
-    let range = |q: &str| {
-        format!(
-            "/api/v1/query_range?{}",
-            query_string(&[
-                ("query", q),
-                ("start", &tl.start.to_string()),
-                ("end", &tl.end.to_string()),
-                ("step", "15")
-            ])
-        )
-    };
-    let instant = |q: &str| {
-        format!(
-            "/api/v1/query?{}",
-            query_string(&[("query", q), ("time", &t.to_string())])
-        )
-    };
+    let range = |q: &str| range_path(&tl, q);
+    let instant = |q: &str| instant_path(q, t);
     let cases = [
         ("instant 1+1", instant("1+1")),
         ("instant 16-series vector", instant("http_requests_total")),

@@ -127,23 +127,8 @@ fn main() {
     });
 
     let t = tl.end - 60;
-    let range = |q: &str| {
-        format!(
-            "/api/v1/query_range?{}",
-            query_string(&[
-                ("query", q),
-                ("start", &tl.start.to_string()),
-                ("end", &tl.end.to_string()),
-                ("step", "15"),
-            ])
-        )
-    };
-    let instant = |q: &str| {
-        format!(
-            "/api/v1/query?{}",
-            query_string(&[("query", q), ("time", &t.to_string())])
-        )
-    };
+    let range = |q: &str| range_path(&tl, q);
+    let instant = |q: &str| instant_path(q, t);
     let cases = [
         ("range, every series x 720 steps", range("big_series")),
         (

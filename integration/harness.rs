@@ -523,3 +523,24 @@ pub fn median_ms(base: &str, path_and_query: &str, rounds: usize) -> (f64, usize
     times.sort_by(f64::total_cmp);
     (times[times.len() / 2], body.len())
 }
+
+/// The path and query of a range query of `q` over the whole timeline, every 15 s.
+pub fn range_path(tl: &Timeline, q: &str) -> String {
+    format!(
+        "/api/v1/query_range?{}",
+        query_string(&[
+            ("query", q),
+            ("start", &tl.start.to_string()),
+            ("end", &tl.end.to_string()),
+            ("step", "15"),
+        ])
+    )
+}
+
+/// The path and query of an instant query of `q` at `t` (seconds).
+pub fn instant_path(q: &str, t: i64) -> String {
+    format!(
+        "/api/v1/query?{}",
+        query_string(&[("query", q), ("time", &t.to_string())])
+    )
+}
