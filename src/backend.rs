@@ -215,6 +215,21 @@ impl UpstreamError {
     }
 }
 
+/// A 2xx body that is not a usable answer: a Prometheus error answer keeps its
+/// type and message (as a rejection with status 200); anything else is a bad answer.
+impl From<AnswerError> for UpstreamError {
+    fn from(e: AnswerError) -> Self {
+        match e {
+            AnswerError::Status { error_type, error } => UpstreamError::Rejected {
+                status: 200,
+                error_type,
+                error,
+            },
+            other => UpstreamError::Answer(other),
+        }
+    }
+}
+
 impl std::fmt::Display for UpstreamError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -648,13 +663,7 @@ impl Handler<FetchBody> for Backend {
             Err(e) => return Box::pin(actix::fut::ready(Err(e))),
         };
         let reader = self.reader();
-        let fut = async move {
-            let exchange = exchange(&reader, &msg.request);
-            match actix_web::rt::time::timeout(msg.deadline, exchange).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(UpstreamError::Timeout(msg.deadline)),
-            }
-        };
+        let fut = async move { exchange_within(&reader, &msg.request, msg.deadline).await };
         Box::pin(fut.into_actor(self).map(move |outcome, backend, _| {
             backend.in_flight -= 1;
             // A 5xx is the upstream failing; a 4xx is the client's request.
@@ -712,30 +721,27 @@ pub fn upstream_url(base: &url::Url, path: &str, query_string: &str) -> String {
 }
 
 async fn fetch(reader: Reader, msg: Fetch) -> Result<Held<Answer>, UpstreamError> {
-    let deadline = msg.deadline;
-    match actix_web::rt::time::timeout(deadline, exchange(&reader, &msg.request)).await {
-        Ok(Ok(body)) if !(200..300).contains(&body.status) => {
-            Err(UpstreamError::from_status(body.status, &body.bytes))
-        }
-        Ok(Ok(body)) => {
-            let len = body.bytes.len();
-            let (buf, reservation) = (body.bytes, body.reservation);
-            actix_web::rt::task::spawn_blocking(move || Answer::parse_padded(buf, len))
-                .await
-                .map_err(|_| UpstreamError::Unavailable)?
-                .map(|answer| Held::new(answer, reservation))
-                .map_err(|e| match e {
-                    AnswerError::Status { error_type, error } => UpstreamError::Rejected {
-                        status: 200,
-                        error_type,
-                        error,
-                    },
-                    other => UpstreamError::Answer(other),
-                })
-        }
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(UpstreamError::Timeout(deadline)),
+    let body = exchange_within(&reader, &msg.request, msg.deadline).await?;
+    if !(200..300).contains(&body.status) {
+        return Err(UpstreamError::from_status(body.status, &body.bytes));
     }
+    let len = body.bytes.len();
+    let (buf, reservation) = (body.bytes, body.reservation);
+    let answer = actix_web::rt::task::spawn_blocking(move || Answer::parse_padded(buf, len))
+        .await
+        .map_err(|_| UpstreamError::Unavailable)??;
+    Ok(Held::new(answer, reservation))
+}
+
+/// [`exchange`] with `deadline` around the whole of it, body included.
+async fn exchange_within(
+    reader: &Reader,
+    request: &ApiRequest,
+    deadline: Duration,
+) -> Result<Body, UpstreamError> {
+    actix_web::rt::time::timeout(deadline, exchange(reader, request))
+        .await
+        .unwrap_or(Err(UpstreamError::Timeout(deadline)))
 }
 
 /// Sends the request and reads the whole body, whatever its status, into a

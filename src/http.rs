@@ -350,6 +350,20 @@ fn json_answer(path: &str, answer: Result<Vec<u8>, ApiError>) -> HttpResponse {
     }
 }
 
+/// Sends `msg` to the supervisor; a stopped supervisor is an internal error.
+async fn ask<M, T>(supervisor: &Addr<Supervisor>, msg: M) -> Result<T, ApiError>
+where
+    M: actix::Message<Result = Result<T, ProxyError>> + Send + 'static,
+    T: Send + 'static,
+    Supervisor: actix::Handler<M>,
+{
+    supervisor
+        .send(msg)
+        .await
+        .map_err(|e| ApiError::Proxy(ProxyError::Internal(e.to_string())))?
+        .map_err(ApiError::Proxy)
+}
+
 /// The client's request as it is forwarded, and its parameters as the proxy reads them.
 async fn read_request(
     req: &HttpRequest,
@@ -416,18 +430,13 @@ async fn answer_query(
         ("/api/v1/query", Some(t)) => crate::backend::parse_seconds(t),
         _ => None,
     };
-    let merged = state
-        .supervisor
-        .send(Query {
-            request,
-            client_timeout,
-            shape,
-            instant_ms,
-        })
-        .await
-        .map_err(|e| ApiError::Proxy(ProxyError::Internal(e.to_string())))?
-        .map_err(ApiError::Proxy)?;
-    Ok(merged.body)
+    let query = Query {
+        request,
+        client_timeout,
+        shape,
+        instant_ms,
+    };
+    Ok(ask(&state.supervisor, query).await?.body)
 }
 
 async fn meta_query(
@@ -445,13 +454,7 @@ async fn meta_query(
             limit: params.count("limit")?,
             limit_per_metric: params.count("limit_per_metric")?,
         };
-        let merged = state
-            .supervisor
-            .send(query)
-            .await
-            .map_err(|e| ApiError::Proxy(ProxyError::Internal(e.to_string())))?
-            .map_err(ApiError::Proxy)?;
-        Ok(merged.body)
+        Ok(ask(&state.supervisor, query).await?.body)
     };
     json_answer(req.path(), answer.await)
 }
@@ -463,12 +466,7 @@ async fn forward(req: HttpRequest, payload: web::Payload, state: web::Data<State
             request,
             client_timeout: params.duration("timeout")?,
         };
-        state
-            .supervisor
-            .send(forward)
-            .await
-            .map_err(|e| ApiError::Proxy(ProxyError::Internal(e.to_string())))?
-            .map_err(ApiError::Proxy)
+        ask(&state.supervisor, forward).await
     };
     match answer.await {
         Ok(body) => {

@@ -273,21 +273,12 @@ impl Handler<Query> for Supervisor {
             .into_iter()
             .unzip();
             if outcomes.iter().all(Result::is_err) {
-                let failures = names
-                    .iter()
-                    .zip(outcomes)
-                    .filter_map(|(n, o)| o.err().map(|e| (n.clone(), e)))
-                    .collect();
-                return Err(ProxyError::AllFailed(failures));
+                return Err(ProxyError::AllFailed(failures(&names, &outcomes)));
             }
             // The merge is CPU work: keep it off the threads that serve HTTP.
             actix_web::rt::task::spawn_blocking(move || {
                 let started = Instant::now();
-                let mut warnings: Vec<String> = names
-                    .iter()
-                    .zip(&outcomes)
-                    .filter_map(|(n, o)| o.as_ref().err().map(|e| format!("upstream {n}: {e}")))
-                    .collect();
+                let mut warnings = failure_warnings(&names, &outcomes);
                 let upstreams: Vec<Upstream<'_>> = names
                     .iter()
                     .zip(&outcomes)
@@ -327,6 +318,26 @@ fn run_merge<E: Eligibility>(
 }
 
 type Outcome = Result<Held<Answer>, UpstreamError>;
+
+/// Each failed upstream's name and why, in priority order.
+fn failures<T>(
+    names: &[String],
+    outcomes: &[Result<T, UpstreamError>],
+) -> Vec<(String, UpstreamError)> {
+    names
+        .iter()
+        .zip(outcomes)
+        .filter_map(|(n, o)| o.as_ref().err().map(|e| (n.clone(), e.clone())))
+        .collect()
+}
+
+/// One warning per failed upstream, as the merged answer carries them.
+fn failure_warnings<T>(names: &[String], outcomes: &[Result<T, UpstreamError>]) -> Vec<String> {
+    failures(names, outcomes)
+        .into_iter()
+        .map(|(n, e)| format!("upstream {n}: {e}"))
+        .collect()
+}
 
 /// Awaits every upstream's outcome, in priority order, but once one has
 /// `answered`, the others get at most `straggler_timeout` more; those still
@@ -402,39 +413,21 @@ impl Handler<MetaQuery> for Supervisor {
                 let tapes: Vec<Result<_, UpstreamError>> = outcomes
                     .iter_mut()
                     .map(|o| match o {
-                        Ok(body) => meta::parse(&mut body.bytes).map_err(UpstreamError::Answer),
+                        Ok(body) => meta::parse(&mut body.bytes).map_err(UpstreamError::from),
                         Err(e) => Err(e.clone()),
                     })
                     .collect();
                 let answers: Vec<Result<MetaAnswer<'_, '_>, UpstreamError>> = tapes
                     .iter()
                     .map(|t| match t {
-                        Ok(tape) => MetaAnswer::read(query.kind, tape).map_err(|e| match e {
-                            crate::merge::AnswerError::Status { error_type, error } => {
-                                UpstreamError::Rejected {
-                                    status: 200,
-                                    error_type,
-                                    error,
-                                }
-                            }
-                            other => UpstreamError::Answer(other),
-                        }),
+                        Ok(tape) => MetaAnswer::read(query.kind, tape).map_err(UpstreamError::from),
                         Err(e) => Err(e.clone()),
                     })
                     .collect();
                 if answers.iter().all(Result::is_err) {
-                    let failures = names
-                        .iter()
-                        .zip(&answers)
-                        .filter_map(|(n, a)| a.as_ref().err().map(|e| (n.clone(), e.clone())))
-                        .collect();
-                    return Err(ProxyError::AllFailed(failures));
+                    return Err(ProxyError::AllFailed(failures(&names, &answers)));
                 }
-                let warnings: Vec<String> = names
-                    .iter()
-                    .zip(&answers)
-                    .filter_map(|(n, a)| a.as_ref().err().map(|e| format!("upstream {n}: {e}")))
-                    .collect();
+                let warnings = failure_warnings(&names, &answers);
                 let answers: Vec<Option<MetaAnswer<'_, '_>>> =
                     answers.into_iter().map(Result::ok).collect();
                 let opts = MetaOptions {
