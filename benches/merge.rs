@@ -1,53 +1,156 @@
 //! Merge cost against the floor: simd-json parsing the same bytes.
 //!
-//! For each shape and upstream count, the group holds `parse_only` (simd-json
-//! tape of every upstream body, nothing else) and `merge` (our parse into
-//! spans + series map + output written). Their ratio is the figure the
-//! performance issue tracks. Sizes: BENCH_MB (default "2,20") megabytes per
-//! upstream body.
+//! One criterion group per shape, body size and upstream count, holding
+//! `parse_only` (simd-json's tape of every upstream body, nothing else) and
+//! `merge` (our parse + series map + output written); for query answers also
+//! `index_only` (our parse alone) and `merge_masked` (the coverage-aware path).
+//! The ratio merge / parse_only is the figure the performance issue tracks;
+//! `scripts/bench-ratios` prints it as a table.
+//!
+//! Environment: BENCH_MB (default "2,20") megabytes per upstream body;
+//! BENCH_N (default "2,3,5") upstream counts; BENCH_SHAPES (default all) a
+//! comma list of the shapes below.
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use prom_ha_proxy::merge::answer::{Answer, PADDING};
 use prom_ha_proxy::merge::coverage::StepMask;
+use prom_ha_proxy::merge::meta::{self, MetaAnswer, MetaKind, MetaOptions};
 use prom_ha_proxy::merge::{AllEligible, Eligibility, MergeOptions, Upstream, merge};
 use std::fmt::Write;
 
-/// A matrix answer: `series` series of `points` samples, replica `r` of `n`
-/// missing its own tenth of the time range (so the merge has gaps to fill).
-fn matrix(series: usize, points: usize, r: usize, n: usize) -> Vec<u8> {
-    let mut out = String::from(r#"{"status":"success","data":{"resultType":"matrix","result":["#);
-    let hole = (points * r / n.max(1))..(points * r / n.max(1) + points / 10);
-    for s in 0..series {
+/// What one upstream answer holds.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// A matrix of float series, `points` samples each.
+    Floats { points: usize },
+    /// A matrix of classic histogram buckets (`le` labels), `points` samples each.
+    Buckets { points: usize },
+    /// A matrix of native histograms (`histograms`), `points` samples each.
+    Native { points: usize },
+    /// An instant vector: one sample per series.
+    Vector,
+    /// A `label/<name>/values` answer.
+    LabelValues,
+}
+
+const SHAPES: [(&str, Shape); 6] = [
+    ("many_short", Shape::Floats { points: 60 }),
+    ("few_long", Shape::Floats { points: 11_000 }),
+    ("buckets", Shape::Buckets { points: 240 }),
+    ("native", Shape::Native { points: 240 }),
+    ("vector", Shape::Vector),
+    ("label_values", Shape::LabelValues),
+];
+
+const LE: [&str; 12] = [
+    "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf",
+];
+
+fn labels(out: &mut String, shape: Shape, s: usize) {
+    let bucket = match shape {
+        Shape::Buckets { .. } => format!(r#","le":"{}""#, LE[s % LE.len()]),
+        _ => String::new(),
+    };
+    write!(
+        out,
+        r#"{{"metric":{{"__name__":"http_requests_total","code":"{}","instance":"host-{}:9100","job":"api","method":"{}"{bucket}}},"#,
+        [200, 404, 500][s % 3],
+        s / 6,
+        ["GET", "POST"][s % 2]
+    )
+    .unwrap();
+}
+
+/// Replica `r` of `n` of an answer of about `bytes` bytes (or exactly
+/// `series` series when given), each replica missing its own tenth of the
+/// time range, or of the list, so the merge has gaps to fill. Returns the
+/// body and its series count.
+fn answer(
+    shape: Shape,
+    bytes: usize,
+    series: Option<usize>,
+    r: usize,
+    n: usize,
+) -> (Vec<u8>, usize) {
+    let points = match shape {
+        Shape::Floats { points } | Shape::Buckets { points } | Shape::Native { points } => points,
+        Shape::Vector | Shape::LabelValues => 10,
+    };
+    let hole = (points * r / n)..(points * r / n + points / 10);
+    let head = match shape {
+        Shape::Vector => r#"{"status":"success","data":{"resultType":"vector","result":["#,
+        Shape::LabelValues => r#"{"status":"success","data":["#,
+        _ => r#"{"status":"success","data":{"resultType":"matrix","result":["#,
+    };
+    let mut out = String::from(head);
+    let mut s = 0;
+    let more = |s: usize, len: usize| match series {
+        Some(count) => s < count,
+        None => len < bytes,
+    };
+    while more(s, out.len()) {
         if s > 0 {
             out.push(',');
         }
-        write!(
-            out,
-            r#"{{"metric":{{"__name__":"http_requests_total","code":"{}","instance":"host-{}:9100","job":"api","method":"{}"}},"values":["#,
-            [200, 404, 500][s % 3],
-            s / 6,
-            ["GET", "POST"][s % 2]
-        )
-        .unwrap();
-        let mut first = true;
-        for p in (0..points).filter(|p| !hole.contains(p)) {
-            if !first {
-                out.push(',');
+        let t = |p: usize| format!("{}.{:03}", 1_700_000_000 + p * 15, (s * 7) % 1000);
+        match shape {
+            Shape::LabelValues => {
+                // Each replica lacks its own tenth of the values (never the first).
+                if s % (n * 10) == r + 1 {
+                    out.pop();
+                } else {
+                    write!(out, r#""value-{s:09}""#).unwrap();
+                }
             }
-            first = false;
-            write!(
-                out,
-                r#"[{}.{:03},"{}"]"#,
-                1_700_000_000 + p * 15,
-                (s * 7) % 1000,
-                (p * (s + 1)) as f64 * 0.25
-            )
-            .unwrap();
+            Shape::Vector => {
+                labels(&mut out, shape, s);
+                write!(out, r#""value":[{},"{}"]}}"#, t(0), s as f64 * 0.25).unwrap();
+            }
+            Shape::Floats { .. } | Shape::Buckets { .. } => {
+                labels(&mut out, shape, s);
+                out.push_str(r#""values":["#);
+                let mut first = true;
+                for p in (0..points).filter(|p| !hole.contains(p)) {
+                    if !first {
+                        out.push(',');
+                    }
+                    first = false;
+                    write!(out, r#"[{},"{}"]"#, t(p), (p * (s + 1)) as f64 * 0.25).unwrap();
+                }
+                out.push_str("]}");
+            }
+            Shape::Native { .. } => {
+                labels(&mut out, shape, s);
+                out.push_str(r#""histograms":["#);
+                let mut first = true;
+                for p in (0..points).filter(|p| !hole.contains(p)) {
+                    if !first {
+                        out.push(',');
+                    }
+                    first = false;
+                    let c = p * (s + 1);
+                    write!(
+                        out,
+                        r#"[{},{{"count":"{}","sum":"{}","buckets":[[0,"0.5","1","{}"],[0,"1","2","{}"],[0,"2","4","{}"]]}}]"#,
+                        t(p),
+                        3 * c,
+                        c as f64 * 1.5,
+                        c,
+                        c,
+                        c
+                    )
+                    .unwrap();
+                }
+                out.push_str("]}");
+            }
         }
-        out.push_str("]}");
+        s += 1;
     }
-    out.push_str("]}}");
-    out.into_bytes()
+    out.push_str(match shape {
+        Shape::LabelValues => "]}",
+        _ => "]}}",
+    });
+    (out.into_bytes(), s)
 }
 
 /// A coverage answer saying `complete` samples over 4 targets at each of `points` steps.
@@ -92,6 +195,27 @@ fn parse_and_merge<E: Eligibility>(
     out
 }
 
+/// Parses the bodies as label-value answers and merges them.
+fn parse_and_merge_values(mut bufs: Vec<Vec<u8>>, bodies: &[Vec<u8>]) -> Vec<u8> {
+    let tapes: Vec<_> = bufs
+        .iter_mut()
+        .zip(bodies)
+        .map(|(buf, body)| meta::parse(&mut buf[..body.len()]).unwrap())
+        .collect();
+    let answers: Vec<Option<MetaAnswer<'_, '_>>> = tapes
+        .iter()
+        .map(|t| Some(MetaAnswer::read(MetaKind::LabelValues, t).unwrap()))
+        .collect();
+    let opts = MetaOptions {
+        replica_labels: &[],
+        limit: None,
+        limit_per_metric: None,
+    };
+    let mut out = Vec::new();
+    meta::merge_meta(MetaKind::LabelValues, &answers, &[], &opts, &mut out);
+    out
+}
+
 fn padded(body: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(body.len() + PADDING);
     v.extend_from_slice(body);
@@ -99,28 +223,36 @@ fn padded(body: &[u8]) -> Vec<u8> {
     v
 }
 
-fn bench(c: &mut Criterion) {
-    let sizes: Vec<usize> = std::env::var("BENCH_MB")
-        .unwrap_or_else(|_| "2,20".into())
+fn list<T: std::str::FromStr>(var: &str, default: &str) -> Vec<T> {
+    std::env::var(var)
+        .unwrap_or_else(|_| default.into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    // (shape, points per series): many short series, few long series.
-    let shapes = [("many_short", 60usize), ("few_long", 11_000usize)];
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let sizes: Vec<usize> = list("BENCH_MB", "2,20");
+    let counts: Vec<usize> = list("BENCH_N", "2,3,5");
+    let wanted: Vec<String> = list("BENCH_SHAPES", "");
     for mb in sizes {
-        for (shape, points) in shapes {
-            // ~34 bytes per sample: size the series count to the target body size.
-            let series = ((mb << 20) / (points * 34)).max(1);
-            for n in [2usize, 3, 5] {
-                let bodies: Vec<Vec<u8>> = (0..n).map(|r| matrix(series, points, r, n)).collect();
+        for (name, shape) in SHAPES {
+            if !wanted.is_empty() && !wanted.iter().any(|w| w == name) {
+                continue;
+            }
+            for &n in &counts {
+                let (first, series) = answer(shape, mb << 20, None, 0, n);
+                let mut bodies = vec![first];
+                bodies.extend((1..n).map(|r| answer(shape, 0, Some(series), r, n).0));
                 let total: usize = bodies.iter().map(Vec::len).sum();
-                let mut group = c.benchmark_group(format!("matrix_{shape}_{mb}MB_x{n}"));
+                let mut group = c.benchmark_group(format!("{name}_{mb}MB_x{n}"));
                 group
                     .sample_size(10)
                     .throughput(Throughput::Bytes(total as u64));
+                let fresh = || bodies.iter().map(|x| padded(x)).collect::<Vec<_>>();
                 group.bench_function("parse_only", |b| {
                     b.iter_batched(
-                        || bodies.iter().map(|x| padded(x)).collect::<Vec<_>>(),
+                        fresh,
                         |mut bufs| {
                             let mut buffers = simd_json::Buffers::new(0);
                             for (buf, body) in bufs.iter_mut().zip(&bodies) {
@@ -138,9 +270,20 @@ fn bench(c: &mut Criterion) {
                         BatchSize::PerIteration,
                     )
                 });
+                if let Shape::LabelValues = shape {
+                    group.bench_function("merge", |b| {
+                        b.iter_batched(
+                            fresh,
+                            |bufs| std::hint::black_box(parse_and_merge_values(bufs, &bodies)),
+                            BatchSize::PerIteration,
+                        )
+                    });
+                    group.finish();
+                    continue;
+                }
                 group.bench_function("index_only", |b| {
                     b.iter_batched(
-                        || bodies.iter().map(|x| padded(x)).collect::<Vec<_>>(),
+                        fresh,
                         |bufs| {
                             for (buf, body) in bufs.into_iter().zip(&bodies) {
                                 let answer = Answer::parse_padded(buf, body.len()).unwrap();
@@ -152,7 +295,7 @@ fn bench(c: &mut Criterion) {
                 });
                 group.bench_function("merge", |b| {
                     b.iter_batched(
-                        || bodies.iter().map(|x| padded(x)).collect::<Vec<_>>(),
+                        fresh,
                         |bufs| std::hint::black_box(parse_and_merge(bufs, &bodies, &AllEligible)),
                         BatchSize::PerIteration,
                     )
@@ -160,6 +303,12 @@ fn bench(c: &mut Criterion) {
                 // The path queries take with the coverage-aware merge on: every
                 // sample asks the step mask (built here from coverage answers
                 // in which the last upstream is one sample short everywhere).
+                let points = match shape {
+                    Shape::Floats { points }
+                    | Shape::Buckets { points }
+                    | Shape::Native { points } => points,
+                    _ => 1,
+                };
                 let covs: Vec<Answer> = (0..n)
                     .map(|r| coverage(points, if r + 1 == n { 79.0 } else { 80.0 }))
                     .collect();
@@ -171,7 +320,7 @@ fn bench(c: &mut Criterion) {
                 );
                 group.bench_function("merge_masked", |b| {
                     b.iter_batched(
-                        || bodies.iter().map(|x| padded(x)).collect::<Vec<_>>(),
+                        fresh,
                         |bufs| std::hint::black_box(parse_and_merge(bufs, &bodies, &mask)),
                         BatchSize::PerIteration,
                     )

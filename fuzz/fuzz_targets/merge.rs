@@ -1,11 +1,11 @@
 //! Arbitrary upstream bodies into the parsers and the mergers (queries, and
 //! every other merged endpoint): no panic, no unbounded allocation, and
-//! whatever a merge writes is JSON.
+//! whatever a merge writes is JSON; the batched parse agrees with one pass.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use prom_ha_proxy::merge::answer::Answer;
+use prom_ha_proxy::merge::answer::{Answer, PADDING};
 use prom_ha_proxy::merge::coverage::StepMask;
 use prom_ha_proxy::merge::meta::{self, MetaAnswer, MetaKind, MetaOptions};
 use prom_ha_proxy::merge::reorder::{Grouping, Reorder};
@@ -63,6 +63,16 @@ fuzz_target!(|data: &[u8]| {
     let (a, b) = rest.split_at(cut as usize * rest.len() / 256);
     check_meta(a, b);
     let answers: Vec<Option<Answer>> = [a, b].iter().map(|body| Answer::parse(body.to_vec()).ok()).collect();
+    // The batched parse (large bodies) must read what one pass reads, and
+    // accept nothing one pass rejects.
+    for (body, whole) in [a, b].iter().zip(&answers) {
+        let mut buf = body.to_vec();
+        buf.resize(body.len() + PADDING, 0);
+        if let Ok(batched) = Answer::parse_in_batches(buf, body.len(), 1) {
+            let whole = whole.as_ref().expect("the batched parse accepted what one pass rejects");
+            assert_eq!(batched.digest(), whole.digest());
+        }
+    }
     let refs: Vec<Option<&Answer>> = answers.iter().map(Option::as_ref).collect();
     let ups: Vec<Upstream<'_>> = refs.iter().map(|a| Upstream { name: "u", answer: *a }).collect();
     let mask = StepMask::from_coverage(&refs, &[true, true], "c");

@@ -19,6 +19,11 @@ use std::ops::Range;
 /// Extra bytes the parser needs after the body (simd-json reads in blocks).
 pub const PADDING: usize = simd_json::INPUT_PADDING;
 
+/// Above this size, a body's series are parsed a batch of about this many
+/// bytes at a time (see [`Batches`]): the tape and the structural index then
+/// stay this small and in cache, instead of costing three times the body.
+pub const BATCH_BYTES: usize = 256 * 1024;
+
 /// A byte range in an [`Answer`]'s buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Span {
@@ -146,12 +151,24 @@ impl Answer {
 
     /// Like [`Answer::parse`] for a buffer whose first `len` bytes are the body
     /// and whose tail is padding of any content.
-    pub fn parse_padded(mut buf: Vec<u8>, len: usize) -> Result<Answer, AnswerError> {
+    pub fn parse_padded(buf: Vec<u8>, len: usize) -> Result<Answer, AnswerError> {
+        Self::parse_in_batches(buf, len, BATCH_BYTES)
+    }
+
+    /// [`Answer::parse_padded`] with the batch size as a parameter, so tests and
+    /// the fuzz target can take the batched path with small bodies.
+    #[doc(hidden)]
+    pub fn parse_in_batches(
+        mut buf: Vec<u8>,
+        len: usize,
+        batch_bytes: usize,
+    ) -> Result<Answer, AnswerError> {
+        if len > u32::MAX as usize - PADDING {
+            return Err(AnswerError::Json("body larger than 4 GiB".into()));
+        }
         if buf.len() < len + PADDING {
             buf.resize(len + PADDING, 0);
         }
-        let mut buffers = Buffers::new(len);
-        let mut tape = Tape::null();
         // A sample `[1700000000.123,"1"],` takes at least 20 bytes: sized so the
         // table never grows (and copies) while it fills. Pages not written are
         // never touched, so the slack costs address space, not memory.
@@ -159,24 +176,15 @@ impl Answer {
             samples: Vec::with_capacity(len / 20 + 1),
             ..Index::default()
         };
-        let deferred_quotes;
-        // Strings point into `buf`; they are recorded as offsets from its start.
-        let base = buf.as_ptr() as usize;
-        {
-            simd_json::fill_tape_padded(&mut buf, len, &mut buffers, &mut tape)
-                .map_err(|e| AnswerError::Json(e.to_string()))?;
-            let mut walker = Walker {
-                nodes: &tape.0,
-                structurals: buffers.structural_indexes(),
-                base,
-                n: 0,
-                s: 0,
-                deferred_quotes: Vec::new(),
-            };
-            walker.top(&mut index)?;
-            deferred_quotes = walker.deferred_quotes;
-        }
-        drop(tape);
+        let batches = if len > batch_bytes {
+            Batches::find(&buf[..len], batch_bytes)
+        } else {
+            None
+        };
+        let deferred_quotes = match batches {
+            Some(batches) => batches.parse(&mut buf, len, &mut index)?,
+            None => parse_whole(&mut buf, len, &mut index)?,
+        };
         if deferred_quotes
             .iter()
             .any(|&p| buf.get(p as usize) != Some(&b'"'))
@@ -226,6 +234,35 @@ impl Answer {
         &self.samples[s.histograms.start as usize..s.histograms.end as usize]
     }
 
+    /// Everything the merger reads from an answer, as text: for tests that compare two parses.
+    #[doc(hidden)]
+    pub fn digest(&self) -> Vec<String> {
+        let a = self;
+        let mut out = vec![format!("{:?}", a.kind)];
+        for s in &a.series {
+            let labels: Vec<_> = a
+                .series_labels(s)
+                .iter()
+                .map(|l| format!("{}={}", a.text(l.name), a.text(l.value)))
+                .collect();
+            out.push(labels.join(","));
+            for x in a.floats(s).iter().chain(a.histograms(s)) {
+                out.push(format!(
+                    "{} {}",
+                    x.t,
+                    String::from_utf8_lossy(a.bytes(x.raw))
+                ));
+            }
+        }
+        out.extend(a.warnings.iter().map(|&w| format!("warning {}", a.text(w))));
+        out.extend(a.infos.iter().map(|&w| format!("info {}", a.text(w))));
+        out.extend(
+            a.stats
+                .map(|s| String::from_utf8_lossy(a.bytes(s)).into_owned()),
+        );
+        out
+    }
+
     /// Size of the body this answer was parsed from.
     pub fn body_len(&self) -> usize {
         self.buf.len()
@@ -260,6 +297,11 @@ pub fn parse_prom_float(bytes: &[u8]) -> f64 {
 struct Index {
     kind: Option<ResultKind>,
     saw_result: bool,
+    /// Body offset of the first element of `data.result`.
+    first_series: Option<u32>,
+    /// The kind the result's shape implies, when it can tell (an empty array
+    /// could be a vector or a matrix); set by every series, batched or not.
+    shape: Option<ResultKind>,
     labels: Vec<LabelSpan>,
     samples: Vec<Sample>,
     series: Vec<Series>,
@@ -275,11 +317,155 @@ struct Index {
 struct Walker<'a, 'de> {
     nodes: &'a [Node<'de>],
     structurals: &'a [u32],
+    /// Address of the text simd-json parsed; `place` maps offsets in it to the body.
     base: usize,
+    place: Place,
     n: usize,
     s: usize,
-    /// Offsets that must hold a closing quote (see [`Walker::raw_str`]).
+    /// Body offsets that must hold a closing quote (see [`Walker::raw_str`]).
     deferred_quotes: Vec<u32>,
+}
+
+/// Where the text simd-json parsed sits in the body: `offset` bytes in, with
+/// the body's offsets jumping by `gap` from `gap_at` on (the envelope of a
+/// batched parse is the body with its middle series cut out).
+#[derive(Clone, Copy)]
+struct Place {
+    offset: u32,
+    gap_at: u32,
+    gap: u32,
+}
+
+impl Place {
+    const WHOLE: Place = Place::at(0);
+
+    const fn at(offset: u32) -> Place {
+        Place {
+            offset,
+            gap_at: u32::MAX,
+            gap: 0,
+        }
+    }
+
+    #[inline]
+    fn body(self, pos: u32) -> u32 {
+        let gap = if pos >= self.gap_at { self.gap } else { 0 };
+        pos + self.offset + gap
+    }
+}
+
+fn json_error(e: simd_json::Error) -> AnswerError {
+    AnswerError::Json(e.to_string())
+}
+
+/// One simd-json pass over the whole body.
+fn parse_whole(buf: &mut [u8], len: usize, ix: &mut Index) -> Result<Vec<u32>, AnswerError> {
+    let mut buffers = Buffers::new(len);
+    let mut tape = Tape::null();
+    let base = buf.as_ptr() as usize;
+    simd_json::fill_tape_padded(buf, len, &mut buffers, &mut tape).map_err(json_error)?;
+    let mut walker = Walker::new(&tape.0, buffers.structural_indexes(), base, Place::WHOLE);
+    walker.top(ix)?;
+    Ok(walker.deferred_quotes)
+}
+
+/// A large body's `data.result` cut into batches of whole series, each parsed
+/// by simd-json on its own, in place, as the JSON array `[s1,...,sn]`.
+///
+/// Cuts are found with `memmem` on `},{"metric":`. In valid JSON that text
+/// cannot sit inside a string (a string's `"` after `{` would end it and leave
+/// `metric` bare), so each match is a `,` between two objects of one array,
+/// the second keyed "metric": a series boundary. Every byte is still checked
+/// by simd-json: each batch as an array (its first `,` or `[` and its last
+/// `,` briefly overwritten with `[` and `]`), and the rest, the "envelope"
+/// (everything before the first series, then the last series and everything
+/// after it), through a copy that must parse as an answer whose `data.result`
+/// starts exactly where the cut-out series were. A body that is not compact,
+/// or has fewer than two series, is parsed whole.
+struct Batches {
+    /// `cuts[0]` is the `[` opening `data.result`; the others are `,`s between
+    /// series, the last one before the last series.
+    cuts: Vec<u32>,
+}
+
+impl Batches {
+    fn find(body: &[u8], batch_bytes: usize) -> Option<Batches> {
+        let first = memchr::memmem::find(body, b"{\"metric\":")?;
+        if first == 0 || body[first - 1] != b'[' {
+            return None;
+        }
+        let mut cuts = vec![(first - 1) as u32];
+        let mut last = None;
+        for m in memchr::memmem::find_iter(&body[first..], b"},{\"metric\":") {
+            let comma = (first + m + 1) as u32;
+            if (comma - cuts[cuts.len() - 1]) as usize >= batch_bytes {
+                cuts.push(comma);
+            }
+            last = Some(comma);
+        }
+        let last = last?;
+        if cuts[cuts.len() - 1] != last {
+            cuts.push(last);
+        }
+        Some(Batches { cuts })
+    }
+
+    fn parse(&self, buf: &mut [u8], len: usize, ix: &mut Index) -> Result<Vec<u32>, AnswerError> {
+        let mut buffers = Buffers::default();
+        let mut spare: Tape<'static> = Tape::null();
+        let mut deferred = Vec::new();
+        for pair in self.cuts.windows(2) {
+            let (open, close) = (pair[0] as usize, pair[1] as usize);
+            let opener = std::mem::replace(&mut buf[open], b'[');
+            buf[close] = b']';
+            let mut tape = spare.reset();
+            {
+                let piece = &mut buf[open..];
+                let base = piece.as_ptr() as usize;
+                simd_json::fill_tape_padded(piece, close + 1 - open, &mut buffers, &mut tape)
+                    .map_err(json_error)?;
+                let mut walker = Walker::new(
+                    &tape.0,
+                    buffers.structural_indexes(),
+                    base,
+                    Place::at(open as u32),
+                );
+                walker.array("result is not an array", |w| w.series(ix))?;
+                deferred.append(&mut walker.deferred_quotes);
+            }
+            spare = tape.reset();
+            buf[open] = opener;
+            buf[close] = b',';
+        }
+        let first = self.cuts[0] as usize + 1;
+        let last = self.cuts[self.cuts.len() - 1] as usize + 1;
+        let mut envelope = Vec::with_capacity(first + len - last + PADDING);
+        envelope.extend_from_slice(&buf[..first]);
+        envelope.extend_from_slice(&buf[last..len]);
+        let envelope_len = envelope.len();
+        envelope.resize(envelope_len + PADDING, 0);
+        {
+            let mut tape = spare.reset();
+            let base = envelope.as_ptr() as usize;
+            simd_json::fill_tape_padded(&mut envelope, envelope_len, &mut buffers, &mut tape)
+                .map_err(json_error)?;
+            let place = Place {
+                offset: 0,
+                gap_at: first as u32,
+                gap: (last - first) as u32,
+            };
+            let mut walker = Walker::new(&tape.0, buffers.structural_indexes(), base, place);
+            walker.top(ix)?;
+            deferred.append(&mut walker.deferred_quotes);
+        }
+        if ix.first_series != Some(last as u32) {
+            return Err(AnswerError::Shape("series outside data.result"));
+        }
+        // Unescaping rewrote the envelope's strings in the copy; spans read the body.
+        buf[..first].copy_from_slice(&envelope[..first]);
+        buf[last..len].copy_from_slice(&envelope[first..envelope_len]);
+        Ok(deferred)
+    }
 }
 
 /// Built only when needed: an `ok_or(value)` on the hot path would build and
@@ -288,14 +474,26 @@ fn truncated() -> AnswerError {
     AnswerError::Shape("truncated structure")
 }
 
-impl<'de> Walker<'_, 'de> {
-    /// Takes the next value's node and the byte offset where it starts.
+impl<'a, 'de> Walker<'a, 'de> {
+    fn new(nodes: &'a [Node<'de>], structurals: &'a [u32], base: usize, place: Place) -> Self {
+        Walker {
+            nodes,
+            structurals,
+            base,
+            place,
+            n: 0,
+            s: 0,
+            deferred_quotes: Vec::new(),
+        }
+    }
+
+    /// Takes the next value's node and the body offset where it starts.
     fn open(&mut self) -> Result<(Node<'de>, u32), AnswerError> {
         let node = *self.nodes.get(self.n).ok_or_else(truncated)?;
         let pos = *self.structurals.get(self.s).ok_or_else(truncated)?;
         self.n += 1;
         self.s += 1;
-        Ok((node, pos))
+        Ok((node, self.place.body(pos)))
     }
 
     /// Steps over a `,` or `:`.
@@ -307,11 +505,17 @@ impl<'de> Walker<'_, 'de> {
     fn close(&mut self) -> Result<u32, AnswerError> {
         let pos = *self.structurals.get(self.s).ok_or_else(truncated)?;
         self.s += 1;
-        Ok(pos + 1)
+        Ok(self.place.body(pos) + 1)
+    }
+
+    /// Offset of a string in the parsed text (not yet mapped to the body).
+    #[inline]
+    fn local(&self, s: &str) -> u32 {
+        (s.as_ptr() as usize - self.base) as u32
     }
 
     fn span_of(&self, s: &str) -> Span {
-        let start = (s.as_ptr() as usize - self.base) as u32;
+        let start = self.place.body(self.local(s));
         Span {
             start,
             end: start + s.len() as u32,
@@ -330,10 +534,10 @@ impl<'de> Walker<'_, 'de> {
         if s.bytes().any(|b| b == b'"' || b == b'\\') {
             return Err(AnswerError::Shape("escape sequence inside a sample"));
         }
-        let end = self.span_of(s).end;
+        let end = self.local(s) + s.len() as u32;
         // Compact JSON: the next structural is right after the closing quote.
         if self.structurals.get(self.s) != Some(&(end + 1)) {
-            self.deferred_quotes.push(end);
+            self.deferred_quotes.push(self.place.body(end));
         }
         Ok(())
     }
@@ -460,7 +664,6 @@ impl<'de> Walker<'_, 'de> {
     fn data(&mut self, ix: &mut Index) -> Result<(), AnswerError> {
         // resultType may come after result; if so, the result's shape decides it.
         let mut declared = None;
-        let mut seen = None;
         if let Some(Node::Static(StaticNode::Null)) = self.nodes.get(self.n) {
             self.open()?;
             return Ok(());
@@ -477,7 +680,7 @@ impl<'de> Walker<'_, 'de> {
                     })
                 }
                 "result" => {
-                    seen = Some(w.result(ix)?);
+                    w.result(ix)?;
                     ix.saw_result = true;
                 }
                 "stats" => ix.stats = Some(w.skip(true)?),
@@ -488,7 +691,7 @@ impl<'de> Walker<'_, 'de> {
             Ok(())
         })?;
         let single = |k: ResultKind| matches!(k, ResultKind::Scalar | ResultKind::String);
-        if let (Some(d), Some(Some(s))) = (declared, seen) {
+        if let (Some(d), Some(s)) = (declared, ix.shape) {
             // The shape of `result` says scalar for strings too, so compare families.
             if single(d) != single(s) || (!single(d) && d != s) {
                 return Err(AnswerError::Shape("result does not match resultType"));
@@ -498,9 +701,8 @@ impl<'de> Walker<'_, 'de> {
         Ok(())
     }
 
-    /// Parses `data.result`. Returns the kind its shape implies when it can tell
-    /// (an empty array could be a vector or a matrix).
-    fn result(&mut self, ix: &mut Index) -> Result<Option<ResultKind>, AnswerError> {
+    /// Parses `data.result`, noting in `ix.shape` the kind its shape implies.
+    fn result(&mut self, ix: &mut Index) -> Result<(), AnswerError> {
         let Some(&Node::Array { len, .. }) = self.nodes.get(self.n) else {
             return Err(AnswerError::Shape("result is not an array"));
         };
@@ -519,69 +721,81 @@ impl<'de> Walker<'_, 'de> {
                 raw: Span { start, end },
                 text: self.span_of(text),
             });
-            return Ok(Some(ResultKind::Scalar));
+            ix.shape = Some(ResultKind::Scalar);
+            return Ok(());
         }
-        let mut kind = None;
+        let mut first = true;
         self.array("result is not an array", |w| {
-            let labels_start = ix.labels.len() as u32;
-            let floats_start = ix.samples.len() as u32;
-            let mut floats = floats_start..floats_start;
-            let mut histograms = floats_start..floats_start;
-            w.object("series is not an object", |w, key| {
-                match key {
-                    "metric" => {
-                        w.object("metric is not an object", |w, name| {
-                            let name = w.span_of(name);
-                            let value = w.expect_str("label value is not a string")?;
-                            ix.labels.push(LabelSpan {
-                                name,
-                                value: w.span_of(value),
-                            });
-                            Ok(())
-                        })?;
-                    }
-                    "values" | "histograms" => {
-                        kind = Some(ResultKind::Matrix);
-                        let from = ix.samples.len() as u32;
-                        let is_hist = key == "histograms";
-                        w.array("values is not an array", |w| {
-                            let sample = w.sample(is_hist)?;
-                            ix.samples.push(sample);
-                            Ok(())
-                        })?;
-                        let range = from..ix.samples.len() as u32;
-                        if is_hist {
-                            histograms = range
-                        } else {
-                            floats = range
-                        }
-                    }
-                    "value" | "histogram" => {
-                        kind = Some(ResultKind::Vector);
-                        let from = ix.samples.len() as u32;
-                        let sample = w.sample(key == "histogram")?;
+            if first {
+                first = false;
+                let at = *w.structurals.get(w.s).ok_or_else(truncated)?;
+                ix.first_series = Some(w.place.body(at));
+            }
+            w.series(ix)
+        })
+    }
+
+    /// One element of `data.result`: `{"metric":{…},"values":[…]}` and the like.
+    /// Sets `ix.shape` to what its sample keys imply.
+    fn series(&mut self, ix: &mut Index) -> Result<(), AnswerError> {
+        let w = self;
+        let labels_start = ix.labels.len() as u32;
+        let floats_start = ix.samples.len() as u32;
+        let mut floats = floats_start..floats_start;
+        let mut histograms = floats_start..floats_start;
+        w.object("series is not an object", |w, key| {
+            match key {
+                "metric" => {
+                    w.object("metric is not an object", |w, name| {
+                        let name = w.span_of(name);
+                        let value = w.expect_str("label value is not a string")?;
+                        ix.labels.push(LabelSpan {
+                            name,
+                            value: w.span_of(value),
+                        });
+                        Ok(())
+                    })?;
+                }
+                "values" | "histograms" => {
+                    ix.shape = Some(ResultKind::Matrix);
+                    let from = ix.samples.len() as u32;
+                    let is_hist = key == "histograms";
+                    w.array("values is not an array", |w| {
+                        let sample = w.sample(is_hist)?;
                         ix.samples.push(sample);
-                        let range = from..from + 1;
-                        if key == "histogram" {
-                            histograms = range
-                        } else {
-                            floats = range
-                        }
-                    }
-                    _ => {
-                        w.skip(false)?;
+                        Ok(())
+                    })?;
+                    let range = from..ix.samples.len() as u32;
+                    if is_hist {
+                        histograms = range
+                    } else {
+                        floats = range
                     }
                 }
-                Ok(())
-            })?;
-            ix.series.push(Series {
-                labels: labels_start..ix.labels.len() as u32,
-                floats,
-                histograms,
-            });
+                "value" | "histogram" => {
+                    ix.shape = Some(ResultKind::Vector);
+                    let from = ix.samples.len() as u32;
+                    let sample = w.sample(key == "histogram")?;
+                    ix.samples.push(sample);
+                    let range = from..from + 1;
+                    if key == "histogram" {
+                        histograms = range
+                    } else {
+                        floats = range
+                    }
+                }
+                _ => {
+                    w.skip(false)?;
+                }
+            }
             Ok(())
         })?;
-        Ok(kind)
+        ix.series.push(Series {
+            labels: labels_start..ix.labels.len() as u32,
+            floats,
+            histograms,
+        });
+        Ok(())
     }
 
     /// One `[ts,"v"]` or `[ts,{histogram}]`.
@@ -719,6 +933,63 @@ mod tests {
             ),
             Err(AnswerError::Shape(_))
         ));
+    }
+
+    fn parse_batched(s: &str, batch_bytes: usize) -> Result<Answer, AnswerError> {
+        let mut buf = s.as_bytes().to_vec();
+        buf.resize(s.len() + PADDING, 0);
+        Answer::parse_in_batches(buf, s.len(), batch_bytes)
+    }
+
+    const BATCHABLE: &[&str] = &[
+        r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"__name__":"up","job":"a\"b},{\"metric\":"},"values":[[1.5,"1"],[3,"NaN"]]},{"metric":{"job":"\u00e9"},"values":[[2,"2"]]},{"metric":{},"histograms":[[10,{"count":"2","sum":"3","buckets":[[0,"0","1","2"]]}]]},{"metric":{"x":"y"},"values":[[4,"4"]],"histograms":[[5,{"count":"1"}]]}],"stats":{"timings":{"evalTotalTime":0.1}}},"warnings":["w1","w\"2"],"infos":["i"]}"#,
+        r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"a":"1"},"value":[1,"1"]},{"metric":{"a":"2"},"value":[1,"2"]},{"metric":{"a":"3"},"histogram":[1,{"count":"1"}]}]}}"#,
+        r#"{"data":{"result":[{"metric":{"a":"1"},"value":[1,"1"]},{"metric":{"a":"2"},"value":[1,"2"]}],"resultType":"vector"},"status":"success"}"#,
+    ];
+
+    #[test]
+    fn batches_read_exactly_what_one_pass_reads() {
+        for body in BATCHABLE {
+            let whole = parse(body).unwrap().digest();
+            assert!(Batches::find(body.as_bytes(), 1).is_some(), "{body}");
+            for batch_bytes in [1, 40, 100, 1000] {
+                let batched = parse_batched(body, batch_bytes).unwrap();
+                assert_eq!(batched.digest(), whole, "{batch_bytes}: {body}");
+            }
+        }
+    }
+
+    #[test]
+    fn batches_reject_what_one_pass_rejects() {
+        let good = BATCHABLE[0];
+        // Every single-byte corruption that one pass rejects is rejected in batches
+        // too (the batched path must not accept what simd-json would not).
+        let mut rejected = 0;
+        for at in 0..good.len() {
+            for byte in [b'x', b'"', b',', b'}', b']', b'\\'] {
+                let mut bad = good.as_bytes().to_vec();
+                bad[at] = byte;
+                let Ok(bad) = String::from_utf8(bad) else {
+                    continue;
+                };
+                if parse(&bad).is_err() {
+                    rejected += 1;
+                    assert!(
+                        parse_batched(&bad, 1).is_err(),
+                        "accepted in batches: {bad}"
+                    );
+                }
+            }
+        }
+        assert!(rejected > 100, "only {rejected} corruptions tried");
+        // A shape seen only in a batch still has to match resultType.
+        let mixed = r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"c":"a"},"value":[1,"80"]},{"metric":{"c":"b"},"other":1}]}}"#;
+        assert!(parse(mixed).is_err());
+        assert!(parse_batched(mixed, 1).is_err());
+        // Series-like objects outside data.result are not taken as series.
+        let outside = r#"{"status":"success","data":{"resultType":"vector","result":[]},"extra":[{"metric":{}},{"metric":{}}]}"#;
+        assert!(parse_batched(outside, 1).is_err());
+        assert!(parse(outside).unwrap().series.is_empty());
     }
 
     #[test]
