@@ -5,8 +5,10 @@
 //! RSS read from `/usr/bin/time -v`.
 //!
 //! `scripts/bench-e2e [SERIES] [ROUNDS]` (defaults 2400 series, about 50 MB
-//! per range answer, and 7 rounds). A benchmark, not a test: it asserts
-//! nothing about time or memory; it prints them.
+//! per range answer, and 7 rounds). With `E2E_BEFORE=path/to/an/older/binary`
+//! that build runs too, in the same run, and the table gains its columns, so
+//! a change is quoted as before and after. A benchmark, not a test: it
+//! asserts nothing about time or memory; it prints them.
 
 #[path = "harness.rs"]
 mod harness;
@@ -106,26 +108,14 @@ fn main() {
     });
     drop((om_a, om_b));
 
-    // The release proxy under GNU time, which reports its peak RSS when it exits.
-    let port = free_port();
-    let proxy_url = format!("http://127.0.0.1:{port}");
-    let rusage = root.join("proxy.time");
-    let mut time = Command::new("/usr/bin/time");
-    time.arg("-v")
-        .arg("-o")
-        .arg(&rusage)
-        .arg(&proxy_binary)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg(&a.url)
-        .arg(&b.url)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null());
-    let mut timed = spawn_tied(time).expect("run /usr/bin/time (Debian package `time`)");
-    wait_until("proxy ready", Duration::from_secs(30), || {
-        http_get(&format!("{proxy_url}/-/ready")).is_ok_and(|(s, _)| s == 200)
-    });
-
+    let mut binaries = vec![("proxy", proxy_binary)];
+    if let Ok(before) = std::env::var("E2E_BEFORE") {
+        binaries.insert(0, ("before", before.into()));
+    }
+    let proxies: Vec<TimedProxy> = binaries
+        .iter()
+        .map(|(name, binary)| TimedProxy::start(name, binary, &root, &[&a.url, &b.url]))
+        .collect();
     let t = tl.end - 60;
     let range = |q: &str| range_path(&tl, q);
     let instant = |q: &str| instant_path(q, t);
@@ -144,45 +134,105 @@ fn main() {
     println!(
         "{series} series; {rounds} sequential rounds per row; medians in ms; no compression\n"
     );
+    let mut header = String::from("| query | answer bytes | a | b | a and b at once, slower |");
+    for p in &proxies {
+        let n = p.name;
+        write!(
+            header,
+            " {n} | {n} / slowest alone | {n} / slower at once | {n} − slower at once |"
+        )
+        .unwrap();
+    }
+    println!("{header}");
     println!(
-        "| query | answer bytes | a | b | a and b at once, slower | proxy | proxy / slowest alone | proxy / slower at once | proxy − slower at once |"
+        "|---|---|---|---|---|{}",
+        "---|---|---|---|".repeat(proxies.len())
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
     let mut biggest = 0;
     for (name, pq) in &cases {
         let (ma, bytes) = median_ms(&a.url, pq, rounds);
         let (mb, _) = median_ms(&b.url, pq, rounds);
         let both = median_all_at_once_ms(&[&a.url, &b.url], pq, rounds);
-        let (mp, _) = median_ms(&proxy_url, pq, rounds);
         let slowest = ma.max(mb);
         biggest = biggest.max(bytes);
+        let mut row = format!("| {name} | {bytes} | {ma:.2} | {mb:.2} | {both:.2} |");
+        for p in &proxies {
+            let (mp, _) = median_ms(&p.url, pq, rounds);
+            write!(
+                row,
+                " {mp:.2} | {:.3} | {:.3} | {:.2} ms |",
+                mp / slowest,
+                mp / both,
+                mp - both
+            )
+            .unwrap();
+        }
+        println!("{row}");
+    }
+    let bodies_mb = 2.0 * biggest as f64 / 1e6;
+    println!();
+    for p in proxies {
+        let (name, peak_mb) = (p.name, p.stop_and_peak_mb());
         println!(
-            "| {name} | {bytes} | {ma:.2} | {mb:.2} | {both:.2} | {mp:.2} | {:.3} | {:.3} | {:.2} ms |",
-            mp / slowest,
-            mp / both,
-            mp - both
+            "{name} peak RSS: {peak_mb:.1} MB; the largest query's upstream bodies: {bodies_mb:.1} MB; \
+             bound 1.5 x bodies + 30 MB = {:.1} MB; peak / bodies = {:.2}",
+            1.5 * bodies_mb + 30.0,
+            peak_mb / bodies_mb
         );
     }
-    // SIGTERM to the proxy (time's child); time then writes its report.
-    let _ = Command::new("pkill")
-        .args(["-TERM", "-P", &timed.id().to_string()])
-        .status();
-    let _ = timed.wait();
-    let report = std::fs::read_to_string(&rusage).unwrap_or_default();
-    let peak_kb: f64 = report
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("Maximum resident set size (kbytes): ")
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(f64::NAN);
-    let bodies_mb = 2.0 * biggest as f64 / 1e6;
-    println!(
-        "\nproxy peak RSS: {:.1} MB; the largest query's upstream bodies: {bodies_mb:.1} MB; \
-         bound 1.5 x bodies + 30 MB = {:.1} MB; peak / bodies = {:.2}",
-        peak_kb * 1024.0 / 1e6,
-        1.5 * bodies_mb + 30.0,
-        peak_kb * 1024.0 / 1e6 / bodies_mb
-    );
+}
+
+/// A proxy binary run under GNU time, which reports its peak RSS when it exits.
+struct TimedProxy {
+    name: &'static str,
+    url: String,
+    rusage: std::path::PathBuf,
+    timed: std::process::Child,
+}
+
+impl TimedProxy {
+    fn start(name: &'static str, binary: &Path, root: &Path, upstreams: &[&str]) -> TimedProxy {
+        assert!(binary.exists(), "{} missing", binary.display());
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let rusage = root.join(format!("{name}.time"));
+        let mut time = Command::new("/usr/bin/time");
+        time.arg("-v")
+            .arg("-o")
+            .arg(&rusage)
+            .arg(binary)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(upstreams)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null());
+        let timed = spawn_tied(time).expect("run /usr/bin/time (Debian package `time`)");
+        wait_until("proxy ready", Duration::from_secs(30), || {
+            http_get(&format!("{url}/-/ready")).is_ok_and(|(s, _)| s == 200)
+        });
+        TimedProxy {
+            name,
+            url,
+            rusage,
+            timed,
+        }
+    }
+
+    /// SIGTERM to the proxy (time's child); time then writes its report.
+    fn stop_and_peak_mb(mut self) -> f64 {
+        let _ = Command::new("pkill")
+            .args(["-TERM", "-P", &self.timed.id().to_string()])
+            .status();
+        let _ = self.timed.wait();
+        let report = std::fs::read_to_string(&self.rusage).unwrap_or_default();
+        let peak_kb: f64 = report
+            .lines()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("Maximum resident set size (kbytes): ")
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or(f64::NAN);
+        peak_kb * 1024.0 / 1e6
+    }
 }

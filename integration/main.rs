@@ -47,7 +47,15 @@ fn cluster() -> &'static Cluster {
             let r = Prometheus::start("reference", &dr, &om_r);
             (a.join().unwrap(), (b.join().unwrap(), r))
         });
-        let proxy = Proxy::start(proxy_binary(), &[&a.url, &b.url], &[]);
+        // Batches of 2 KB: every answer but the smallest goes through the
+        // batched, parse-as-it-arrives path (`plain` keeps the default, so
+        // these answers are parsed whole there).
+        let proxy = Proxy::start_with_env(
+            proxy_binary(),
+            &[&a.url, &b.url],
+            &[],
+            &[("PROM_HA_PROXY__PARSE_BATCH_BYTES", "2048")],
+        );
         let plain = Proxy::start_with_env(
             proxy_binary(),
             &[&a.url, &b.url],

@@ -71,6 +71,8 @@ pub struct Config {
     pub max_upstream_body_bytes: usize,
     /// Upstream answer bytes held at once, across all queries.
     pub max_in_flight_bytes: usize,
+    /// Query answers are parsed in batches of about this many bytes as they arrive.
+    pub parse_batch_bytes: usize,
     /// Highest priority first.
     pub upstreams: Vec<UpstreamConfig>,
     /// The coverage-aware merge; None when turned off.
@@ -168,6 +170,7 @@ struct RawConfig {
     max_request_body_bytes: Option<i64>,
     max_upstream_body_bytes: Option<i64>,
     max_in_flight_bytes: Option<i64>,
+    parse_batch_bytes: Option<i64>,
     #[serde(default)]
     upstreams: BTreeMap<String, RawUpstream>,
     #[serde(default)]
@@ -282,6 +285,10 @@ impl Config {
             (
                 "max_in_flight_bytes".into(),
                 self.max_in_flight_bytes.to_string(),
+            ),
+            (
+                "parse_batch_bytes".into(),
+                self.parse_batch_bytes.to_string(),
             ),
             ("shutdown_grace".into(), d(self.shutdown_grace)),
             (
@@ -461,6 +468,11 @@ impl RawConfig {
                 "max_in_flight_bytes",
                 self.max_in_flight_bytes,
                 DEFAULT_MAX_IN_FLIGHT_BYTES,
+            )?,
+            parse_batch_bytes: size(
+                "parse_batch_bytes",
+                self.parse_batch_bytes,
+                crate::merge::answer::BATCH_BYTES,
             )?,
             upstreams,
         })

@@ -6,7 +6,9 @@
 //! It decides what a set of upstream outcomes means (merge, or which error),
 //! and nothing about HTTP: the edge maps [`ProxyError`] to a response.
 
-use crate::backend::{ApiRequest, Backend, Body, Fetch, FetchBody, SharedHealth, UpstreamError};
+use crate::backend::{
+    ApiRequest, Backend, Body, Fetch, FetchBody, Reading, SharedHealth, UpstreamError,
+};
 use crate::budget::{Budget, Held};
 use crate::config::{Config, CoverageConfig, HealthConfig, UpstreamConfig};
 use crate::merge::answer::Answer;
@@ -97,7 +99,11 @@ impl Supervisor {
             .map(|u| {
                 let upstream = Arc::new(u.clone());
                 let health = Arc::new(SharedHealth::default());
-                let (max_body, cfg) = (config.max_upstream_body_bytes, config.health.clone());
+                let reading = Reading {
+                    max_body: config.max_upstream_body_bytes,
+                    parse_batch_bytes: config.parse_batch_bytes,
+                };
+                let cfg = config.health.clone();
                 let (for_actor, shared, metrics, budget) = (
                     upstream.clone(),
                     health.clone(),
@@ -108,7 +114,7 @@ impl Supervisor {
                 // Under actix' supervisor: a backend that stops is started again
                 // with the same settings, the others untouched.
                 let addr = actix::Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-                    Backend::new(for_actor, max_body, cfg, shared, metrics, budget)
+                    Backend::new(for_actor, reading, cfg, shared, metrics, budget)
                 });
                 BackendHandle {
                     config: upstream,

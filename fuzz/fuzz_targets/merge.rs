@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use prom_ha_proxy::merge::answer::{Answer, PADDING};
+use prom_ha_proxy::merge::answer::{Answer, PADDING, Parser};
 use prom_ha_proxy::merge::coverage::StepMask;
 use prom_ha_proxy::merge::meta::{self, MetaAnswer, MetaKind, MetaOptions};
 use prom_ha_proxy::merge::reorder::{Grouping, Reorder};
@@ -71,6 +71,18 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(batched) = Answer::parse_in_batches(buf, body.len(), 1) {
             let whole = whole.as_ref().expect("the batched parse accepted what one pass rejects");
             assert_eq!(batched.digest(), whole.digest());
+        }
+        // Fed as it arrives, in chunks.
+        let mut parser = Parser::new(1);
+        let mut buf = Vec::new();
+        let fed = body.chunks(13).try_for_each(|chunk| {
+            buf.extend_from_slice(chunk);
+            let len = buf.len();
+            parser.feed(&mut buf, len)
+        });
+        if let Ok(fed) = fed.and_then(|()| parser.finish(buf, body.len())) {
+            let whole = whole.as_ref().expect("the fed parse accepted what one pass rejects");
+            assert_eq!(fed.digest(), whole.digest());
         }
     }
     let refs: Vec<Option<&Answer>> = answers.iter().map(Option::as_ref).collect();

@@ -20,7 +20,7 @@ use std::ops::Range;
 pub const PADDING: usize = simd_json::INPUT_PADDING;
 
 /// Above this size, a body's series are parsed a batch of about this many
-/// bytes at a time (see [`Batches`]): the tape and the structural index then
+/// bytes at a time (see [`Parser`]): the tape and the structural index then
 /// stay this small and in cache, instead of costing three times the body.
 pub const BATCH_BYTES: usize = 256 * 1024;
 
@@ -159,54 +159,11 @@ impl Answer {
     /// the fuzz target can take the batched path with small bodies.
     #[doc(hidden)]
     pub fn parse_in_batches(
-        mut buf: Vec<u8>,
+        buf: Vec<u8>,
         len: usize,
         batch_bytes: usize,
     ) -> Result<Answer, AnswerError> {
-        if len > u32::MAX as usize - PADDING {
-            return Err(AnswerError::Json("body larger than 4 GiB".into()));
-        }
-        if buf.len() < len + PADDING {
-            buf.resize(len + PADDING, 0);
-        }
-        // A sample `[1700000000.123,"1"],` takes at least 20 bytes: sized so the
-        // table never grows (and copies) while it fills. Pages not written are
-        // never touched, so the slack costs address space, not memory.
-        let mut index = Index {
-            samples: Vec::with_capacity(len / 20 + 1),
-            ..Index::default()
-        };
-        let batches = if len > batch_bytes {
-            Batches::find(&buf[..len], batch_bytes)
-        } else {
-            None
-        };
-        let deferred_quotes = match batches {
-            Some(batches) => batches.parse(&mut buf, len, &mut index)?,
-            None => parse_whole(&mut buf, len, &mut index)?,
-        };
-        if deferred_quotes
-            .iter()
-            .any(|&p| buf.get(p as usize) != Some(&b'"'))
-        {
-            return Err(AnswerError::Shape("escape sequence inside a sample"));
-        }
-        buf.truncate(len);
-        let answer = Answer {
-            buf,
-            kind: index.kind.ok_or(AnswerError::Shape("no data.resultType"))?,
-            labels: index.labels,
-            samples: index.samples,
-            series: index.series,
-            single: index.single,
-            warnings: index.warnings,
-            infos: index.infos,
-            stats: index.stats,
-        };
-        if !index.saw_result {
-            return Err(AnswerError::Shape("no data.result"));
-        }
-        Ok(answer)
+        Parser::new(batch_bytes).finish(buf, len)
     }
 
     /// The bytes behind a span.
@@ -369,102 +326,238 @@ fn parse_whole(buf: &mut [u8], len: usize, ix: &mut Index) -> Result<Vec<u32>, A
     Ok(walker.deferred_quotes)
 }
 
-/// A large body's `data.result` cut into batches of whole series, each parsed
-/// by simd-json on its own, in place, as the JSON array `[s1,...,sn]`.
+/// Parses an answer as its body arrives, a batch of whole series at a time.
 ///
-/// Cuts are found with `memmem` on `},{"metric":`. In valid JSON that text
-/// cannot sit inside a string (a string's `"` after `{` would end it and leave
-/// `metric` bare), so each match is a `,` between two objects of one array,
-/// the second keyed "metric": a series boundary. Every byte is still checked
-/// by simd-json: each batch as an array (its first `,` or `[` and its last
-/// `,` briefly overwritten with `[` and `]`), and the rest, the "envelope"
-/// (everything before the first series, then the last series and everything
-/// after it), through a copy that must parse as an answer whose `data.result`
-/// starts exactly where the cut-out series were. A body that is not compact,
-/// or has fewer than two series, is parsed whole.
-struct Batches {
-    /// `cuts[0]` is the `[` opening `data.result`; the others are `,`s between
-    /// series, the last one before the last series.
-    cuts: Vec<u32>,
+/// A large body's `data.result` is cut into batches of about `batch_bytes`,
+/// each parsed by simd-json on its own, in place, as the JSON array
+/// `[s1,...,sn]` (its first `,` or `[` and its last `,` briefly overwritten
+/// with `[` and `]`), reusing one small tape. Cuts are found with `memmem` on
+/// `},{"metric":`: in valid JSON that text cannot sit inside a string (a
+/// string's `"` after `{` would end it and leave `metric` bare), so each match
+/// is a `,` between two objects of one array, the second keyed "metric".
+///
+/// Every byte is still checked by simd-json: the batches, and the rest, the
+/// "envelope" (everything before the first series, then the last series and
+/// everything after it), parsed from a copy that must be an answer whose
+/// `data.result` starts exactly where the cut-out series were. A body that is
+/// not compact JSON, has fewer than two series or is at most `batch_bytes`
+/// long is parsed whole at the end.
+pub struct Parser {
+    batch_bytes: usize,
+    index: Index,
+    /// The `[` opening `data.result`, once found.
+    first: Option<u32>,
+    /// Where the next batch starts: `first`, or the `,` that ended the last one.
+    open: u32,
+    /// The last series boundary seen.
+    last: Option<u32>,
+    /// Where the search for the next boundary resumes.
+    scanned: usize,
+    /// The first series did not follow a `[`: parse whole.
+    whole: bool,
+    batches: usize,
+    buffers: Buffers,
+    spare: Tape<'static>,
+    deferred: Vec<u32>,
 }
 
-impl Batches {
-    fn find(body: &[u8], batch_bytes: usize) -> Option<Batches> {
-        let first = memchr::memmem::find(body, b"{\"metric\":")?;
-        if first == 0 || body[first - 1] != b'[' {
-            return None;
+const SERIES_START: &[u8] = b"{\"metric\":";
+const SERIES_BOUNDARY: &[u8] = b"},{\"metric\":";
+
+impl Parser {
+    pub fn new(batch_bytes: usize) -> Parser {
+        Parser {
+            batch_bytes,
+            index: Index::default(),
+            first: None,
+            open: 0,
+            last: None,
+            scanned: 0,
+            whole: false,
+            batches: 0,
+            buffers: Buffers::default(),
+            spare: Tape::null(),
+            deferred: Vec::new(),
         }
-        let mut cuts = vec![(first - 1) as u32];
-        let mut last = None;
-        for m in memchr::memmem::find_iter(&body[first..], b"},{\"metric\":") {
-            let comma = (first + m + 1) as u32;
-            if (comma - cuts[cuts.len() - 1]) as usize >= batch_bytes {
-                cuts.push(comma);
-            }
-            last = Some(comma);
-        }
-        let last = last?;
-        if cuts[cuts.len() - 1] != last {
-            cuts.push(last);
-        }
-        Some(Batches { cuts })
     }
 
-    fn parse(&self, buf: &mut [u8], len: usize, ix: &mut Index) -> Result<Vec<u32>, AnswerError> {
-        let mut buffers = Buffers::default();
-        let mut spare: Tape<'static> = Tape::null();
-        let mut deferred = Vec::new();
-        for pair in self.cuts.windows(2) {
-            let (open, close) = (pair[0] as usize, pair[1] as usize);
-            let opener = std::mem::replace(&mut buf[open], b'[');
-            buf[close] = b']';
-            let mut tape = spare.reset();
-            {
-                let piece = &mut buf[open..];
-                let base = piece.as_ptr() as usize;
-                simd_json::fill_tape_padded(piece, close + 1 - open, &mut buffers, &mut tape)
-                    .map_err(json_error)?;
-                let mut walker = Walker::new(
-                    &tape.0,
-                    buffers.structural_indexes(),
-                    base,
-                    Place::at(open as u32),
-                );
-                walker.array("result is not an array", |w| w.series(ix))?;
-                deferred.append(&mut walker.deferred_quotes);
-            }
-            spare = tape.reset();
-            buf[open] = opener;
-            buf[close] = b',';
+    /// Takes in `buf[..len]`, the body so far (`buf` may hold more, which is
+    /// not looked at): parses every batch that is complete and has simd-json's
+    /// padding of body after it.
+    pub fn feed(&mut self, buf: &mut [u8], len: usize) -> Result<(), AnswerError> {
+        self.scan(buf, len, false)
+    }
+
+    /// Parses what is left of the body `buf[..len]` and returns the answer.
+    pub fn finish(self, buf: Vec<u8>, len: usize) -> Result<Answer, AnswerError> {
+        self.finish_counting(buf, len).map(|(answer, _)| answer)
+    }
+
+    /// [`Parser::finish`], also telling how many batches were parsed (0: whole).
+    #[doc(hidden)]
+    pub fn finish_counting(
+        mut self,
+        mut buf: Vec<u8>,
+        len: usize,
+    ) -> Result<(Answer, usize), AnswerError> {
+        if len > u32::MAX as usize - PADDING {
+            return Err(AnswerError::Json("body larger than 4 GiB".into()));
         }
-        let first = self.cuts[0] as usize + 1;
-        let last = self.cuts[self.cuts.len() - 1] as usize + 1;
+        if buf.len() < len + PADDING {
+            buf.resize(len + PADDING, 0);
+        }
+        // A sample `[1700000000.123,"1"],` takes at least 20 bytes: sized so the
+        // table never grows (and copies) while it fills. Pages not written are
+        // never touched, so the slack costs address space, not memory.
+        self.index
+            .samples
+            .reserve((len / 20 + 1).saturating_sub(self.index.samples.len()));
+        if len > self.batch_bytes {
+            self.scan(&mut buf, len, true)?;
+        }
+        let deferred = match (self.batches, self.first, self.last) {
+            (1.., Some(first), Some(last)) => {
+                self.envelope(&mut buf, len, first as usize + 1, last as usize + 1)?;
+                self.deferred
+            }
+            _ => parse_whole(&mut buf, len, &mut self.index)?,
+        };
+        let index = self.index;
+        if deferred.iter().any(|&p| buf.get(p as usize) != Some(&b'"')) {
+            return Err(AnswerError::Shape("escape sequence inside a sample"));
+        }
+        buf.truncate(len);
+        let answer = Answer {
+            buf,
+            kind: index.kind.ok_or(AnswerError::Shape("no data.resultType"))?,
+            labels: index.labels,
+            samples: index.samples,
+            series: index.series,
+            single: index.single,
+            warnings: index.warnings,
+            infos: index.infos,
+            stats: index.stats,
+        };
+        if !index.saw_result {
+            return Err(AnswerError::Shape("no data.result"));
+        }
+        Ok((answer, self.batches))
+    }
+
+    /// Finds boundaries past `scanned` and parses each batch that reached
+    /// `batch_bytes`; at the end, also the last batch, up to the last boundary.
+    fn scan(&mut self, buf: &mut [u8], len: usize, at_end: bool) -> Result<(), AnswerError> {
+        if self.whole {
+            return Ok(());
+        }
+        let Some(first) = self.first else {
+            let Some(at) = memchr::memmem::find(&buf[self.scanned..len], SERIES_START) else {
+                self.scanned = self.scanned.max(len.saturating_sub(SERIES_START.len() - 1));
+                return Ok(());
+            };
+            let at = self.scanned + at;
+            if at == 0 || buf[at - 1] != b'[' {
+                self.whole = true;
+                return Ok(());
+            }
+            self.first = Some(at as u32 - 1);
+            self.open = at as u32 - 1;
+            self.scanned = at;
+            return self.scan(buf, len, at_end);
+        };
+        let finder = memchr::memmem::Finder::new(SERIES_BOUNDARY);
+        loop {
+            let Some(m) = finder.find(&buf[self.scanned..len]) else {
+                self.scanned = self
+                    .scanned
+                    .max(len.saturating_sub(SERIES_BOUNDARY.len() - 1));
+                break;
+            };
+            let comma = self.scanned + m + 1;
+            if comma - self.open as usize >= self.batch_bytes {
+                if !at_end && comma + 1 + PADDING > len {
+                    // Found again on the next call, when its padding has arrived.
+                    self.scanned = comma - 1;
+                    break;
+                }
+                self.batch(buf, self.open as usize, comma)?;
+                self.open = comma as u32;
+            }
+            self.last = Some(comma as u32);
+            self.scanned = comma + 1;
+        }
+        match self.last {
+            Some(last) if at_end && last != self.open && last > first => {
+                self.batch(buf, self.open as usize, last as usize)?;
+                self.open = last;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Parses the series between the cuts `open` and `close` as one array.
+    fn batch(&mut self, buf: &mut [u8], open: usize, close: usize) -> Result<(), AnswerError> {
+        let opener = std::mem::replace(&mut buf[open], b'[');
+        buf[close] = b']';
+        let mut tape = std::mem::replace(&mut self.spare, Tape::null()).reset();
+        {
+            let piece = &mut buf[open..];
+            let base = piece.as_ptr() as usize;
+            simd_json::fill_tape_padded(piece, close + 1 - open, &mut self.buffers, &mut tape)
+                .map_err(json_error)?;
+            let mut walker = Walker::new(
+                &tape.0,
+                self.buffers.structural_indexes(),
+                base,
+                Place::at(open as u32),
+            );
+            let ix = &mut self.index;
+            walker.array("result is not an array", |w| w.series(ix))?;
+            self.deferred.append(&mut walker.deferred_quotes);
+        }
+        self.spare = tape.reset();
+        buf[open] = opener;
+        buf[close] = b',';
+        self.batches += 1;
+        Ok(())
+    }
+
+    /// Parses the envelope: `buf[..first]` (up to the first series) followed by
+    /// `buf[last..len]` (the last series and the rest).
+    fn envelope(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+        first: usize,
+        last: usize,
+    ) -> Result<(), AnswerError> {
         let mut envelope = Vec::with_capacity(first + len - last + PADDING);
         envelope.extend_from_slice(&buf[..first]);
         envelope.extend_from_slice(&buf[last..len]);
         let envelope_len = envelope.len();
         envelope.resize(envelope_len + PADDING, 0);
         {
-            let mut tape = spare.reset();
+            let mut tape = std::mem::replace(&mut self.spare, Tape::null()).reset();
             let base = envelope.as_ptr() as usize;
-            simd_json::fill_tape_padded(&mut envelope, envelope_len, &mut buffers, &mut tape)
+            simd_json::fill_tape_padded(&mut envelope, envelope_len, &mut self.buffers, &mut tape)
                 .map_err(json_error)?;
             let place = Place {
                 offset: 0,
                 gap_at: first as u32,
                 gap: (last - first) as u32,
             };
-            let mut walker = Walker::new(&tape.0, buffers.structural_indexes(), base, place);
-            walker.top(ix)?;
-            deferred.append(&mut walker.deferred_quotes);
+            let mut walker = Walker::new(&tape.0, self.buffers.structural_indexes(), base, place);
+            walker.top(&mut self.index)?;
+            self.deferred.append(&mut walker.deferred_quotes);
         }
-        if ix.first_series != Some(last as u32) {
+        if self.index.first_series != Some(last as u32) {
             return Err(AnswerError::Shape("series outside data.result"));
         }
         // Unescaping rewrote the envelope's strings in the copy; spans read the body.
         buf[..first].copy_from_slice(&envelope[..first]);
         buf[last..len].copy_from_slice(&envelope[first..envelope_len]);
-        Ok(deferred)
+        Ok(())
     }
 }
 
@@ -951,11 +1044,27 @@ mod tests {
     fn batches_read_exactly_what_one_pass_reads() {
         for body in BATCHABLE {
             let whole = parse(body).unwrap().digest();
-            assert!(Batches::find(body.as_bytes(), 1).is_some(), "{body}");
-            for batch_bytes in [1, 40, 100, 1000] {
+            for batch_bytes in [1, 40, 100] {
                 let batched = parse_batched(body, batch_bytes).unwrap();
                 assert_eq!(batched.digest(), whole, "{batch_bytes}: {body}");
+                // Fed as it would arrive, in pieces of every size.
+                for piece in [1, 7, 64, 200] {
+                    let mut parser = Parser::new(batch_bytes);
+                    let mut buf = Vec::new();
+                    for chunk in body.as_bytes().chunks(piece) {
+                        buf.extend_from_slice(chunk);
+                        let len = buf.len();
+                        parser.feed(&mut buf, len).unwrap();
+                    }
+                    let (answer, batches) = parser.finish_counting(buf, body.len()).unwrap();
+                    assert!(batches > 0, "{body}");
+                    assert_eq!(answer.digest(), whole, "{batch_bytes}/{piece}: {body}");
+                }
             }
+            let (_, batches) = Parser::new(body.len())
+                .finish_counting(body.as_bytes().to_vec(), body.len())
+                .unwrap();
+            assert_eq!(batches, 0, "a body no larger than a batch is parsed whole");
         }
     }
 
