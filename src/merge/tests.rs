@@ -452,3 +452,50 @@ fn nothing_to_merge_is_an_error() {
         Err(MergeError::NoAnswers)
     );
 }
+
+#[test]
+fn a_matrix_written_by_several_threads_is_the_same_bytes() {
+    // Three upstreams, 40 series: some in one upstream only, each with its own
+    // gaps, a few with native histograms too.
+    let bodies: Vec<String> = (0..3)
+        .map(|u| {
+            let series: Vec<String> = (0..40)
+                .filter(|s| (s + u) % 7 != 0)
+                .map(|s| {
+                    let values: Vec<String> = (0..30)
+                        .filter(|t| (t + s + u) % 5 != 0)
+                        .map(|t| format!("[{},\"{}\"]", t * 15, t * s))
+                        .collect();
+                    let histograms = if s % 9 == 0 {
+                        format!(",\"histograms\":[[{},{{\"count\":\"{u}\"}}]]", 7 + s)
+                    } else {
+                        String::new()
+                    };
+                    format!(
+                        "{{\"metric\":{{\"s\":\"{s:02}\"}},\"values\":[{}]{histograms}}}",
+                        values.join(",")
+                    )
+                })
+                .collect();
+            format!(
+                "{{\"status\":\"success\",\"data\":{{\"resultType\":\"matrix\",\"result\":[{}]}}}}",
+                series.join(",")
+            )
+        })
+        .collect();
+    let answers: Vec<Answer> = bodies.iter().map(|b| answer(b)).collect();
+    let refs: Vec<Option<&Answer>> = answers.iter().map(Some).collect();
+    let one = run_with(&refs, &MergeOptions::default(), &AllEligible, &[]);
+    assert!(one.1.series == 40 && one.1.filled_samples > 0, "{:?}", one.1);
+    for from in [1, 100] {
+        let threaded = MergeOptions {
+            parallel_from: from,
+            ..Default::default()
+        };
+        assert_eq!(run_with(&refs, &threaded, &AllEligible, &[]), one);
+        assert_eq!(
+            run_with(&refs, &threaded, &OnlyB, &[]),
+            run_with(&refs, &MergeOptions::default(), &OnlyB, &[])
+        );
+    }
+}
