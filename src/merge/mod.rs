@@ -209,7 +209,7 @@ fn merge_matrix<E: Eligibility>(
     out: &mut Vec<u8>,
     report: &mut MergeReport,
 ) {
-    let entries = SeriesMap::build(answers, opts.replica_labels).into_sorted();
+    let entries = SeriesMap::sorted(answers, opts.replica_labels);
     out.push(b'[');
     if !opts.reorder.limits_per_group() {
         let samples: usize = answers.iter().flatten().map(|a| a.samples.len()).sum();
@@ -537,7 +537,7 @@ fn merge_vector<E: Eligibility>(
     out: &mut Vec<u8>,
     report: &mut MergeReport,
 ) {
-    let entries = SeriesMap::build(answers, opts.replica_labels).into_sorted();
+    let entries = SeriesMap::sorted(answers, opts.replica_labels);
     // One sample per label set: the first copy, in priority order, that may contribute.
     let chosen: Vec<(usize, Pick)> = entries
         .iter()
@@ -570,16 +570,20 @@ fn merge_vector<E: Eligibility>(
     let groups = opts
         .reorder
         .groups(chosen.iter().map(|(s, _)| entries[*s].0.as_slice()));
-    let values: Vec<f64> = chosen
-        .iter()
-        .map(|(_, p)| {
-            if p.histogram {
-                f64::NAN
-            } else {
-                sample_and_value(answers, p).1
-            }
-        })
-        .collect();
+    // Values are parsed only to re-apply an ordering or a per-group limit.
+    let values: Vec<f64> = match opts.reorder {
+        Reorder::None => vec![f64::NAN; chosen.len()],
+        _ => chosen
+            .iter()
+            .map(|(_, p)| {
+                if p.histogram {
+                    f64::NAN
+                } else {
+                    sample_and_value(answers, p).1
+                }
+            })
+            .collect(),
+    };
     let mut keep = vec![true; chosen.len()];
     if opts.reorder.limits_per_group() {
         keep.fill(false);

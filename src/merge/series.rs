@@ -1,7 +1,9 @@
 //! The series map: every upstream's series, keyed by label set, in priority order.
 //!
-//! Keys borrow label text straight from the answers' buffers; the map is built
-//! with ahash because it is hashed once per series per upstream on the hot path.
+//! Keys borrow label text straight from the answers' buffers. Answers whose
+//! series already come sorted (Prometheus sorts range answers) are merged in
+//! one pass; others go through a map built with ahash, because it is hashed
+//! once per series per upstream on the hot path, then sorted.
 
 use super::answer::Answer;
 use smallvec::SmallVec;
@@ -19,9 +21,23 @@ pub struct SeriesMap<'a> {
 }
 
 impl<'a> SeriesMap<'a> {
-    /// Builds the map from the answers, given in priority order (`None` for an
-    /// upstream that failed or was excluded).
-    pub fn build(answers: &[Option<&'a Answer>], replica_labels: &[String]) -> Self {
+    /// Every label set of the answers (given in priority order, `None` for an
+    /// upstream that failed or was excluded) with its copies, sorted the way
+    /// Prometheus sorts series (label by label: name, then value; a prefix
+    /// sorts first).
+    ///
+    /// Prometheus sends range answers sorted: while every answer's label sets
+    /// keep ascending they are merged in one pass, with no hashing and no sort.
+    /// At the first one out of order, the map takes over from scratch.
+    pub fn sorted(
+        answers: &[Option<&'a Answer>],
+        replica_labels: &[String],
+    ) -> Vec<(LabelKey<'a>, Copies)> {
+        merge_if_sorted(answers, replica_labels)
+            .unwrap_or_else(|| SeriesMap::build(answers, replica_labels).into_sorted())
+    }
+
+    fn build(answers: &[Option<&'a Answer>], replica_labels: &[String]) -> Self {
         let capacity = answers
             .iter()
             .flatten()
@@ -40,13 +56,85 @@ impl<'a> SeriesMap<'a> {
         SeriesMap { map }
     }
 
-    /// The entries sorted by label set the way Prometheus sorts series
-    /// (label by label: name, then value; a prefix sorts first).
-    pub fn into_sorted(self) -> Vec<(LabelKey<'a>, Copies)> {
+    /// The entries sorted by label set the way Prometheus sorts series.
+    fn into_sorted(self) -> Vec<(LabelKey<'a>, Copies)> {
         let mut entries: Vec<_> = self.map.into_iter().collect();
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         entries
     }
+}
+
+/// One answer's place in [`merge_if_sorted`]: its next series and that series' key.
+struct Cursor<'a> {
+    upstream: u16,
+    answer: &'a Answer,
+    next: u32,
+    head: Option<LabelKey<'a>>,
+}
+
+impl<'a> Cursor<'a> {
+    fn advance(&mut self, replica_labels: &[String]) {
+        self.next += 1;
+        self.head = self
+            .answer
+            .series
+            .get(self.next as usize)
+            .map(|s| label_key(self.answer, s, replica_labels));
+    }
+}
+
+/// Merges the answers' label sets as ascending lists: at each step the least
+/// head, with every upstream whose head it is, in priority order. None as soon
+/// as a list does not strictly ascend.
+fn merge_if_sorted<'a>(
+    answers: &[Option<&'a Answer>],
+    replica_labels: &[String],
+) -> Option<Vec<(LabelKey<'a>, Copies)>> {
+    let mut cursors: SmallVec<[Cursor<'a>; 4]> = answers
+        .iter()
+        .enumerate()
+        .filter_map(|(u, a)| {
+            let answer = (*a)?;
+            let head = answer
+                .series
+                .first()
+                .map(|s| label_key(answer, s, replica_labels));
+            Some(Cursor {
+                upstream: u as u16,
+                answer,
+                next: 0,
+                head,
+            })
+        })
+        .collect();
+    let most = cursors.iter().map(|c| c.answer.series.len()).max();
+    let mut entries: Vec<(LabelKey<'a>, Copies)> = Vec::with_capacity(most.unwrap_or(0));
+    loop {
+        let mut least: Option<usize> = None;
+        for (c, cursor) in cursors.iter().enumerate() {
+            if let Some(head) = &cursor.head
+                && least.is_none_or(|l| Some(head) < cursors[l].head.as_ref())
+            {
+                least = Some(c);
+            }
+        }
+        let Some(l) = least else { break };
+        let key = cursors[l].head.take().expect("the least cursor has a head");
+        let mut copies = Copies::new();
+        // Cursors before `l` have no head equal to `key`: one of them would be least.
+        for (c, cursor) in cursors.iter_mut().enumerate().skip(l) {
+            if c != l && cursor.head.as_ref() != Some(&key) {
+                continue;
+            }
+            copies.push((cursor.upstream, cursor.next));
+            cursor.advance(replica_labels);
+            if cursor.head.as_ref().is_some_and(|next| *next <= key) {
+                return None;
+            }
+        }
+        entries.push((key, copies));
+    }
+    Some(entries)
 }
 
 fn label_key<'a>(
@@ -64,4 +152,83 @@ fn label_key<'a>(
         key.sort_unstable_by(|a, b| a.0.cmp(b.0));
     }
     key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A matrix answer holding the label sets `sets` (as `name=value,...`).
+    fn answer(sets: &[String]) -> Answer {
+        let series: Vec<String> = sets
+            .iter()
+            .map(|set| {
+                let labels: Vec<String> = set
+                    .split(',')
+                    .filter(|l| !l.is_empty())
+                    .map(|l| {
+                        let (n, v) = l.split_once('=').unwrap();
+                        format!("\"{n}\":\"{v}\"")
+                    })
+                    .collect();
+                format!(
+                    "{{\"metric\":{{{}}},\"values\":[[1,\"1\"]]}}",
+                    labels.join(",")
+                )
+            })
+            .collect();
+        let body = format!(
+            "{{\"status\":\"success\",\"data\":{{\"resultType\":\"matrix\",\"result\":[{}]}}}}",
+            series.join(",")
+        );
+        Answer::parse(body.into_bytes()).unwrap()
+    }
+
+    #[test]
+    fn sorted_answers_merge_in_one_pass_as_the_map_sorts_them() {
+        let names = ["a", "b", "c", "d"];
+        // Upstream u holds label sets i where (i + u) % 5 != 0; three layouts,
+        // so a prefix of another label set sorts first; `r` is a replica label.
+        let answers: Vec<Answer> = (0..4)
+            .map(|u| {
+                let mut sets: Vec<(LabelKey<'_>, String)> = (0..40)
+                    .filter(|i| (i + u) % 5 != 0)
+                    .map(|i: usize| {
+                        let mut key = LabelKey::new();
+                        key.push(("a", names[i % 4]));
+                        if !i.is_multiple_of(3) {
+                            key.push(("b", names[(i / 4) % 4]));
+                        }
+                        if i % 5 == 1 {
+                            key.push(("c", names[(i / 16) % 4]));
+                        }
+                        let text: Vec<String> =
+                            key.iter().map(|(n, v)| format!("{n}={v}")).collect();
+                        (key, format!("{},r={u}", text.join(",")))
+                    })
+                    .collect();
+                sets.sort();
+                sets.dedup_by(|x, y| x.0 == y.0);
+                answer(&sets.into_iter().map(|(_, t)| t).collect::<Vec<_>>())
+            })
+            .collect();
+        let mut refs: Vec<Option<&Answer>> = answers.iter().map(Some).collect();
+        refs.insert(1, None);
+        let replica = ["r".to_string()];
+        let merged = merge_if_sorted(&refs, &replica).expect("sorted answers");
+        assert_eq!(merged, SeriesMap::build(&refs, &replica).into_sorted());
+        assert!(merged.iter().any(|(_, c)| c.len() == 4));
+        assert!(merged.iter().any(|(_, c)| c.len() < 4));
+        // Out of order, or a label set twice (once replica labels are gone): the map.
+        let unsorted = answer(&["a=b".into(), "a=a".into()]);
+        let twice = answer(&["a=a,r=1".into(), "a=a,r=2".into()]);
+        for odd in [&unsorted, &twice] {
+            let refs = [Some(&answers[0]), Some(odd)];
+            assert!(merge_if_sorted(&refs, &replica).is_none());
+            assert_eq!(
+                SeriesMap::sorted(&refs, &replica),
+                SeriesMap::build(&refs, &replica).into_sorted()
+            );
+        }
+    }
 }

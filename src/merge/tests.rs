@@ -486,7 +486,11 @@ fn a_matrix_written_by_several_threads_is_the_same_bytes() {
     let answers: Vec<Answer> = bodies.iter().map(|b| answer(b)).collect();
     let refs: Vec<Option<&Answer>> = answers.iter().map(Some).collect();
     let one = run_with(&refs, &MergeOptions::default(), &AllEligible, &[]);
-    assert!(one.1.series == 40 && one.1.filled_samples > 0, "{:?}", one.1);
+    assert!(
+        one.1.series == 40 && one.1.filled_samples > 0,
+        "{:?}",
+        one.1
+    );
     for from in [1, 100] {
         let threaded = MergeOptions {
             parallel_from: from,
