@@ -296,7 +296,6 @@ impl Handler<Query> for Supervisor {
                 let opts = MergeOptions {
                     replica_labels: &replica_labels,
                     reorder,
-                    ..Default::default()
                 };
                 let mask = step_mask(&names, &outcomes, &coverage, &mut warnings);
                 let mut body = Vec::new();

@@ -26,8 +26,7 @@ pub use answer::AnswerError;
 /// Which upstream may contribute a sample at which timestamp.
 ///
 /// The core merge passes [`AllEligible`]; per-step coverage can narrow it.
-/// `Sync`: a large merge asks it from more than one thread.
-pub trait Eligibility: Sync {
+pub trait Eligibility {
     fn allows(&self, upstream: usize, t_ms: i64) -> bool;
     /// True when `allows` is always true, so the merger can skip asking.
     fn is_all(&self) -> bool {
@@ -54,9 +53,6 @@ pub struct MergeOptions<'a> {
     /// Labels removed before series are matched (like Thanos' replica label).
     pub replica_labels: &'a [String],
     pub reorder: Reorder,
-    /// Input samples from which a matrix is written by several threads;
-    /// 0 means [`PARALLEL_SAMPLES`].
-    pub parallel_from: usize,
 }
 
 /// Figures about one merge, for metrics and tests.
@@ -211,58 +207,14 @@ fn merge_matrix<E: Eligibility>(
 ) {
     let entries = SeriesMap::sorted(answers, opts.replica_labels);
     out.push(b'[');
+    let mut picks = Vec::new();
     if !opts.reorder.limits_per_group() {
-        let samples: usize = answers.iter().flatten().map(|a| a.samples.len()).sum();
-        let from = match opts.parallel_from {
-            0 => PARALLEL_SAMPLES,
-            n => n,
-        };
-        let threads = if samples >= from {
-            std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4))
-        } else {
-            1
-        };
-        if threads == 1 {
-            write_matrix_part(answers, &entries, first, eligibility, out, report);
-        } else {
-            // The first part is written here, straight into `out`; the others
-            // on threads of their own, then appended after a comma.
-            let mut parts = entries.chunks(entries.len().div_ceil(threads));
-            let own = parts.next().unwrap_or_default();
-            let others: Vec<(Vec<u8>, MergeReport)> = std::thread::scope(|scope| {
-                let spawned: Vec<_> = parts
-                    .map(|part| {
-                        scope.spawn(move || {
-                            let (mut out, mut report) = (Vec::new(), MergeReport::default());
-                            write_matrix_part(
-                                answers,
-                                part,
-                                first,
-                                eligibility,
-                                &mut out,
-                                &mut report,
-                            );
-                            (out, report)
-                        })
-                    })
-                    .collect();
-                write_matrix_part(answers, own, first, eligibility, out, report);
-                spawned
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                    .collect()
-            });
-            for (part, r) in others {
-                if part.is_empty() {
-                    continue;
-                }
-                if out.last() != Some(&b'[') {
-                    out.push(b',');
-                }
-                out.extend_from_slice(&part);
-                report.series += r.series;
-                report.samples += r.samples;
-                report.filled_samples += r.filled_samples;
+        let mut wrote = false;
+        for (key, copies) in &entries {
+            picks.clear();
+            pick_samples(answers, copies, eligibility, &mut picks);
+            if write_matrix_series(answers, key, &picks, first, wrote, out, report) {
+                wrote = true;
             }
         }
         out.push(b']');
@@ -309,31 +261,6 @@ fn merge_matrix<E: Eligibility>(
         }
     }
     out.push(b']');
-}
-
-/// From this many input samples a matrix is written by two to four threads
-/// (as many as there are cores), each taking a run of the sorted series: at
-/// that size the merge takes tens of milliseconds, a thread ~50 µs to start.
-pub const PARALLEL_SAMPLES: usize = 1 << 20;
-
-/// Picks and writes `entries` (no reordering), comma-separated, into `out`.
-fn write_matrix_part<E: Eligibility>(
-    answers: &[Option<&Answer>],
-    entries: &[(LabelKey<'_>, Copies)],
-    first: usize,
-    eligibility: &E,
-    out: &mut Vec<u8>,
-    report: &mut MergeReport,
-) {
-    let mut picks = Vec::new();
-    let mut wrote = false;
-    for (key, copies) in entries {
-        picks.clear();
-        pick_samples(answers, copies, eligibility, &mut picks);
-        if write_matrix_series(answers, key, &picks, first, wrote, out, report) {
-            wrote = true;
-        }
-    }
 }
 
 fn sample_and_value<'a>(answers: &[Option<&'a Answer>], pick: &Pick) -> (&'a Sample, f64) {
