@@ -115,25 +115,15 @@ fn answer(
                 labels(&mut out, shape, s);
                 write!(out, r#""value":[{},"{}"]}}"#, t(0), s as f64 * 0.25).unwrap();
             }
-            Shape::Floats { .. } | Shape::Buckets { .. } => {
+            Shape::Floats { .. } | Shape::Buckets { .. } | Shape::Native { .. } => {
+                let native = matches!(shape, Shape::Native { .. });
                 let start = out.len();
                 let key = labels(&mut out, shape, s);
-                out.push_str(r#""values":["#);
-                let mut first = true;
-                for p in (0..points).filter(|p| !hole.contains(p)) {
-                    if !first {
-                        out.push(',');
-                    }
-                    first = false;
-                    write!(out, r#"[{},"{}"]"#, t(p), (p * (s + 1)) as f64 * 0.25).unwrap();
-                }
-                out.push_str("]}");
-                pieces.push((key, start..out.len()));
-            }
-            Shape::Native { .. } => {
-                let start = out.len();
-                let key = labels(&mut out, shape, s);
-                out.push_str(r#""histograms":["#);
+                out.push_str(if native {
+                    r#""histograms":["#
+                } else {
+                    r#""values":["#
+                });
                 let mut first = true;
                 for p in (0..points).filter(|p| !hole.contains(p)) {
                     if !first {
@@ -141,17 +131,18 @@ fn answer(
                     }
                     first = false;
                     let c = p * (s + 1);
-                    write!(
-                        out,
-                        r#"[{},{{"count":"{}","sum":"{}","buckets":[[0,"0.5","1","{}"],[0,"1","2","{}"],[0,"2","4","{}"]]}}]"#,
-                        t(p),
-                        3 * c,
-                        c as f64 * 1.5,
-                        c,
-                        c,
-                        c
-                    )
-                    .unwrap();
+                    if native {
+                        write!(
+                            out,
+                            r#"[{},{{"count":"{}","sum":"{}","buckets":[[0,"0.5","1","{c}"],[0,"1","2","{c}"],[0,"2","4","{c}"]]}}]"#,
+                            t(p),
+                            3 * c,
+                            c as f64 * 1.5,
+                        )
+                        .unwrap();
+                    } else {
+                        write!(out, r#"[{},"{}"]"#, t(p), c as f64 * 0.25).unwrap();
+                    }
                 }
                 out.push_str("]}");
                 pieces.push((key, start..out.len()));
