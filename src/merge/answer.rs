@@ -140,12 +140,8 @@ impl Answer {
     /// Parses `body`, which must hold the JSON followed by at least [`PADDING`]
     /// bytes (the parser appends them when missing). Takes the buffer so the
     /// answer can own it.
-    pub fn parse(mut body: Vec<u8>) -> Result<Answer, AnswerError> {
+    pub fn parse(body: Vec<u8>) -> Result<Answer, AnswerError> {
         let len = body.len();
-        if len > u32::MAX as usize - PADDING {
-            return Err(AnswerError::Json("body larger than 4 GiB".into()));
-        }
-        body.resize(len + PADDING, 0);
         Self::parse_padded(body, len)
     }
 
@@ -316,11 +312,15 @@ fn json_error(e: simd_json::Error) -> AnswerError {
 }
 
 /// One simd-json pass over the whole body.
-fn parse_whole(buf: &mut [u8], len: usize, ix: &mut Index) -> Result<Vec<u32>, AnswerError> {
-    let mut buffers = Buffers::new(len);
+fn parse_whole(
+    buf: &mut [u8],
+    len: usize,
+    buffers: &mut Buffers,
+    ix: &mut Index,
+) -> Result<Vec<u32>, AnswerError> {
     let mut tape = Tape::null();
     let base = buf.as_ptr() as usize;
-    simd_json::fill_tape_padded(buf, len, &mut buffers, &mut tape).map_err(json_error)?;
+    simd_json::fill_tape_padded(buf, len, buffers, &mut tape).map_err(json_error)?;
     let mut walker = Walker::new(&tape.0, buffers.structural_indexes(), base, Place::WHOLE);
     walker.top(ix)?;
     Ok(walker.deferred_quotes)
@@ -420,7 +420,7 @@ impl Parser {
                 self.envelope(&mut buf, len, first as usize + 1, last as usize + 1)?;
                 self.deferred
             }
-            _ => parse_whole(&mut buf, len, &mut self.index)?,
+            _ => parse_whole(&mut buf, len, &mut self.buffers, &mut self.index)?,
         };
         let index = self.index;
         if deferred.iter().any(|&p| buf.get(p as usize) != Some(&b'"')) {
@@ -450,7 +450,7 @@ impl Parser {
         if self.whole {
             return Ok(());
         }
-        let Some(first) = self.first else {
+        if self.first.is_none() {
             let Some(at) = memchr::memmem::find(&buf[self.scanned..len], SERIES_START) else {
                 self.scanned = self.scanned.max(len.saturating_sub(SERIES_START.len() - 1));
                 return Ok(());
@@ -464,7 +464,7 @@ impl Parser {
             self.open = at as u32 - 1;
             self.scanned = at;
             return self.scan(buf, len, at_end);
-        };
+        }
         let finder = memchr::memmem::Finder::new(SERIES_BOUNDARY);
         loop {
             let Some(m) = finder.find(&buf[self.scanned..len]) else {
@@ -487,7 +487,7 @@ impl Parser {
             self.scanned = comma + 1;
         }
         match self.last {
-            Some(last) if at_end && last != self.open && last > first => {
+            Some(last) if at_end && last != self.open => {
                 self.batch(buf, self.open as usize, last as usize)?;
                 self.open = last;
             }
