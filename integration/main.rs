@@ -49,12 +49,17 @@ fn cluster() -> &'static Cluster {
         });
         // Batches of 2 KB: every answer but the smallest goes through the
         // batched, parse-as-it-arrives path (`plain` keeps the default, so
-        // these answers are parsed whole there).
+        // these answers are parsed whole there); pieces of 4 KB: every answer
+        // but the smallest is sent on in pieces as it is merged (`plain`
+        // sends these whole).
         let proxy = Proxy::start_with_env(
             proxy_binary(),
             &[&a.url, &b.url],
             &[],
-            &[("PROM_HA_PROXY__PARSE_BATCH_BYTES", "2048")],
+            &[
+                ("PROM_HA_PROXY__PARSE_BATCH_BYTES", "2048"),
+                ("PROM_HA_PROXY__ANSWER_PIECE_BYTES", "4096"),
+            ],
         );
         let plain = Proxy::start_with_env(
             proxy_binary(),
@@ -488,6 +493,71 @@ fn all_upstreams_down_is_a_503_naming_each() {
     assert_eq!(v["errorType"], "unavailable");
     let msg = v["error"].as_str().unwrap();
     assert!(msg.contains(&d1) && msg.contains(&d2), "{msg}");
+}
+
+#[test]
+fn large_answers_go_out_in_pieces_as_they_are_merged_with_the_same_bytes() {
+    let c = cluster();
+    // The hour before hole a: both proxies merge the same complete answers.
+    let (start, end) = (c.tl.start.to_string(), (c.tl.start + 3000).to_string());
+    let q = query_string(&[
+        ("query", "{__name__=~\".+\"}"),
+        ("start", &start),
+        ("end", &end),
+        ("step", "15"),
+    ]);
+    let path = format!("/api/v1/query_range?{q}");
+    let head = |base: &str| {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        fake::raw_request(base, &request).to_ascii_lowercase()
+    };
+    let (pieces, whole) = (head(&c.proxy.url), head(&c.plain.url));
+    assert!(pieces.starts_with("http/1.1 200"), "{pieces}");
+    assert!(pieces.contains("transfer-encoding: chunked"), "{pieces}");
+    assert!(!pieces.contains("content-length"), "{pieces}");
+    assert!(whole.contains("content-length"), "{whole}");
+    let body = |base: &str| http_get(&format!("{base}{path}")).unwrap().1;
+    let (streamed, sent_whole) = (body(&c.proxy.url), body(&c.plain.url));
+    assert!(streamed.len() > 20 * 4096, "{} bytes", streamed.len());
+    assert_eq!(streamed, sent_whole);
+    let want = api(
+        &c.reference.url,
+        "/api/v1/query_range",
+        &[
+            ("query", "{__name__=~\".+\"}"),
+            ("start", &start),
+            ("end", &end),
+            ("step", "15"),
+        ],
+    );
+    let got: Value = serde_json::from_str(&streamed).unwrap();
+    assert_eq!(differences(&points(&got), &points(&want)), vec![]);
+}
+
+#[test]
+fn a_client_that_leaves_mid_answer_costs_nothing_after() {
+    use std::io::{Read, Write};
+    let c = cluster();
+    let q = query_string(&[
+        ("query", "{__name__=~\".+\"}"),
+        ("start", &c.tl.start.to_string()),
+        ("end", &c.tl.end.to_string()),
+        ("step", "15"),
+    ]);
+    let path = format!("/api/v1/query_range?{q}");
+    let whole = http_get(&format!("{}{path}", c.proxy.url)).unwrap().1;
+    for _ in 0..5 {
+        let mut s =
+            std::net::TcpStream::connect(c.proxy.url.trim_start_matches("http://")).unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut first = [0u8; 2048];
+        s.read_exact(&mut first).unwrap();
+        assert!(first.starts_with(b"HTTP/1.1 200"));
+        // Gone, with most of the answer unread.
+    }
+    let again = http_get(&format!("{}{path}", c.proxy.url)).unwrap().1;
+    assert_eq!(again, whole);
 }
 
 #[test]

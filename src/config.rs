@@ -16,6 +16,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_REQUEST_BODY_BYTES: usize = 4 << 20;
 pub const DEFAULT_MAX_UPSTREAM_BODY_BYTES: usize = 512 << 20;
 pub const DEFAULT_MAX_IN_FLIGHT_BYTES: usize = 2 << 30;
+/// A query's merged answer goes out in pieces of about this size, the first
+/// while the rest is merged; a smaller answer goes out whole.
+pub const DEFAULT_ANSWER_PIECE_BYTES: usize = 256 << 10;
 const ENV_PREFIX: &str = "PROM_HA_PROXY";
 
 /// One upstream Prometheus, resolved.
@@ -73,6 +76,8 @@ pub struct Config {
     pub max_in_flight_bytes: usize,
     /// Query answers are parsed in batches of about this many bytes as they arrive.
     pub parse_batch_bytes: usize,
+    /// Merged query answers larger than this are sent in pieces of about this size as they are merged.
+    pub answer_piece_bytes: usize,
     /// Highest priority first.
     pub upstreams: Vec<UpstreamConfig>,
     /// The coverage-aware merge; None when turned off.
@@ -171,6 +176,7 @@ struct RawConfig {
     max_upstream_body_bytes: Option<i64>,
     max_in_flight_bytes: Option<i64>,
     parse_batch_bytes: Option<i64>,
+    answer_piece_bytes: Option<i64>,
     #[serde(default)]
     upstreams: BTreeMap<String, RawUpstream>,
     #[serde(default)]
@@ -289,6 +295,10 @@ impl Config {
             (
                 "parse_batch_bytes".into(),
                 self.parse_batch_bytes.to_string(),
+            ),
+            (
+                "answer_piece_bytes".into(),
+                self.answer_piece_bytes.to_string(),
             ),
             ("shutdown_grace".into(), d(self.shutdown_grace)),
             (
@@ -473,6 +483,11 @@ impl RawConfig {
                 "parse_batch_bytes",
                 self.parse_batch_bytes,
                 crate::merge::answer::BATCH_BYTES,
+            )?,
+            answer_piece_bytes: size(
+                "answer_piece_bytes",
+                self.answer_piece_bytes,
+                DEFAULT_ANSWER_PIECE_BYTES,
             )?,
             upstreams,
         })

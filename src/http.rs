@@ -11,7 +11,7 @@ use crate::merge::json::write_error;
 use crate::merge::meta::MetaKind;
 use crate::metrics::Metrics;
 use crate::query;
-use crate::supervisor::{Forward, MetaQuery, ProxyError, Query, Supervisor};
+use crate::supervisor::{Forward, Merged, MetaQuery, Piece, ProxyError, Query, Supervisor};
 use actix::Addr;
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::Service;
@@ -334,20 +334,59 @@ async fn proxy_query(
     payload: web::Payload,
     state: web::Data<State>,
 ) -> HttpResponse {
-    json_answer(path, answer_query(path, &req, payload, &state).await)
+    let answer = answer_query(path, &req, payload, &state).await;
+    json_answer(&req, &state.metrics, answer)
 }
 
-/// A merged body as a 200 JSON answer, or the error's Prometheus answer.
-fn json_answer(path: &str, answer: Result<Vec<u8>, ApiError>) -> HttpResponse {
+/// A merged answer as a 200 JSON answer, or the error's Prometheus answer.
+fn json_answer(
+    req: &HttpRequest,
+    metrics: &Arc<Metrics>,
+    answer: Result<Merged, ApiError>,
+) -> HttpResponse {
+    let ok = || {
+        let mut res = HttpResponse::Ok();
+        res.insert_header((header::CONTENT_TYPE, "application/json"));
+        res
+    };
     match answer {
-        Ok(body) => HttpResponse::Ok()
-            .insert_header((header::CONTENT_TYPE, "application/json"))
-            .body(body),
+        Ok(Merged::Whole(body)) => ok().body(body),
+        Ok(Merged::Pieces { first, rest }) => {
+            // Streamed bytes are counted as they go (the metrics middleware
+            // sees only a body of unknown size).
+            let endpoint = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+            let metrics = metrics.clone();
+            ok().streaming(pieces(first, rest).inspect(move |piece| {
+                if let Ok(bytes) = piece {
+                    metrics.sent(&endpoint, bytes.len());
+                }
+            }))
+        }
         Err(e) => {
-            log::debug!("{path}: {e:?}");
+            log::debug!("{}: {e:?}", req.path());
             e.response()
         }
     }
+}
+
+/// A merged answer's pieces as a response body. A merge that breaks off ends
+/// the body with an error, so the client sees a cut connection rather than a
+/// complete-looking, truncated answer.
+fn pieces(
+    first: bytes::Bytes,
+    rest: tokio::sync::mpsc::Receiver<Piece>,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    futures_util::stream::once(async { Ok(first) }).chain(futures_util::stream::unfold(
+        Some(rest),
+        |rest| async move {
+            let mut rx = rest?;
+            match rx.recv().await {
+                Some(Piece::More(piece)) => Some((Ok(piece), Some(rx))),
+                Some(Piece::Last(piece)) => Some((Ok(piece), None)),
+                None => Some((Err(std::io::Error::other("the merge broke off")), None)),
+            }
+        },
+    ))
 }
 
 /// Sends `msg` to the supervisor; a stopped supervisor is an internal error.
@@ -397,7 +436,7 @@ async fn answer_query(
     req: &HttpRequest,
     payload: web::Payload,
     state: &State,
-) -> Result<Vec<u8>, ApiError> {
+) -> Result<Merged, ApiError> {
     let (mut request, params) = read_request(req, payload, state).await?;
     // The route's path, not the client's spelling of it (a trailing slash, say).
     request.path = path.to_string();
@@ -436,7 +475,7 @@ async fn answer_query(
         shape,
         instant_ms,
     };
-    Ok(ask(&state.supervisor, query).await?.body)
+    ask(&state.supervisor, query).await
 }
 
 async fn meta_query(
@@ -454,9 +493,10 @@ async fn meta_query(
             limit: params.count("limit")?,
             limit_per_metric: params.count("limit_per_metric")?,
         };
-        Ok(ask(&state.supervisor, query).await?.body)
+        ask(&state.supervisor, query).await
     };
-    json_answer(req.path(), answer.await)
+    let answer = answer.await;
+    json_answer(&req, &state.metrics, answer)
 }
 
 async fn forward(req: HttpRequest, payload: web::Payload, state: web::Data<State>) -> HttpResponse {

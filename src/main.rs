@@ -21,6 +21,7 @@ struct Args {
 }
 
 fn main() {
+    map_large_buffers_apart();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
     let overrides = Overrides {
@@ -37,5 +38,19 @@ fn main() {
     if let Err(e) = actix_web::rt::System::new().block_on(prom_ha_proxy::http::serve(config)) {
         eprintln!("prom-ha-proxy: {e}");
         std::process::exit(1);
+    }
+}
+
+/// Gives every allocation of 4 MiB and more (upstream bodies, their sample
+/// tables) a mapping of its own. Growing one then never copies it, and freeing
+/// one returns its memory at once. Left alone, glibc raises this threshold to
+/// 32 MiB after the first large answer is freed and serves such buffers from
+/// its arenas, where tables growing side by side copy and leave holes: 10 MB
+/// more peak memory for one 38 MB answer from each of two replicas (measured).
+fn map_large_buffers_apart() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a tunable; called before any other thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
     }
 }

@@ -130,11 +130,16 @@ impl Metrics {
                 code: code.to_string(),
             })
             .inc();
+        self.sent(endpoint, sent);
+    }
+
+    /// Counts bytes of an answer sent on `endpoint` (before compression).
+    pub fn sent(&self, endpoint: &str, bytes: usize) {
         self.sent_bytes
             .get_or_create(&EndpointLabels {
                 endpoint: endpoint.to_string(),
             })
-            .inc_by(sent as u64);
+            .inc_by(bytes as u64);
     }
 
     pub fn upstream_request(&self, upstream: &str, outcome: &str, took: Duration, bytes: usize) {

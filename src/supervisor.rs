@@ -18,10 +18,12 @@ use crate::merge::{self, AllEligible, Eligibility, MergeOptions, MergeReport, Up
 use crate::metrics::Metrics;
 use crate::query::{self, QueryShape, Reads};
 use actix::prelude::*;
+use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 
 /// One merged query: the client's request, its `timeout` parameter if any, and its shape.
 #[derive(Message)]
@@ -56,12 +58,32 @@ pub struct Forward {
     pub client_timeout: Option<Duration>,
 }
 
-/// A merged answer, ready to send.
+/// A merged answer, ready to send: whole, or, when it is large, its first
+/// piece and a channel bringing the rest as it is merged.
 #[derive(Debug)]
-pub struct Merged {
-    pub body: Vec<u8>,
-    pub report: MergeReport,
+pub enum Merged {
+    Whole(Bytes),
+    Pieces {
+        first: Bytes,
+        rest: mpsc::Receiver<Piece>,
+    },
 }
+
+/// Part of a query's merged answer, on its way from the merge thread. The
+/// channel closing before a `Last` means the merge broke off.
+#[derive(Debug)]
+pub enum Piece {
+    More(Bytes),
+    Last(Bytes),
+}
+
+/// Pieces waiting for the client at most; the merge waits when it is ahead.
+const PIECES_QUEUED: usize = 4;
+
+/// A client that takes no piece of its answer for this long loses the rest
+/// (the connection is cut), so it cannot hold a merge thread and the upstream
+/// answers forever.
+const CLIENT_STALL: Duration = Duration::from_secs(60);
 
 /// Why a query produced no merged answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +108,10 @@ pub struct Supervisor {
     coverage: Option<CoverageConfig>,
     health: HealthConfig,
     metrics: Arc<Metrics>,
+    /// A query's answer is handed on in pieces of about this size as it is
+    /// merged, so the client is sent the first series while the rest are
+    /// merged, and the proxy never holds a large answer whole.
+    piece_bytes: usize,
 }
 
 impl Supervisor {
@@ -130,6 +156,7 @@ impl Supervisor {
             coverage: config.coverage.clone(),
             health: config.health.clone(),
             metrics,
+            piece_bytes: config.answer_piece_bytes,
         }
     }
 
@@ -268,6 +295,7 @@ impl Handler<Query> for Supervisor {
         let straggler_timeout = self.health.straggler_timeout;
         let metrics = self.metrics.clone();
         let path = request.path.clone();
+        let piece_bytes = self.piece_bytes;
         Box::pin(async move {
             let (outcomes, coverage): (Vec<Outcome>, Vec<Option<Outcome>>) = gather(
                 fetches,
@@ -282,6 +310,8 @@ impl Handler<Query> for Supervisor {
                 return Err(ProxyError::AllFailed(failures(&names, &outcomes)));
             }
             // The merge is CPU work: keep it off the threads that serve HTTP.
+            let (tx, mut rx) = mpsc::channel(PIECES_QUEUED);
+            let runtime = tokio::runtime::Handle::current();
             actix_web::rt::task::spawn_blocking(move || {
                 let started = Instant::now();
                 let mut warnings = failure_warnings(&names, &outcomes);
@@ -298,16 +328,41 @@ impl Handler<Query> for Supervisor {
                     reorder,
                 };
                 let mask = step_mask(&names, &outcomes, &coverage, &mut warnings);
-                let mut body = Vec::new();
-                let report = match &mask {
-                    Some(mask) => run_merge(&upstreams, &warnings, &opts, mask, &mut body),
-                    None => run_merge(&upstreams, &warnings, &opts, &AllEligible, &mut body),
-                }?;
-                metrics.merged(&path, started.elapsed(), report.filled_samples);
-                Ok(Merged { body, report })
-            })
-            .await
-            .map_err(|e| ProxyError::Internal(format!("merge failed: {e}")))?
+                let mut body = Vec::with_capacity(piece_bytes * 5 / 4);
+                let mut client_there = true;
+                let mut spill = |out: &mut Vec<u8>| {
+                    if out.len() >= piece_bytes {
+                        let piece = std::mem::replace(out, Vec::with_capacity(piece_bytes * 5 / 4));
+                        client_there = hand_on(&runtime, &tx, Piece::More(piece.into()));
+                    }
+                    client_there
+                };
+                let merged = match &mask {
+                    Some(mask) => {
+                        run_merge(&upstreams, &warnings, &opts, mask, &mut body, &mut spill)
+                    }
+                    None => run_merge(
+                        &upstreams,
+                        &warnings,
+                        &opts,
+                        &AllEligible,
+                        &mut body,
+                        &mut spill,
+                    ),
+                };
+                // An error drops the channel without a `Last`: the answer breaks off.
+                if let Ok(report) = merged {
+                    metrics.merged(&path, started.elapsed(), report.filled_samples);
+                    if client_there {
+                        hand_on(&runtime, &tx, Piece::Last(body.into()));
+                    }
+                }
+            });
+            match rx.recv().await {
+                Some(Piece::Last(whole)) => Ok(Merged::Whole(whole)),
+                Some(Piece::More(first)) => Ok(Merged::Pieces { first, rest: rx }),
+                None => Err(ProxyError::Internal("merge failed".to_string())),
+            }
         })
     }
 }
@@ -318,9 +373,19 @@ fn run_merge<E: Eligibility>(
     opts: &MergeOptions<'_>,
     eligibility: &E,
     body: &mut Vec<u8>,
+    spill: &mut dyn FnMut(&mut Vec<u8>) -> bool,
 ) -> Result<MergeReport, ProxyError> {
-    merge::merge(upstreams, warnings, opts, eligibility, body)
+    merge::merge_in_pieces(upstreams, warnings, opts, eligibility, body, spill)
         .map_err(|e| ProxyError::Internal(e.to_string()))
+}
+
+/// Sends a piece of an answer from the merge thread, waiting while the client
+/// is behind, up to [`CLIENT_STALL`]; false when the client is gone or stalled.
+fn hand_on(runtime: &tokio::runtime::Handle, tx: &mpsc::Sender<Piece>, piece: Piece) -> bool {
+    // The timer is driven by the arbiter that spawned the merge, which runs on.
+    runtime
+        .block_on(async { tokio::time::timeout(CLIENT_STALL, tx.send(piece)).await })
+        .is_ok_and(|sent| sent.is_ok())
 }
 
 type Outcome = Result<Held<Answer>, UpstreamError>;
@@ -444,10 +509,7 @@ impl Handler<MetaQuery> for Supervisor {
                 let mut body = Vec::new();
                 meta::merge_meta(query.kind, &answers, &warnings, &opts, &mut body);
                 metrics.merged(&path, started.elapsed(), 0);
-                Ok(Merged {
-                    body,
-                    report: MergeReport::default(),
-                })
+                Ok(Merged::Whole(body.into()))
             })
             .await
             .map_err(|e| ProxyError::Internal(format!("merge failed: {e}")))?

@@ -57,12 +57,40 @@ impl ResultKind {
     }
 }
 
-/// One sample: its timestamp in milliseconds (for ordering and eligibility)
-/// and the raw bytes `[ts,"v"]` or `[ts,{histogram}]` it was sent as.
-#[derive(Clone, Copy, Debug)]
-pub struct Sample {
-    pub t: i64,
-    pub raw: Span,
+/// Every sample of an answer, in 12 bytes each (a large answer holds millions):
+/// its timestamp in milliseconds (for ordering and eligibility), and where the
+/// raw bytes `[ts,"v"]` or `[ts,{histogram}]` it was sent as start in the body.
+///
+/// Its end is not stored: only white space and one comma may stand between a
+/// sample's closing `]` and the next sample, so it is the last `]` before the
+/// next start. Each list of samples (a series' `values`, say) is followed by
+/// one extra entry whose start is just past its last sample's `]` plus one,
+/// as if a comma followed, so the last sample's end is found the same way.
+#[derive(Default)]
+pub struct Samples {
+    times: Vec<i64>,
+    starts: Vec<u32>,
+}
+
+impl Samples {
+    fn len(&self) -> u32 {
+        self.starts.len() as u32
+    }
+
+    fn reserve(&mut self, more: usize) {
+        self.times.reserve(more);
+        self.starts.reserve(more);
+    }
+
+    fn push(&mut self, t: i64, start: u32) {
+        self.times.push(t);
+        self.starts.push(start);
+    }
+
+    /// Closes a list of samples whose last one ended at `end` (0: none).
+    fn close_list(&mut self, end: u32) {
+        self.push(i64::MIN, end + 1);
+    }
 }
 
 /// One series of a matrix or vector: ranges into [`Answer`]'s label and sample tables.
@@ -116,7 +144,7 @@ pub struct Answer {
     buf: Vec<u8>,
     pub kind: ResultKind,
     pub labels: Vec<LabelSpan>,
-    pub samples: Vec<Sample>,
+    samples: Samples,
     pub series: Vec<Series>,
     /// Scalar or string result.
     pub single: Option<Single>,
@@ -179,12 +207,45 @@ impl Answer {
         &self.labels[s.labels.start as usize..s.labels.end as usize]
     }
 
-    pub fn floats(&self, s: &Series) -> &[Sample] {
-        &self.samples[s.floats.start as usize..s.floats.end as usize]
+    /// The series' float samples, as indexes for [`Answer::t`] and [`Answer::raw`].
+    pub fn floats(&self, s: &Series) -> Range<u32> {
+        s.floats.clone()
     }
 
-    pub fn histograms(&self, s: &Series) -> &[Sample] {
-        &self.samples[s.histograms.start as usize..s.histograms.end as usize]
+    /// The series' histogram samples, as indexes like [`Answer::floats`].
+    pub fn histograms(&self, s: &Series) -> Range<u32> {
+        s.histograms.clone()
+    }
+
+    /// Sample `i`'s timestamp in milliseconds.
+    #[inline]
+    pub fn t(&self, i: u32) -> i64 {
+        self.samples.times[i as usize]
+    }
+
+    /// The timestamps of the samples `range` (one series' floats, say).
+    #[inline]
+    pub fn times(&self, range: Range<u32>) -> &[i64] {
+        &self.samples.times[range.start as usize..range.end as usize]
+    }
+
+    /// Sample `i`'s raw bytes, as it was sent.
+    #[inline]
+    pub fn raw(&self, i: u32) -> &[u8] {
+        self.run(i, i)
+    }
+
+    /// The bytes from sample `first` to sample `last` of one list, the commas
+    /// (and any white space) between them included.
+    #[inline]
+    pub fn run(&self, first: u32, last: u32) -> &[u8] {
+        let start = self.samples.starts[first as usize] as usize;
+        // See `Samples`: the last `]` before the next start ends `last`.
+        let mut end = self.samples.starts[last as usize + 1] as usize - 1;
+        while self.buf[end - 1] != b']' {
+            end -= 1;
+        }
+        &self.buf[start..end]
     }
 
     /// Everything the merger reads from an answer, as text: for tests that compare two parses.
@@ -199,12 +260,8 @@ impl Answer {
                 .map(|l| format!("{}={}", a.text(l.name), a.text(l.value)))
                 .collect();
             out.push(labels.join(","));
-            for x in a.floats(s).iter().chain(a.histograms(s)) {
-                out.push(format!(
-                    "{} {}",
-                    x.t,
-                    String::from_utf8_lossy(a.bytes(x.raw))
-                ));
+            for i in a.floats(s).chain(a.histograms(s)) {
+                out.push(format!("{} {}", a.t(i), String::from_utf8_lossy(a.raw(i))));
             }
         }
         out.extend(a.warnings.iter().map(|&w| format!("warning {}", a.text(w))));
@@ -222,8 +279,8 @@ impl Answer {
     }
 
     /// The value of a float sample (for re-applying topk/sort), parsed from its raw bytes.
-    pub fn sample_value(&self, sample: &Sample) -> f64 {
-        let raw = self.bytes(sample.raw);
+    pub fn sample_value(&self, i: u32) -> f64 {
+        let raw = self.raw(i);
         // raw is `[ts,"v"]`: the value sits between the last two quotes.
         let end = raw.iter().rposition(|&b| b == b'"');
         let start = end.and_then(|e| raw[..e].iter().rposition(|&b| b == b'"'));
@@ -256,7 +313,7 @@ struct Index {
     /// could be a vector or a matrix); set by every series, batched or not.
     shape: Option<ResultKind>,
     labels: Vec<LabelSpan>,
-    samples: Vec<Sample>,
+    samples: Samples,
     series: Vec<Series>,
     single: Option<Single>,
     warnings: Vec<Span>,
@@ -411,7 +468,7 @@ impl Parser {
         // never touched, so the slack costs address space, not memory.
         self.index
             .samples
-            .reserve((len / 20 + 1).saturating_sub(self.index.samples.len()));
+            .reserve((len / 20 + 1).saturating_sub(self.index.samples.len() as usize));
         if len > self.batch_bytes {
             self.scan(&mut buf, len, true)?;
         }
@@ -833,7 +890,7 @@ impl<'a, 'de> Walker<'a, 'de> {
     fn series(&mut self, ix: &mut Index) -> Result<(), AnswerError> {
         let w = self;
         let labels_start = ix.labels.len() as u32;
-        let floats_start = ix.samples.len() as u32;
+        let floats_start = ix.samples.len();
         let mut floats = floats_start..floats_start;
         let mut histograms = floats_start..floats_start;
         w.object("series is not an object", |w, key| {
@@ -851,14 +908,17 @@ impl<'a, 'de> Walker<'a, 'de> {
                 }
                 "values" | "histograms" => {
                     ix.shape = Some(ResultKind::Matrix);
-                    let from = ix.samples.len() as u32;
+                    let from = ix.samples.len();
                     let is_hist = key == "histograms";
+                    let mut end = 0;
                     w.array("values is not an array", |w| {
-                        let sample = w.sample(is_hist)?;
-                        ix.samples.push(sample);
+                        let (t, start, sample_end) = w.sample(is_hist)?;
+                        ix.samples.push(t, start);
+                        end = sample_end;
                         Ok(())
                     })?;
-                    let range = from..ix.samples.len() as u32;
+                    let range = from..ix.samples.len();
+                    ix.samples.close_list(end);
                     if is_hist {
                         histograms = range
                     } else {
@@ -867,9 +927,10 @@ impl<'a, 'de> Walker<'a, 'de> {
                 }
                 "value" | "histogram" => {
                     ix.shape = Some(ResultKind::Vector);
-                    let from = ix.samples.len() as u32;
-                    let sample = w.sample(key == "histogram")?;
-                    ix.samples.push(sample);
+                    let from = ix.samples.len();
+                    let (t, start, end) = w.sample(key == "histogram")?;
+                    ix.samples.push(t, start);
+                    ix.samples.close_list(end);
                     let range = from..from + 1;
                     if key == "histogram" {
                         histograms = range
@@ -891,8 +952,8 @@ impl<'a, 'de> Walker<'a, 'de> {
         Ok(())
     }
 
-    /// One `[ts,"v"]` or `[ts,{histogram}]`.
-    fn sample(&mut self, histogram: bool) -> Result<Sample, AnswerError> {
+    /// One `[ts,"v"]` or `[ts,{histogram}]`: its time, start and end.
+    fn sample(&mut self, histogram: bool) -> Result<(i64, u32, u32), AnswerError> {
         let (node, start) = self.open()?;
         if !matches!(node, Node::Array { len: 2, .. }) {
             return Err(AnswerError::Shape("sample is not a pair"));
@@ -909,10 +970,7 @@ impl<'a, 'de> Walker<'a, 'de> {
             self.raw_str(value)?;
         }
         let end = self.close()?;
-        Ok(Sample {
-            t,
-            raw: Span { start, end },
-        })
+        Ok((t, start, end))
     }
 }
 
@@ -953,13 +1011,11 @@ mod tests {
             .map(|l| (a.text(l.name), a.text(l.value)))
             .collect();
         assert_eq!(labels, [("__name__", "up"), ("job", "a\"b")]);
-        let raw: Vec<_> = a.floats(s).iter().map(|x| a.bytes(x.raw)).collect();
+        let raw: Vec<_> = a.floats(s).map(|i| a.raw(i)).collect();
         assert_eq!(raw, [&b"[1.5,\"1\"]"[..], &b"[3,\"NaN\"]"[..]]);
-        assert_eq!(a.floats(s)[0].t, 1500);
-        assert_eq!(a.floats(s)[1].t, 3000);
+        assert_eq!(a.times(a.floats(s)), [1500, 3000]);
         let b = parse(r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1435781451.781,"1"],[-1.5,"2"],[0.0015,"3"]]}]}}"#).unwrap();
-        let times: Vec<i64> = b.samples.iter().map(|s| s.t).collect();
-        assert_eq!(times, [1435781451781, -1500, 2]);
+        assert_eq!(b.times(b.floats(&b.series[0])), [1435781451781, -1500, 2]);
         assert_eq!(a.text(a.warnings[0]), "w1");
     }
 
@@ -969,7 +1025,7 @@ mod tests {
         let s = &a.series[0];
         assert!(a.floats(s).is_empty());
         assert_eq!(
-            a.bytes(a.histograms(s)[0].raw),
+            a.raw(a.histograms(s).start),
             br#"[10,{"count":"2","sum":"3","buckets":[[0,"0","1","2"]]}]"#
         );
     }
@@ -978,7 +1034,7 @@ mod tests {
     fn whitespace_does_not_confuse_spans() {
         let a = parse("{ \"status\" : \"success\" , \"data\" : { \"result\" : [ { \"metric\" : { } , \"value\" : [ 1 , \"2\" ] } ] , \"resultType\" : \"vector\" } }").unwrap();
         assert_eq!(a.kind, ResultKind::Vector);
-        assert_eq!(a.bytes(a.samples[0].raw), b"[ 1 , \"2\" ]");
+        assert_eq!(a.raw(a.floats(&a.series[0]).start), b"[ 1 , \"2\" ]");
     }
 
     #[test]

@@ -67,7 +67,7 @@ impl StepMask {
                     .map(|l| a.text(l.value));
                 for sample in a.floats(s) {
                     let counts = &mut table
-                        .entry(sample.t)
+                        .entry(a.t(sample))
                         .or_insert_with(|| vec![Counts::default(); n])[u];
                     let v = a.sample_value(sample);
                     let v = if v.is_finite() { v } else { 0.0 };

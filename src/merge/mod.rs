@@ -16,7 +16,7 @@ pub mod meta;
 pub mod reorder;
 pub mod series;
 
-use answer::{Answer, ResultKind, Sample};
+use answer::{Answer, ResultKind};
 use reorder::{Candidate, Reorder};
 use series::{Copies, LabelKey, SeriesMap};
 use std::collections::HashSet;
@@ -95,6 +95,29 @@ pub fn merge<E: Eligibility>(
     eligibility: &E,
     out: &mut Vec<u8>,
 ) -> Result<MergeReport, MergeError> {
+    let largest = upstreams
+        .iter()
+        .filter_map(|u| u.answer)
+        .map(Answer::body_len)
+        .max()
+        .unwrap_or(0);
+    out.reserve(largest + 256);
+    merge_in_pieces(upstreams, warnings, opts, eligibility, out, &mut |_| true)
+}
+
+/// [`merge`], calling `spill` after each series with the bytes written so far,
+/// so that a caller can send a large answer on in pieces while the rest is
+/// merged (and never hold it whole). `spill` may take any prefix of `out`,
+/// usually all of it; returning false stops the merge (nobody wants the
+/// rest), leaving `out` incomplete.
+pub fn merge_in_pieces<E: Eligibility>(
+    upstreams: &[Upstream<'_>],
+    warnings: &[String],
+    opts: &MergeOptions<'_>,
+    eligibility: &E,
+    out: &mut Vec<u8>,
+    spill: &mut dyn FnMut(&mut Vec<u8>) -> bool,
+) -> Result<MergeReport, MergeError> {
     let first = upstreams
         .iter()
         .position(|u| u.answer.is_some())
@@ -122,22 +145,17 @@ pub fn merge<E: Eligibility>(
         })
         .collect();
 
-    out.reserve(
-        answers
-            .iter()
-            .flatten()
-            .map(|a| a.body_len())
-            .max()
-            .unwrap_or(0)
-            + 256,
-    );
     out.extend_from_slice(b"{\"status\":\"success\",\"data\":{\"resultType\":\"");
     out.extend_from_slice(kind.as_str().as_bytes());
     out.extend_from_slice(b"\",\"result\":");
     let mut report = MergeReport::default();
     match kind {
-        ResultKind::Matrix => merge_matrix(&answers, first, opts, eligibility, out, &mut report),
-        ResultKind::Vector => merge_vector(&answers, first, opts, eligibility, out, &mut report),
+        ResultKind::Matrix => {
+            merge_matrix(&answers, first, opts, eligibility, out, spill, &mut report)
+        }
+        ResultKind::Vector => {
+            merge_vector(&answers, first, opts, eligibility, out, spill, &mut report)
+        }
         ResultKind::Scalar | ResultKind::String => merge_single(&answers, first, eligibility, out),
     }
     if let Some((a, stats)) = answers
@@ -203,6 +221,7 @@ fn merge_matrix<E: Eligibility>(
     opts: &MergeOptions<'_>,
     eligibility: &E,
     out: &mut Vec<u8>,
+    spill: &mut dyn FnMut(&mut Vec<u8>) -> bool,
     report: &mut MergeReport,
 ) {
     let entries = SeriesMap::sorted(answers, opts.replica_labels);
@@ -215,6 +234,9 @@ fn merge_matrix<E: Eligibility>(
             pick_samples(answers, copies, eligibility, &mut picks);
             if write_matrix_series(answers, key, &picks, first, wrote, out, report) {
                 wrote = true;
+                if !spill(out) {
+                    return;
+                }
             }
         }
         out.push(b']');
@@ -227,12 +249,12 @@ fn merge_matrix<E: Eligibility>(
         let mut picks = Vec::new();
         pick_samples(answers, copies, eligibility, &mut picks);
         for (p, pick) in picks.iter().enumerate().filter(|(_, p)| !p.histogram) {
-            let (sample, value) = sample_and_value(answers, pick);
+            let (t, value) = time_and_value(answers, pick);
             cands.push(Candidate {
                 series: s as u32,
                 pick: p as u32,
                 upstream: pick.upstream,
-                t: sample.t,
+                t,
                 value,
             });
         }
@@ -258,15 +280,17 @@ fn merge_matrix<E: Eligibility>(
             .collect();
         if write_matrix_series(answers, key, &kept, first, wrote, out, report) {
             wrote = true;
+            if !spill(out) {
+                return;
+            }
         }
     }
     out.push(b']');
 }
 
-fn sample_and_value<'a>(answers: &[Option<&'a Answer>], pick: &Pick) -> (&'a Sample, f64) {
+fn time_and_value(answers: &[Option<&Answer>], pick: &Pick) -> (i64, f64) {
     let answer = answers[pick.upstream as usize].expect("picks only name answering upstreams");
-    let sample = &answer.samples[pick.sample as usize];
-    (sample, answer.sample_value(sample))
+    (answer.t(pick.sample), answer.sample_value(pick.sample))
 }
 
 /// One upstream's copy of a series: upstream, answer, float and histogram sample ranges.
@@ -316,10 +340,10 @@ fn pick_samples<E: Eligibility>(
         let mut t_min = i64::MAX;
         for ((_, a, f, h), (fi, hi)) in lists.iter().zip(&heads) {
             if *fi < f.end {
-                t_min = t_min.min(a.samples[*fi as usize].t);
+                t_min = t_min.min(a.t(*fi));
             }
             if *hi < h.end {
-                t_min = t_min.min(a.samples[*hi as usize].t);
+                t_min = t_min.min(a.t(*hi));
             }
         }
         if t_min == i64::MAX {
@@ -327,8 +351,8 @@ fn pick_samples<E: Eligibility>(
         }
         let mut chosen = None;
         for ((u, a, f, h), (fi, hi)) in lists.iter().zip(heads.iter_mut()) {
-            let float_here = *fi < f.end && a.samples[*fi as usize].t == t_min;
-            let hist_here = *hi < h.end && a.samples[*hi as usize].t == t_min;
+            let float_here = *fi < f.end && a.t(*fi) == t_min;
+            let hist_here = *hi < h.end && a.t(*hi) == t_min;
             if chosen.is_none()
                 && (float_here || hist_here)
                 && eligibility.allows(*u as usize, t_min)
@@ -359,25 +383,25 @@ fn pick_samples<E: Eligibility>(
 /// [`pick_samples`] for copies holding float samples only (the usual case):
 /// a k-way merge over slices, highest priority first at each timestamp.
 fn pick_floats<E: Eligibility>(lists: &[CopyRanges<'_>], eligibility: &E, picks: &mut Vec<Pick>) {
-    let copies: smallvec::SmallVec<[(u16, &[Sample], u32); 4]> = lists
+    let copies: smallvec::SmallVec<[(u16, &[i64], u32); 4]> = lists
         .iter()
-        .map(|(u, a, f, _)| (*u, &a.samples[f.start as usize..f.end as usize], f.start))
+        .map(|(u, a, f, _)| (*u, a.times(f.clone()), f.start))
         .collect();
     let mut heads: smallvec::SmallVec<[usize; 4]> = smallvec::smallvec![0; copies.len()];
     let all = eligibility.is_all();
     loop {
         let mut t_min = i64::MAX;
-        for ((_, samples, _), &h) in copies.iter().zip(&heads) {
-            if let Some(s) = samples.get(h) {
-                t_min = t_min.min(s.t);
+        for ((_, times, _), &h) in copies.iter().zip(&heads) {
+            if let Some(&t) = times.get(h) {
+                t_min = t_min.min(t);
             }
         }
         if t_min == i64::MAX {
             break;
         }
         let mut chosen = false;
-        for ((u, samples, base), h) in copies.iter().zip(heads.iter_mut()) {
-            if samples.get(*h).is_some_and(|s| s.t == t_min) {
+        for ((u, times, base), h) in copies.iter().zip(heads.iter_mut()) {
+            if times.get(*h) == Some(&t_min) {
                 if !chosen && (all || eligibility.allows(*u as usize, t_min)) {
                     picks.push(Pick {
                         upstream: *u,
@@ -429,14 +453,7 @@ fn write_matrix_series(
             out.extend_from_slice(if any { b"," } else { field });
             any = true;
             let a = answers[first_pick.upstream as usize].expect("picked upstream answered");
-            let (from, to) = (
-                a.samples[first_pick.sample as usize].raw,
-                a.samples[last as usize].raw,
-            );
-            out.extend_from_slice(a.bytes(answer::Span {
-                start: from.start,
-                end: to.end,
-            }));
+            out.extend_from_slice(a.run(first_pick.sample, last));
             if first_pick.upstream as usize != first {
                 report.filled_samples += (last - first_pick.sample + 1) as usize;
             }
@@ -462,6 +479,7 @@ fn merge_vector<E: Eligibility>(
     opts: &MergeOptions<'_>,
     eligibility: &E,
     out: &mut Vec<u8>,
+    spill: &mut dyn FnMut(&mut Vec<u8>) -> bool,
     report: &mut MergeReport,
 ) {
     let entries = SeriesMap::sorted(answers, opts.replica_labels);
@@ -481,16 +499,14 @@ fn merge_vector<E: Eligibility>(
                     (false, true) => (series.histograms.start, true),
                     (false, false) => return None,
                 };
-                eligibility
-                    .allows(u as usize, a.samples[sample as usize].t)
-                    .then_some((
-                        s,
-                        Pick {
-                            upstream: u,
-                            sample,
-                            histogram,
-                        },
-                    ))
+                eligibility.allows(u as usize, a.t(sample)).then_some((
+                    s,
+                    Pick {
+                        upstream: u,
+                        sample,
+                        histogram,
+                    },
+                ))
             })
         })
         .collect();
@@ -506,7 +522,7 @@ fn merge_vector<E: Eligibility>(
                 if p.histogram {
                     f64::NAN
                 } else {
-                    sample_and_value(answers, p).1
+                    time_and_value(answers, p).1
                 }
             })
             .collect(),
@@ -548,11 +564,14 @@ fn merge_vector<E: Eligibility>(
             b",\"value\":"
         });
         let a = answers[p.upstream as usize].expect("picked upstream answered");
-        out.extend_from_slice(a.bytes(a.samples[p.sample as usize].raw));
+        out.extend_from_slice(a.raw(p.sample));
         out.push(b'}');
         report.series += 1;
         report.samples += 1;
         report.filled_samples += (p.upstream as usize != first) as usize;
+        if !spill(out) {
+            return;
+        }
     }
     out.push(b']');
 }

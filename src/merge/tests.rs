@@ -51,6 +51,16 @@ fn run_with<E: Eligibility>(
         .collect();
     let mut out = Vec::new();
     let report = merge(&ups, warnings, opts, e, &mut out).expect("merge");
+    // Handed on in pieces, after every series, the same bytes come out.
+    let (mut pieces, mut rest) = (Vec::<Vec<u8>>::new(), Vec::new());
+    let mut spill = |out: &mut Vec<u8>| {
+        pieces.push(std::mem::take(out));
+        true
+    };
+    let in_pieces = merge_in_pieces(&ups, warnings, opts, e, &mut rest, &mut spill);
+    assert_eq!(in_pieces.as_ref(), Ok(&report));
+    pieces.push(rest);
+    assert_eq!(pieces.concat(), out, "pieces differ from the whole answer");
     let text = String::from_utf8(out).expect("utf8");
     // Whatever the merge writes must be JSON.
     simd_json::to_owned_value(&mut text.clone().into_bytes()).expect("merged output is JSON");
@@ -451,4 +461,36 @@ fn nothing_to_merge_is_an_error() {
         merge(&ups, &[], &MergeOptions::default(), &AllEligible, &mut out),
         Err(MergeError::NoAnswers)
     );
+}
+
+#[test]
+fn a_spill_that_declines_stops_the_merge_after_that_series() {
+    let a = answer(&matrix(&[
+        (r#"{"i":"1"}"#, &[(1, "a")]),
+        (r#"{"i":"2"}"#, &[(1, "b")]),
+        (r#"{"i":"3"}"#, &[(1, "c")]),
+    ]));
+    let ups = [Upstream {
+        name: "a",
+        answer: Some(&a),
+    }];
+    let mut calls = 0;
+    let mut spill = |_: &mut Vec<u8>| {
+        calls += 1;
+        false
+    };
+    let mut out = Vec::new();
+    let report = merge_in_pieces(
+        &ups,
+        &[],
+        &MergeOptions::default(),
+        &AllEligible,
+        &mut out,
+        &mut spill,
+    )
+    .expect("merge");
+    assert_eq!(calls, 1);
+    assert_eq!(report.series, 1);
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains(r#""i":"1""#) && !text.contains(r#""i":"2""#));
 }
