@@ -482,7 +482,7 @@ fn merge_vector<E: Eligibility>(
     spill: &mut dyn FnMut(&mut Vec<u8>) -> bool,
     report: &mut MergeReport,
 ) {
-    let entries = SeriesMap::sorted(answers, opts.replica_labels);
+    let entries = SeriesMap::in_answer_order(answers, opts.replica_labels);
     // One sample per label set: the first copy, in priority order, that may contribute.
     let chosen: Vec<(usize, Pick)> = entries
         .iter()

@@ -33,14 +33,14 @@ pub enum Reorder {
         bottom: bool,
         grouping: Grouping,
     },
-    /// `limitk`: at most k series per group at each timestamp, the first in label order.
+    /// `limitk`: at most k series per group at each timestamp, the first in the merged order.
     LimitK { k: usize, grouping: Grouping },
 }
 
 /// One float sample competing for a place: which series, at what time, its value.
 #[derive(Clone, Copy, Debug)]
 pub struct Candidate {
-    /// Index of the series in label order (also the tie-breaker).
+    /// Index of the series in the merged order (also the tie-breaker).
     pub series: u32,
     /// Index of the sample within that series' picks.
     pub pick: u32,
@@ -62,7 +62,7 @@ impl Reorder {
         }
     }
 
-    /// Assigns each series (given as label sets in label order) a group number.
+    /// Assigns each series (given as label sets, pairs sorted by name) a group number.
     pub fn groups<'a>(
         &self,
         label_sets: impl Iterator<Item = &'a [(&'a str, &'a str)]>,

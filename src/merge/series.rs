@@ -6,8 +6,8 @@
 //! once per series per upstream on the hot path, then sorted.
 
 use super::answer::Answer;
+use hashbrown::HashTable;
 use smallvec::SmallVec;
-use std::collections::HashMap;
 
 /// A label set, sorted by name, with replica labels removed.
 pub type LabelKey<'a> = SmallVec<[(&'a str, &'a str); 8]>;
@@ -16,8 +16,13 @@ pub type LabelKey<'a> = SmallVec<[(&'a str, &'a str); 8]>;
 pub type Copies = SmallVec<[(u16, u32); 4]>;
 
 /// Label set → every upstream's copy of that series, highest priority first.
+///
+/// The entries sit in a vector in first-seen order; the hash table holds only
+/// their indexes. A label set is large (its pairs inline), so a table of whole
+/// entries would be tens of MB for a large vector, and rehashing or sorting it
+/// would move every entry many times; a table of `u32`s stays in cache.
 pub struct SeriesMap<'a> {
-    map: HashMap<LabelKey<'a>, Copies, ahash::RandomState>,
+    entries: Vec<(LabelKey<'a>, Copies)>,
 }
 
 impl<'a> SeriesMap<'a> {
@@ -37,6 +42,19 @@ impl<'a> SeriesMap<'a> {
             .unwrap_or_else(|| SeriesMap::build(answers, replica_labels).into_sorted())
     }
 
+    /// Every label set of the answers with its copies, in the answers' own
+    /// order: the first answer's, then label sets only later answers hold, in
+    /// theirs (or sorted, when every answer is). For instant vectors, whose
+    /// order Prometheus leaves unspecified: the highest-priority replica's
+    /// order is kept, as it would answer alone, and no sort is paid.
+    pub fn in_answer_order(
+        answers: &[Option<&'a Answer>],
+        replica_labels: &[String],
+    ) -> Vec<(LabelKey<'a>, Copies)> {
+        merge_if_sorted(answers, replica_labels)
+            .unwrap_or_else(|| SeriesMap::build(answers, replica_labels).entries)
+    }
+
     fn build(answers: &[Option<&'a Answer>], replica_labels: &[String]) -> Self {
         let capacity = answers
             .iter()
@@ -44,23 +62,45 @@ impl<'a> SeriesMap<'a> {
             .map(|a| a.series.len())
             .max()
             .unwrap_or(0);
-        let mut map: HashMap<LabelKey<'a>, Copies, ahash::RandomState> =
-            HashMap::with_capacity_and_hasher(capacity, ahash::RandomState::new());
+        let hasher = ahash::RandomState::new();
+        let mut table: HashTable<u32> = HashTable::with_capacity(capacity);
+        let mut entries: Vec<(LabelKey<'a>, Copies)> = Vec::with_capacity(capacity);
         for (u, answer) in answers.iter().enumerate() {
             let Some(answer) = answer else { continue };
             for (i, series) in answer.series.iter().enumerate() {
                 let key = label_key(answer, series, replica_labels);
-                map.entry(key).or_default().push((u as u16, i as u32));
+                let copy = (u as u16, i as u32);
+                let entry = table.entry(
+                    hasher.hash_one(&key),
+                    |&e| entries[e as usize].0 == key,
+                    |&e| hasher.hash_one(&entries[e as usize].0),
+                );
+                match entry {
+                    hashbrown::hash_table::Entry::Occupied(e) => {
+                        entries[*e.get() as usize].1.push(copy)
+                    }
+                    hashbrown::hash_table::Entry::Vacant(v) => {
+                        v.insert(entries.len() as u32);
+                        entries.push((key, smallvec::smallvec![copy]));
+                    }
+                }
             }
         }
-        SeriesMap { map }
+        SeriesMap { entries }
     }
 
     /// The entries sorted by label set the way Prometheus sorts series.
     fn into_sorted(self) -> Vec<(LabelKey<'a>, Copies)> {
-        let mut entries: Vec<_> = self.map.into_iter().collect();
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        entries
+        // The order is sorted, not the entries: each is moved once, not at every swap.
+        let mut order: Vec<u32> = (0..self.entries.len() as u32).collect();
+        order
+            .sort_unstable_by(|&a, &b| self.entries[a as usize].0.cmp(&self.entries[b as usize].0));
+        let mut slots: Vec<Option<(LabelKey<'a>, Copies)>> =
+            self.entries.into_iter().map(Some).collect();
+        order
+            .into_iter()
+            .map(|e| slots[e as usize].take().expect("each entry is placed once"))
+            .collect()
     }
 }
 

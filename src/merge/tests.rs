@@ -494,3 +494,42 @@ fn a_spill_that_declines_stops_the_merge_after_that_series() {
     let text = String::from_utf8(out).unwrap();
     assert!(text.contains(r#""i":"1""#) && !text.contains(r#""i":"2""#));
 }
+
+#[test]
+fn a_vector_keeps_the_first_answers_order_then_the_others() {
+    let a = answer(&vector(&[
+        (r#"{"i":"3"}"#, 10, "a"),
+        (r#"{"i":"1"}"#, 10, "a"),
+    ]));
+    let b = answer(&vector(&[
+        (r#"{"i":"2"}"#, 10, "b"),
+        (r#"{"i":"1"}"#, 10, "b"),
+        (r#"{"i":"0"}"#, 10, "b"),
+    ]));
+    assert_eq!(
+        run(&[Some(&a), Some(&b)], &MergeOptions::default()),
+        vector(&[
+            (r#"{"i":"3"}"#, 10, "a"),
+            (r#"{"i":"1"}"#, 10, "a"),
+            (r#"{"i":"2"}"#, 10, "b"),
+            (r#"{"i":"0"}"#, 10, "b"),
+        ])
+    );
+    // Sorted answers (a selector's) merge into one sorted list.
+    let a = answer(&vector(&[
+        (r#"{"i":"1"}"#, 10, "a"),
+        (r#"{"i":"3"}"#, 10, "a"),
+    ]));
+    let b = answer(&vector(&[
+        (r#"{"i":"2"}"#, 10, "b"),
+        (r#"{"i":"3"}"#, 10, "b"),
+    ]));
+    assert_eq!(
+        run(&[Some(&a), Some(&b)], &MergeOptions::default()),
+        vector(&[
+            (r#"{"i":"1"}"#, 10, "a"),
+            (r#"{"i":"2"}"#, 10, "b"),
+            (r#"{"i":"3"}"#, 10, "a"),
+        ])
+    );
+}
