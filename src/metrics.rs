@@ -90,7 +90,7 @@ impl Metrics {
             Family::new_with_constructor(latency_histogram);
         registry.register(
             "merge_duration_seconds",
-            "Time to merge the upstreams' answers into one, by endpoint",
+            "Time to merge the upstreams' answers into one, by endpoint (a large answer streamed in pieces: until its last piece is handed on, waits for the client included)",
             merge_duration.clone(),
         );
         let received_bytes = Family::<UpstreamLabels, Counter>::default();
