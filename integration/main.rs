@@ -535,6 +535,36 @@ fn large_answers_go_out_in_pieces_as_they_are_merged_with_the_same_bytes() {
 }
 
 #[test]
+fn an_instant_vector_keeps_the_first_replicas_own_order() {
+    let c = cluster();
+    // Half an hour in: both replicas complete, answering alike.
+    let t = c.tl.start + 1800;
+    let labels = |v: &Value| -> Vec<String> {
+        v["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["metric"].to_string())
+            .collect()
+    };
+    let mut unsorted = 0;
+    for q in [
+        "sum by (instance, method) (rate(http_requests_total[5m]))",
+        "http_requests_total",
+        "count by (le) (request_duration_seconds_bucket)",
+        // `or` puts the left side's series first: not in label order.
+        "up or http_requests_total",
+    ] {
+        let alone = labels(&instant(&c.a.url, q, t));
+        assert!(alone.len() > 2, "{q}: {alone:?}");
+        assert_eq!(labels(&instant(&c.proxy.url, q, t)), alone, "{q}");
+        unsorted += !alone.is_sorted() as usize;
+    }
+    // Sorting the answer instead would have failed this test.
+    assert!(unsorted > 0, "every replica answer came sorted");
+}
+
+#[test]
 fn a_client_that_leaves_mid_answer_costs_nothing_after() {
     use std::io::{Read, Write};
     let c = cluster();

@@ -3,7 +3,8 @@
 //! Keys borrow label text straight from the answers' buffers. Answers whose
 //! series already come sorted (Prometheus sorts range answers) are merged in
 //! one pass; others go through a map built with ahash, because it is hashed
-//! once per series per upstream on the hot path, then sorted.
+//! once per series per upstream on the hot path, then sorted (matrices) or
+//! kept in the answers' order (vectors).
 
 use super::answer::Answer;
 use hashbrown::HashTable;
