@@ -328,11 +328,13 @@ impl Handler<Query> for Supervisor {
                     reorder,
                 };
                 let mask = step_mask(&names, &outcomes, &coverage, &mut warnings);
-                let mut body = Vec::with_capacity(piece_bytes * 5 / 4);
+                // Room for a piece and the series that crosses its end.
+                let fresh_piece = || Vec::with_capacity(piece_bytes * 5 / 4);
+                let mut body = fresh_piece();
                 let mut client_there = true;
                 let mut spill = |out: &mut Vec<u8>| {
                     if out.len() >= piece_bytes {
-                        let piece = std::mem::replace(out, Vec::with_capacity(piece_bytes * 5 / 4));
+                        let piece = std::mem::replace(out, fresh_piece());
                         client_there = hand_on(&runtime, &tx, Piece::More(piece.into()));
                     }
                     client_there
