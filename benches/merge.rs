@@ -209,7 +209,10 @@ fn parse_and_merge_values(mut bufs: Vec<Vec<u8>>, bodies: &[Vec<u8>]) -> Vec<u8>
     let tapes: Vec<_> = bufs
         .iter_mut()
         .zip(bodies)
-        .map(|(buf, body)| meta::parse(&mut buf[..body.len()]).unwrap())
+        .map(|(buf, body)| {
+            buf.truncate(body.len());
+            meta::parse(buf).unwrap()
+        })
         .collect();
     let answers: Vec<Option<MetaAnswer<'_, '_>>> = tapes
         .iter()

@@ -7,9 +7,11 @@
 
 /// Appends `s` as a JSON string literal, quotes included.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
     let bytes = s.as_bytes();
-    if !bytes.iter().any(|&b| needs_escape(b)) {
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    // Without an early exit, so that the check compiles to vector compares.
+    if !bytes.iter().fold(false, |any, &b| any | needs_escape(b)) {
         out.extend_from_slice(bytes);
         out.push(b'"');
         return;
@@ -52,7 +54,7 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
 #[inline]
 fn needs_escape(b: u8) -> bool {
     // 0xE2 starts U+2028/U+2029; checking the lead byte keeps the fast path exact.
-    b < 0x20 || matches!(b, b'"' | b'\\' | b'<' | b'>' | b'&' | 0xE2)
+    (b < 0x20) | (b == b'"') | (b == b'\\') | (b == b'<') | (b == b'>') | (b == b'&') | (b == 0xE2)
 }
 
 /// Appends a label set as a JSON object, `{"name":"value",…}`, in the pairs' order.

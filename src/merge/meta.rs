@@ -8,12 +8,13 @@
 //! deterministic, and takes the answers in priority order; where two upstreams
 //! hold the same entry, the higher-priority one's copy is the one written.
 
-use super::answer::AnswerError;
+use super::answer::{AnswerError, PADDING};
 use super::json::{write_labels, write_seq, write_str};
 use super::series::LabelKey;
 use simd_json::ValueType;
 use simd_json::base::{TypedValue, ValueAsScalar, ValueIntoString};
 use simd_json::tape::{Tape, Value};
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
@@ -54,9 +55,17 @@ pub struct MetaOptions<'a> {
     pub limit_per_metric: Option<usize>,
 }
 
-/// Parses one upstream body into a tape borrowing it (strings unescaped in place).
-pub fn parse(body: &mut [u8]) -> Result<Tape<'_>, AnswerError> {
-    simd_json::to_tape(body).map_err(|e| AnswerError::Json(e.to_string()))
+/// Parses one upstream body into a tape borrowing it (strings unescaped in
+/// place). The body is padded for simd-json first, within its capacity when
+/// the reader left room (it does), so simd-json does not copy it.
+pub fn parse(body: &mut Vec<u8>) -> Result<Tape<'_>, AnswerError> {
+    let len = body.len();
+    body.resize(len + PADDING, 0);
+    let mut buffers = simd_json::Buffers::new(len);
+    let mut tape = Tape::null();
+    simd_json::fill_tape_padded(body, len, &mut buffers, &mut tape)
+        .map_err(|e| AnswerError::Json(e.to_string()))?;
+    Ok(tape)
 }
 
 /// One upstream's successful answer, checked to have the endpoint's shape.
@@ -199,17 +208,60 @@ fn merge_strings(
     notes: &mut Vec<&str>,
     out: &mut Vec<u8>,
 ) {
-    let mut all: Vec<&str> = elements(datas)
-        .into_iter()
-        .filter_map(|v| v.into_string())
-        .filter(|s| !skip.iter().any(|r| r == s))
+    let lists: Vec<Vec<&str>> = datas
+        .iter()
+        .filter_map(|a| a.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.into_string())
+                .filter(|s| !skip.iter().any(|r| r == s))
+                .collect()
+        })
         .collect();
-    // Prometheus sends these lists sorted: the stable sort finds the runs and
-    // merges them in linear time, where an unstable sort would not.
-    all.sort();
-    all.dedup();
+    let mut all = union_of_sorted(&lists).unwrap_or_else(|| {
+        let mut all: Vec<&str> = lists.concat();
+        all.sort_unstable();
+        all.dedup();
+        all
+    });
     apply_limit(&mut all, limit, notes);
+    out.reserve(all.iter().map(|s| s.len() + 3).sum::<usize>() + 2);
     write_seq(out, b'[', b']', all, write_str);
+}
+
+/// The sorted union of lists that are each sorted (as Prometheus sends label
+/// names and values), in one pass over them: each step takes the least head.
+/// None as soon as the union comes out of order, which happens exactly when a
+/// list was not sorted; the caller then sorts.
+fn union_of_sorted<'i>(lists: &[Vec<&'i str>]) -> Option<Vec<&'i str>> {
+    // Which lists hold the least head: one bit per list, so at most 64 lists.
+    if lists.len() > 64 {
+        return None;
+    }
+    let mut heads = vec![0usize; lists.len()];
+    let mut all: Vec<&str> = Vec::with_capacity(lists.iter().map(Vec::len).max().unwrap_or(0));
+    loop {
+        let mut least: Option<&str> = None;
+        let mut holders = 0u64;
+        for (i, (list, &at)) in lists.iter().zip(&heads).enumerate() {
+            let Some(&s) = list.get(at) else { continue };
+            match least.map(|l| s.cmp(l)) {
+                Some(Ordering::Greater) => {}
+                Some(Ordering::Equal) => holders |= 1 << i,
+                _ => (least, holders) = (Some(s), 1 << i),
+            }
+        }
+        let Some(least) = least else { return Some(all) };
+        for (i, at) in heads.iter_mut().enumerate() {
+            *at += ((holders >> i) & 1) as usize;
+        }
+        match all.last().map(|last| least.cmp(last)) {
+            Some(Ordering::Less) => return None,
+            // A list holding one value twice, in order.
+            Some(Ordering::Equal) => {}
+            _ => all.push(least),
+        }
+    }
 }
 
 /// A label set object's pairs, replica labels removed, sorted by name.
@@ -585,6 +637,32 @@ mod tests {
             ..Default::default()
         };
         assert!(!merged(MetaKind::LabelValues, &[&a, &b], &exact).contains("warnings"));
+    }
+
+    #[test]
+    fn label_values_from_lists_in_any_order_come_out_sorted_and_once() {
+        let opts = MetaOptions::default();
+        let values = |bodies: &[&str]| {
+            let bodies: Vec<String> = bodies.iter().map(|b| ok(b)).collect();
+            let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
+            merged(MetaKind::LabelValues, &refs, &opts)
+        };
+        let want = ok(r#"["a","b","c","d","e"]"#);
+        // Sorted lists (the one-pass union), three of them, overlapping.
+        assert_eq!(
+            values(&[r#"["a","c"]"#, r#"["b","c","e"]"#, r#"["d"]"#]),
+            want
+        );
+        // A list with a value twice, in order.
+        assert_eq!(values(&[r#"["a","b","b","e"]"#, r#"["c","d"]"#]), want);
+        // A list out of order, found at its first or at its last element.
+        assert_eq!(values(&[r#"["e","a","b"]"#, r#"["c","d"]"#]), want);
+        assert_eq!(values(&[r#"["a","b","d"]"#, r#"["c","e","a"]"#]), want);
+        // Empty lists and lists of one.
+        assert_eq!(
+            values(&[r#"[]"#, r#"["e","d","c","b","a"]"#, r#"[]"#]),
+            want
+        );
     }
 
     #[test]
