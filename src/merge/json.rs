@@ -7,7 +7,13 @@
 
 /// Appends `s` as a JSON string literal, quotes included.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
+    write_text(out, s.as_bytes())
+}
+
+/// Appends text held as bytes (label names and values, which the parser
+/// found to be UTF-8 without their being checked again) as a JSON string
+/// literal. Bytes that are not UTF-8 after all are written as U+FFFD.
+pub fn write_text(out: &mut Vec<u8>, bytes: &[u8]) {
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     // Without an early exit, so that the check compiles to vector compares.
@@ -16,6 +22,8 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
         out.push(b'"');
         return;
     }
+    let text = String::from_utf8_lossy(bytes);
+    let (s, bytes) = (&*text, text.as_bytes());
     let mut start = 0;
     for (i, c) in s.char_indices() {
         let short: Option<&[u8]> = match c {
@@ -58,11 +66,11 @@ fn needs_escape(b: u8) -> bool {
 }
 
 /// Appends a label set as a JSON object, `{"name":"value",…}`, in the pairs' order.
-pub fn write_labels(out: &mut Vec<u8>, pairs: &[(&str, &str)]) {
+pub fn write_labels(out: &mut Vec<u8>, pairs: &[(&[u8], &[u8])]) {
     write_seq(out, b'{', b'}', pairs, |out, (name, value)| {
-        write_str(out, name);
+        write_text(out, name);
         out.push(b':');
-        write_str(out, value);
+        write_text(out, value);
     });
 }
 

@@ -271,8 +271,8 @@ fn label_key<'i>(labels: Value<'_, 'i>, replica_labels: &[String]) -> LabelKey<'
         .map(|o| o.iter())
         .into_iter()
         .flatten()
-        .filter_map(|(k, v)| Some((k, v.into_string()?)))
-        .filter(|(k, _)| !replica_labels.iter().any(|r| r == k))
+        .filter_map(|(k, v)| Some((k.as_bytes(), v.into_string()?.as_bytes())))
+        .filter(|(k, _)| !replica_labels.iter().any(|r| r.as_bytes() == *k))
         .collect();
     key.sort_unstable_by(|a, b| a.0.cmp(b.0));
     key

@@ -6,6 +6,7 @@
 //! This module only knows the plain description in [`Reorder`]; turning PromQL
 //! into one is the `query` module's job.
 
+use super::series::Label;
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
@@ -63,26 +64,25 @@ impl Reorder {
     }
 
     /// Assigns each series (given as label sets, pairs sorted by name) a group number.
-    pub fn groups<'a>(
-        &self,
-        label_sets: impl Iterator<Item = &'a [(&'a str, &'a str)]>,
-    ) -> Vec<u32> {
+    pub fn groups<'a>(&self, label_sets: impl Iterator<Item = &'a [Label<'a>]>) -> Vec<u32> {
         let Some(grouping) = self.grouping() else {
             return label_sets.map(|_| 0).collect();
         };
-        let mut ids: HashMap<Vec<(&str, &str)>, u32, ahash::RandomState> = HashMap::default();
+        let mut ids: HashMap<Vec<Label<'_>>, u32, ahash::RandomState> = HashMap::default();
         label_sets
             .map(|labels| {
-                let key: Vec<(&str, &str)> = match grouping {
+                let key: Vec<Label<'_>> = match grouping {
                     Grouping::Everything => Vec::new(),
                     Grouping::By(names) => labels
                         .iter()
-                        .filter(|(n, _)| names.iter().any(|g| g == n))
+                        .filter(|(n, _)| names.iter().any(|g| g.as_bytes() == *n))
                         .copied()
                         .collect(),
                     Grouping::Without(names) => labels
                         .iter()
-                        .filter(|(n, _)| *n != "__name__" && !names.iter().any(|g| g == n))
+                        .filter(|(n, _)| {
+                            *n != b"__name__" && !names.iter().any(|g| g.as_bytes() == *n)
+                        })
                         .copied()
                         .collect(),
                 };
@@ -213,9 +213,9 @@ mod tests {
             bottom: false,
             grouping: Grouping::By(vec!["g".into()]),
         };
-        let a: &[(&str, &str)] = &[("g", "1"), ("i", "a")];
-        let b: &[(&str, &str)] = &[("g", "1"), ("i", "b")];
-        let d: &[(&str, &str)] = &[("g", "2"), ("i", "c")];
+        let a: &[(&[u8], &[u8])] = &[(b"g", b"1"), (b"i", b"a")];
+        let b: &[(&[u8], &[u8])] = &[(b"g", b"1"), (b"i", b"b")];
+        let d: &[(&[u8], &[u8])] = &[(b"g", b"2"), (b"i", b"c")];
         let groups = r.groups([a, b, d].into_iter());
         assert_eq!(groups, [0, 0, 1]);
         let kept = r.select(
@@ -257,8 +257,8 @@ mod tests {
             k: 1,
             grouping: Grouping::Without(vec!["i".into()]),
         };
-        let a: &[(&str, &str)] = &[("__name__", "x"), ("i", "a")];
-        let b: &[(&str, &str)] = &[("__name__", "y"), ("i", "b")];
+        let a: &[(&[u8], &[u8])] = &[(b"__name__", b"x"), (b"i", b"a")];
+        let b: &[(&[u8], &[u8])] = &[(b"__name__", b"y"), (b"i", b"b")];
         assert_eq!(r.groups([a, b].into_iter()), [0, 0]);
     }
 }

@@ -11,7 +11,10 @@ use hashbrown::HashTable;
 use smallvec::SmallVec;
 
 /// A label set, sorted by name, with replica labels removed.
-pub type LabelKey<'a> = SmallVec<[(&'a str, &'a str); 8]>;
+pub type LabelKey<'a> = SmallVec<[Label<'a>; 8]>;
+
+/// One label, name and value, as the bytes of the answer they came from.
+pub type Label<'a> = (&'a [u8], &'a [u8]);
 
 /// Where one upstream's copy of a series sits: (upstream index, series index).
 pub type Copies = SmallVec<[(u16, u32); 4]>;
@@ -186,8 +189,8 @@ fn label_key<'a>(
     let mut key: LabelKey<'a> = answer
         .series_labels(series)
         .iter()
-        .map(|l| (answer.text(l.name), answer.text(l.value)))
-        .filter(|(name, _)| !replica_labels.iter().any(|r| r == name))
+        .map(|l| (answer.bytes(l.name), answer.bytes(l.value)))
+        .filter(|(name, _)| !replica_labels.iter().any(|r| r.as_bytes() == *name))
         .collect();
     if !key.is_sorted_by(|a, b| a.0 <= b.0) {
         key.sort_unstable_by(|a, b| a.0.cmp(b.0));
@@ -236,15 +239,17 @@ mod tests {
                     .filter(|i| (i + u) % 5 != 0)
                     .map(|i: usize| {
                         let mut key = LabelKey::new();
-                        key.push(("a", names[i % 4]));
+                        key.push((b"a", names[i % 4].as_bytes()));
                         if !i.is_multiple_of(3) {
-                            key.push(("b", names[(i / 4) % 4]));
+                            key.push((b"b", names[(i / 4) % 4].as_bytes()));
                         }
                         if i % 5 == 1 {
-                            key.push(("c", names[(i / 16) % 4]));
+                            key.push((b"c", names[(i / 16) % 4].as_bytes()));
                         }
-                        let text: Vec<String> =
-                            key.iter().map(|(n, v)| format!("{n}={v}")).collect();
+                        let text: Vec<String> = key
+                            .iter()
+                            .map(|(n, v)| format!("{}={}", n.escape_ascii(), v.escape_ascii()))
+                            .collect();
                         (key, format!("{},r={u}", text.join(",")))
                     })
                     .collect();
