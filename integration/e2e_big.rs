@@ -4,11 +4,13 @@
 //! proxy binary, medians and ratios printed as a table, and the proxy's peak
 //! RSS read from `/usr/bin/time -v`.
 //!
-//! `scripts/bench-e2e [SERIES] [ROUNDS]` (defaults 2400 series, about 50 MB
-//! per range answer, and 7 rounds). With `E2E_BEFORE=path/to/an/older/binary`
-//! that build runs too, in the same run, and the table gains its columns, so
-//! a change is quoted as before and after. A benchmark, not a test: it
-//! asserts nothing about time or memory; it prints them.
+//! `scripts/bench-e2e [SERIES] [ROUNDS]` (defaults 2400 series, about 40 MB
+//! per range answer, and 7 rounds; each round asks every column in turn, so
+//! the machine's drift falls on all of them). With
+//! `E2E_BEFORE=path/to/an/older/binary` that build runs too, in the same run,
+//! and the table gains its columns, so a change is quoted as before and after.
+//! Each proxy's CPU time per query is read from /proc. A benchmark, not a
+//! test: it asserts nothing about time or memory; it prints them.
 
 #[path = "harness.rs"]
 mod harness;
@@ -46,37 +48,49 @@ fn big_openmetrics(tl: &Timeline, series: usize, holes: &[Hole]) -> String {
     out
 }
 
-/// Median, over `rounds`, of the slower of the replicas when all are asked at
-/// once: the floor for the proxy, which asks them all at once. On one machine
-/// the replicas then share its cores, so this is the fair comparison here.
-fn median_all_at_once_ms(bases: &[&str], path_and_query: &str, rounds: usize) -> f64 {
-    let mut times: Vec<f64> = (0..rounds)
-        .map(|_| {
-            std::thread::scope(|s| {
-                let asks: Vec<_> = bases
-                    .iter()
-                    .map(|base| {
-                        s.spawn(move || {
-                            let agent: ureq::Agent = ureq::Agent::config_builder()
-                                .http_status_as_error(false)
-                                .build()
-                                .into();
-                            let t = std::time::Instant::now();
-                            let (status, _) =
-                                get_identity(&agent, &format!("{base}{path_and_query}"));
-                            assert_eq!(status, 200);
-                            t.elapsed().as_secs_f64() * 1000.0
-                        })
-                    })
-                    .collect();
-                asks.into_iter()
-                    .map(|a| a.join().unwrap())
-                    .fold(0.0, f64::max)
+/// Milliseconds to ask every base in `bases` at once and read every answer:
+/// for one base, a plain query; for several, the slower of them, which is the
+/// floor for the proxy (it asks them all at once, and on one machine the
+/// replicas then share its cores). Also the size of the first answer.
+fn ask_all_at_once(agent: &ureq::Agent, bases: &[&str], path_and_query: &str) -> (f64, usize) {
+    std::thread::scope(|s| {
+        let asks: Vec<_> = bases
+            .iter()
+            .map(|base| {
+                s.spawn(move || {
+                    let t = std::time::Instant::now();
+                    let (status, body) = get_identity(agent, &format!("{base}{path_and_query}"));
+                    assert_eq!(status, 200, "{base}{path_and_query}: {body}");
+                    (t.elapsed().as_secs_f64() * 1000.0, body.len())
+                })
             })
-        })
-        .collect();
+            .collect();
+        let answers: Vec<(f64, usize)> = asks.into_iter().map(|a| a.join().unwrap()).collect();
+        (
+            answers.iter().map(|a| a.0).fold(0.0, f64::max),
+            answers[0].1,
+        )
+    })
+}
+
+fn median(mut times: Vec<f64>) -> f64 {
     times.sort_by(f64::total_cmp);
     times[times.len() / 2]
+}
+
+/// CPU time (user + system) a process has used so far, in milliseconds.
+fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses: utime is the 12th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+        f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
+    });
+    // SAFETY: sysconf only reads a system constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks * 1000.0 / per_second
 }
 
 fn main() {
@@ -132,38 +146,67 @@ fn main() {
         ),
     ];
     println!(
-        "{series} series; {rounds} sequential rounds per row; medians in ms; no compression\n"
+        "{series} series; {rounds} rounds per row, each asking every column in turn; \
+         medians in ms; no compression; a proxy's CPU is its user + system time per query\n"
     );
     let mut header = String::from("| query | answer bytes | a | b | a and b at once, slower |");
     for p in &proxies {
         let n = p.name;
         write!(
             header,
-            " {n} | {n} / slowest alone | {n} / slower at once | {n} − slower at once |"
+            " {n} | {n} / slowest alone | {n} / slower at once | {n} − slower at once | {n} CPU ms |"
         )
         .unwrap();
     }
     println!("{header}");
     println!(
         "|---|---|---|---|---|{}",
-        "---|---|---|---|".repeat(proxies.len())
+        "---|---|---|---|---|".repeat(proxies.len())
     );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
     let mut biggest = 0;
     for (name, pq) in &cases {
-        let (ma, bytes) = median_ms(&a.url, pq, rounds);
-        let (mb, _) = median_ms(&b.url, pq, rounds);
-        let both = median_all_at_once_ms(&[&a.url, &b.url], pq, rounds);
+        // Columns: a alone, b alone, both at once, then each proxy. Every round
+        // asks each in turn, so the machine's drift (10-20% here) falls on all.
+        let mut columns: Vec<Vec<&str>> = vec![vec![&a.url], vec![&b.url], vec![&a.url, &b.url]];
+        columns.extend(proxies.iter().map(|p| vec![p.url.as_str()]));
+        let mut times = vec![Vec::with_capacity(rounds); columns.len()];
+        let mut cpu = vec![0.0; proxies.len()];
+        let mut bytes = 0;
+        for round in 0..=rounds {
+            for (c, bases) in columns.iter().enumerate() {
+                let proxy = c.checked_sub(3).map(|i| (i, proxies[i].pid()));
+                let before = proxy.map_or(0.0, |(_, pid)| cpu_ms(pid));
+                let (ms, size) = ask_all_at_once(&agent, bases, pq);
+                // Round 0 warms every cache up and is not counted.
+                if round == 0 {
+                    if c == 0 {
+                        bytes = size;
+                    }
+                    continue;
+                }
+                times[c].push(ms);
+                if let Some((i, pid)) = proxy {
+                    cpu[i] += cpu_ms(pid) - before;
+                }
+            }
+        }
+        let medians: Vec<f64> = times.into_iter().map(median).collect();
+        let (ma, mb, both) = (medians[0], medians[1], medians[2]);
         let slowest = ma.max(mb);
         biggest = biggest.max(bytes);
         let mut row = format!("| {name} | {bytes} | {ma:.2} | {mb:.2} | {both:.2} |");
-        for p in &proxies {
-            let (mp, _) = median_ms(&p.url, pq, rounds);
+        for (i, mp) in medians[3..].iter().enumerate() {
             write!(
                 row,
-                " {mp:.2} | {:.3} | {:.3} | {:.2} ms |",
+                " {mp:.2} | {:.3} | {:.3} | {:.2} ms | {:.1} |",
                 mp / slowest,
                 mp / both,
-                mp - both
+                mp - both,
+                cpu[i] / rounds as f64
             )
             .unwrap();
         }
@@ -216,6 +259,15 @@ impl TimedProxy {
             rusage,
             timed,
         }
+    }
+
+    /// The proxy's process id: GNU time's only child.
+    fn pid(&self) -> u32 {
+        let time = self.timed.id();
+        std::fs::read_to_string(format!("/proc/{time}/task/{time}/children"))
+            .ok()
+            .and_then(|c| c.split_whitespace().next().and_then(|p| p.parse().ok()))
+            .unwrap_or(time)
     }
 
     /// SIGTERM to the proxy (time's child); time then writes its report.

@@ -730,7 +730,9 @@ pub fn upstream_url(base: &url::Url, path: &str, query_string: &str) -> String {
 }
 
 async fn fetch(reader: Reader, msg: Fetch) -> Result<Held<Answer>, UpstreamError> {
-    let mut parser = Parser::new(reader.reading.parse_batch_bytes);
+    let started = Instant::now();
+    let mut parser =
+        Parser::new(reader.reading.parse_batch_bytes).with_spare_tables(reader.budget.clone());
     let body = exchange_within(&reader, &msg.request, msg.deadline, Some(&mut parser)).await?;
     if !(200..300).contains(&body.status) {
         return Err(UpstreamError::from_status(body.status, &body.bytes));
@@ -741,6 +743,11 @@ async fn fetch(reader: Reader, msg: Fetch) -> Result<Held<Answer>, UpstreamError
     let answer = actix_web::rt::task::spawn_blocking(move || parser.finish(buf, len))
         .await
         .map_err(|_| UpstreamError::Unavailable)??;
+    log::debug!(
+        "{}: {len} bytes parsed {:?} after the request",
+        reader.upstream.url,
+        started.elapsed()
+    );
     Ok(Held::new(answer, reservation))
 }
 
@@ -782,6 +789,7 @@ async fn exchange(
         req.send().await
     };
     let mut resp = sent.map_err(|e| UpstreamError::Connect(e.to_string()))?;
+    let headed = Instant::now();
     let status = resp.status();
     let content_type = resp
         .headers()
@@ -808,7 +816,12 @@ async fn exchange(
     };
     // The whole body up front when its length is known; else as it comes.
     let mut reservation = reader.budget.reserve(capacity).ok_or_else(over_budget)?;
-    let mut buf = Vec::with_capacity(capacity);
+    let mut buf = Vec::with_capacity(capacity.min(SPARE_FROM_BYTES));
+    // A large answer moves into a kept buffer when it outgrows its first one.
+    let mut spare = status.is_success().then_some(&*reader.budget);
+    if capacity > buf.capacity() {
+        move_to_spare(&mut spare, &mut buf, capacity);
+    }
     while let Some(chunk) = resp.next().await {
         let chunk = chunk.map_err(|e| UpstreamError::Body(e.to_string()))?;
         if buf.len() + chunk.len() > limit {
@@ -823,18 +836,45 @@ async fn exchange(
         {
             return Err(over_budget());
         }
+        if needed > buf.capacity() {
+            move_to_spare(&mut spare, &mut buf, needed);
+        }
         buf.extend_from_slice(&chunk);
         if let Some(parser) = parser.as_mut().filter(|_| status.is_success()) {
             let len = buf.len();
             parser.feed(&mut buf, len)?;
         }
     }
+    log::debug!(
+        "{}: {} bytes read in {:?} after the response head",
+        upstream.url,
+        buf.len(),
+        headed.elapsed()
+    );
     Ok(Body {
         status: status.as_u16(),
         content_type,
         bytes: buf,
         reservation,
     })
+}
+
+/// A body is moved into a kept buffer (see [`Budget::keep`]) once it needs
+/// this much room: later, the copy would cost more, and smaller answers do
+/// not take a large buffer.
+const SPARE_FROM_BYTES: usize = 512 << 10;
+
+/// Moves `buf` into the budget's largest kept buffer, once (`spare` is
+/// taken), and makes room for `needed` bytes; the allocator grows it otherwise.
+fn move_to_spare(spare: &mut Option<&Budget>, buf: &mut Vec<u8>, needed: usize) {
+    if needed < SPARE_FROM_BYTES {
+        return;
+    }
+    if let Some(mut kept) = spare.take().and_then(Budget::spare_body) {
+        kept.extend_from_slice(buf);
+        *buf = kept;
+    }
+    buf.reserve(needed - buf.len());
 }
 
 /// Stops the actor, as a failure would; for the supervision test.
@@ -959,6 +999,30 @@ mod tests {
         let second = a.send(fetch_msg()).await.unwrap();
         assert_eq!(second.unwrap_err(), UpstreamError::Overloaded(1));
         assert!(first.await.unwrap().is_ok());
+    }
+
+    #[test]
+    fn a_large_body_moves_into_a_kept_buffer_once_keeping_what_it_read() {
+        let budget = Budget::keeping(1 << 30, 1 << 30);
+        let mut kept = vec![b'x'; crate::budget::KEPT_FROM_BYTES];
+        kept.clear();
+        budget.keep(kept, Default::default());
+        let mut spare = Some(&*budget);
+        let mut buf = b"{\"status\"".to_vec();
+        move_to_spare(&mut spare, &mut buf, 1000);
+        assert_eq!(
+            budget.kept_bytes(),
+            crate::budget::KEPT_FROM_BYTES,
+            "small: not taken"
+        );
+        move_to_spare(&mut spare, &mut buf, SPARE_FROM_BYTES);
+        assert_eq!(budget.kept_bytes(), 0, "taken");
+        assert_eq!(buf, b"{\"status\"", "what was read moves with it");
+        assert!(buf.capacity() >= crate::budget::KEPT_FROM_BYTES);
+        assert!(spare.is_none(), "a body takes one kept buffer at most");
+        move_to_spare(&mut spare, &mut buf, 3 * crate::budget::KEPT_FROM_BYTES);
+        assert!(buf.capacity() >= 3 * crate::budget::KEPT_FROM_BYTES);
+        assert_eq!(buf, b"{\"status\"");
     }
 
     #[test]

@@ -19,6 +19,9 @@ pub const DEFAULT_MAX_IN_FLIGHT_BYTES: usize = 2 << 30;
 /// A query's merged answer goes out in pieces of about this size, the first
 /// while the rest is merged; a smaller answer goes out whole.
 pub const DEFAULT_ANSWER_PIECE_BYTES: usize = 256 << 10;
+/// Room for the buffers of one large query against two replicas (two 64 MB
+/// bodies and their sample tables) kept for the next one.
+pub const DEFAULT_KEEP_BUFFER_BYTES: usize = 256 << 20;
 const ENV_PREFIX: &str = "PROM_HA_PROXY";
 
 /// One upstream Prometheus, resolved.
@@ -78,6 +81,8 @@ pub struct Config {
     pub parse_batch_bytes: usize,
     /// Merged query answers larger than this are sent in pieces of about this size as they are merged.
     pub answer_piece_bytes: usize,
+    /// Large buffers of merged answers kept for the next answers, at most (0: none).
+    pub keep_buffer_bytes: usize,
     /// Highest priority first.
     pub upstreams: Vec<UpstreamConfig>,
     /// The coverage-aware merge; None when turned off.
@@ -177,6 +182,7 @@ struct RawConfig {
     max_in_flight_bytes: Option<i64>,
     parse_batch_bytes: Option<i64>,
     answer_piece_bytes: Option<i64>,
+    keep_buffer_bytes: Option<i64>,
     #[serde(default)]
     upstreams: BTreeMap<String, RawUpstream>,
     #[serde(default)]
@@ -299,6 +305,10 @@ impl Config {
             (
                 "answer_piece_bytes".into(),
                 self.answer_piece_bytes.to_string(),
+            ),
+            (
+                "keep_buffer_bytes".into(),
+                self.keep_buffer_bytes.to_string(),
             ),
             ("shutdown_grace".into(), d(self.shutdown_grace)),
             (
@@ -489,6 +499,10 @@ impl RawConfig {
                 self.answer_piece_bytes,
                 DEFAULT_ANSWER_PIECE_BYTES,
             )?,
+            keep_buffer_bytes: match self.keep_buffer_bytes {
+                Some(0) => 0,
+                v => size("keep_buffer_bytes", v, DEFAULT_KEEP_BUFFER_BYTES)?,
+            },
             upstreams,
         })
     }

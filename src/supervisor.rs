@@ -112,13 +112,15 @@ pub struct Supervisor {
     /// merged, so the client is sent the first series while the rest are
     /// merged, and the proxy never holds a large answer whole.
     piece_bytes: usize,
+    /// Where merged answers' large buffers are kept for the next ones.
+    budget: Arc<Budget>,
 }
 
 impl Supervisor {
     /// Starts one backend per upstream, each on an arbiter of its own.
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
-        // One budget for every upstream's answers in flight.
-        let budget = Budget::new(config.max_in_flight_bytes);
+        // One budget for every upstream's answers in flight, and their kept buffers.
+        let budget = Budget::keeping(config.max_in_flight_bytes, config.keep_buffer_bytes);
         let backends: Vec<BackendHandle> = config
             .upstreams
             .iter()
@@ -157,6 +159,7 @@ impl Supervisor {
             health: config.health.clone(),
             metrics,
             piece_bytes: config.answer_piece_bytes,
+            budget,
         }
     }
 
@@ -296,6 +299,8 @@ impl Handler<Query> for Supervisor {
         let metrics = self.metrics.clone();
         let path = request.path.clone();
         let piece_bytes = self.piece_bytes;
+        let budget = self.budget.clone();
+        let asked = Instant::now();
         Box::pin(async move {
             let (outcomes, coverage): (Vec<Outcome>, Vec<Option<Outcome>>) = gather(
                 fetches,
@@ -306,6 +311,10 @@ impl Handler<Query> for Supervisor {
             .await
             .into_iter()
             .unzip();
+            log::debug!(
+                "{path}: every answer in {:?} after the request",
+                asked.elapsed()
+            );
             if outcomes.iter().all(Result::is_err) {
                 return Err(ProxyError::AllFailed(failures(&names, &outcomes)));
             }
@@ -353,11 +362,17 @@ impl Handler<Query> for Supervisor {
                     ),
                 };
                 // An error drops the channel without a `Last`: the answer breaks off.
+                log::debug!("{path}: merged in {:?}", started.elapsed());
                 if let Ok(report) = merged {
                     metrics.merged(&path, started.elapsed(), report.filled_samples);
                     if client_there {
                         hand_on(&runtime, &tx, Piece::Last(body.into()));
                     }
+                }
+                drop(upstreams);
+                for held in outcomes.into_iter().flatten() {
+                    let (body, table) = held.release().into_buffers();
+                    budget.keep(body, table);
                 }
             });
             match rx.recv().await {

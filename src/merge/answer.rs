@@ -15,6 +15,9 @@
 
 use simd_json::{Buffers, Node, StaticNode, Tape};
 use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 
 /// Extra bytes the parser needs after the body (simd-json reads in blocks).
 pub const PADDING: usize = simd_json::INPUT_PADDING;
@@ -91,6 +94,25 @@ impl Samples {
     fn close_list(&mut self, end: u32) {
         self.push(i64::MIN, end + 1);
     }
+
+    /// Empties the table, keeping its memory for the next answer.
+    pub fn clear(&mut self) {
+        self.times.clear();
+        self.starts.clear();
+    }
+
+    /// The bytes the table holds room for.
+    pub fn capacity_bytes(&self) -> usize {
+        self.times.capacity() * 8 + self.starts.capacity() * 4
+    }
+}
+
+/// Where a [`Parser`] gets an empty sample table that served an earlier
+/// answer, for a body large enough to be parsed in batches: its pages are
+/// mapped already, so filling it costs no page faults (a fresh table for a
+/// 38 MB answer takes some 5,000 of them).
+pub trait SpareTables: Send + Sync {
+    fn spare_table(&self) -> Option<Samples>;
 }
 
 /// One series of a matrix or vector: ranges into [`Answer`]'s label and sample tables.
@@ -273,6 +295,14 @@ impl Answer {
         out
     }
 
+    /// The body buffer and the sample table, emptied, for another answer.
+    pub fn into_buffers(self) -> (Vec<u8>, Samples) {
+        let (mut buf, mut samples) = (self.buf, self.samples);
+        buf.clear();
+        samples.clear();
+        (buf, samples)
+    }
+
     /// Size of the body this answer was parsed from.
     pub fn body_len(&self) -> usize {
         self.buf.len()
@@ -399,6 +429,12 @@ fn parse_whole(
 /// `data.result` starts exactly where the cut-out series were. A body that is
 /// not compact JSON, has fewer than two series or is at most `batch_bytes`
 /// long is parsed whole at the end.
+///
+/// Batches complete while the body arrives ([`Parser::feed`]) are parsed by a
+/// [`BatchWorker`] thread from copies, so the thread reading the body only
+/// reads, cuts and copies, and the parse of a large body runs beside its
+/// transfer on another core. What is left at [`Parser::finish`] is parsed in
+/// place there, once the worker is done.
 pub struct Parser {
     batch_bytes: usize,
     index: Index,
@@ -416,6 +452,149 @@ pub struct Parser {
     buffers: Buffers,
     spare: Tape<'static>,
     deferred: Vec<u32>,
+    /// Parses the batches cut while the body arrives; started by the first.
+    worker: Option<BatchWorker>,
+    /// No worker thread could be started: every batch is parsed in place.
+    in_place: bool,
+    spares: Option<Arc<dyn SpareTables>>,
+}
+
+/// Batches handed to a [`BatchWorker`] and not yet parsed, at most: the
+/// reader's copies stay this small however far the worker falls behind (past
+/// it, cutting waits for the next feed).
+const BATCHES_QUEUED: usize = 4;
+
+/// A batch of series copied out of the body: `bytes` holds `[s1,...,sn]`
+/// (body bytes `open..=close`, the two ends replaced) and simd-json's padding.
+struct Batch {
+    open: usize,
+    bytes: Vec<u8>,
+}
+
+/// What a [`BatchWorker`] hands back while it runs.
+enum Back {
+    /// A batch held escapes, so unescaping rewrote strings in the copy; the
+    /// body must hold the same text, as the spans read the body.
+    Unescaped(Batch),
+    Failed(AnswerError),
+}
+
+/// A thread of its own that parses [`Batch`]es in order into an [`Index`]
+/// of body offsets, exactly as [`Parser::batch`] would in place.
+struct BatchWorker {
+    batches: Option<mpsc::Sender<Batch>>,
+    back: mpsc::Receiver<Back>,
+    sent: usize,
+    parsed: Arc<AtomicUsize>,
+    thread: std::thread::JoinHandle<Result<(Index, Vec<u32>), AnswerError>>,
+}
+
+impl BatchWorker {
+    /// Starts the thread, which fills `index`.
+    fn start(mut index: Index) -> Option<BatchWorker> {
+        let (batches, todo) = mpsc::channel::<Batch>();
+        let (report, back) = mpsc::channel();
+        let parsed = Arc::new(AtomicUsize::new(0));
+        let counter = parsed.clone();
+        let thread = std::thread::Builder::new()
+            .name("parse-batches".into())
+            .spawn(move || {
+                let (mut buffers, mut tape) = (Buffers::default(), Tape::null());
+                let mut deferred = Vec::new();
+                for mut batch in todo {
+                    let len = batch.bytes.len() - PADDING;
+                    let escaped = memchr::memchr(b'\\', &batch.bytes[..len]).is_some();
+                    let parsed = parse_batch(
+                        &mut batch.bytes,
+                        len,
+                        batch.open,
+                        &mut buffers,
+                        &mut tape,
+                        &mut index,
+                        &mut deferred,
+                    );
+                    if let Err(e) = parsed {
+                        let _ = report.send(Back::Failed(e.clone()));
+                        return Err(e);
+                    }
+                    if escaped {
+                        let _ = report.send(Back::Unescaped(batch));
+                    }
+                    counter.fetch_add(1, Ordering::Release);
+                }
+                Ok((index, deferred))
+            })
+            .ok()?;
+        Some(BatchWorker {
+            batches: Some(batches),
+            back,
+            sent: 0,
+            parsed,
+            thread,
+        })
+    }
+
+    fn has_room(&self) -> bool {
+        self.sent - self.parsed.load(Ordering::Acquire) < BATCHES_QUEUED
+    }
+
+    /// Applies what the worker has handed back so far to the body.
+    fn take_back(&self, buf: &mut [u8], blocking: bool) -> Result<(), AnswerError> {
+        let next = || {
+            if blocking {
+                self.back.recv().ok()
+            } else {
+                self.back.try_recv().ok()
+            }
+        };
+        while let Some(back) = next() {
+            match back {
+                Back::Unescaped(batch) => {
+                    let inner = 1..batch.bytes.len() - PADDING - 1;
+                    let at = batch.open + 1;
+                    buf[at..at + inner.len()].copy_from_slice(&batch.bytes[inner]);
+                }
+                Back::Failed(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for every batch sent; returns the index they make up.
+    fn join(mut self, buf: &mut [u8]) -> Result<(Index, Vec<u32>), AnswerError> {
+        drop(self.batches.take());
+        // The worker's end closes the channel, so this drains all it sent.
+        self.take_back(buf, true)?;
+        self.thread
+            .join()
+            .map_err(|_| AnswerError::Json("the batch parser panicked".into()))?
+    }
+}
+
+/// Parses `piece[..len]`, the batch of series cut at body offset `open` and
+/// written as an array, into `ix`; spans are body offsets.
+fn parse_batch(
+    piece: &mut [u8],
+    len: usize,
+    open: usize,
+    buffers: &mut Buffers,
+    spare: &mut Tape<'static>,
+    ix: &mut Index,
+    deferred: &mut Vec<u32>,
+) -> Result<(), AnswerError> {
+    let mut tape = std::mem::replace(spare, Tape::null()).reset();
+    let base = piece.as_ptr() as usize;
+    simd_json::fill_tape_padded(piece, len, buffers, &mut tape).map_err(json_error)?;
+    let mut walker = Walker::new(
+        &tape.0,
+        buffers.structural_indexes(),
+        base,
+        Place::at(open as u32),
+    );
+    walker.array("result is not an array", |w| w.series(ix))?;
+    deferred.append(&mut walker.deferred_quotes);
+    *spare = tape.reset();
+    Ok(())
 }
 
 const SERIES_START: &[u8] = b"{\"metric\":";
@@ -435,13 +614,25 @@ impl Parser {
             buffers: Buffers::default(),
             spare: Tape::null(),
             deferred: Vec::new(),
+            worker: None,
+            in_place: false,
+            spares: None,
         }
+    }
+
+    /// Takes the sample table of a body parsed in batches from `spares`.
+    pub fn with_spare_tables(mut self, spares: Arc<dyn SpareTables>) -> Parser {
+        self.spares = Some(spares);
+        self
     }
 
     /// Takes in `buf[..len]`, the body so far (`buf` may hold more, which is
     /// not looked at): parses every batch that is complete and has simd-json's
     /// padding of body after it.
     pub fn feed(&mut self, buf: &mut [u8], len: usize) -> Result<(), AnswerError> {
+        if let Some(worker) = &self.worker {
+            worker.take_back(buf, false)?;
+        }
         self.scan(buf, len, false)
     }
 
@@ -462,6 +653,16 @@ impl Parser {
         }
         if buf.len() < len + PADDING {
             buf.resize(len + PADDING, 0);
+        }
+        // The batches cut on arrival come first; the rest follow them in place.
+        if let Some(worker) = self.worker.take() {
+            let (index, mut deferred) = worker.join(&mut buf)?;
+            self.index = index;
+            self.deferred.append(&mut deferred);
+            self.in_place = true;
+        }
+        if len > self.batch_bytes {
+            self.take_spare_table();
         }
         // A sample `[1700000000.123,"1"],` takes at least 20 bytes: sized so the
         // table never grows (and copies) while it fills. Pages not written are
@@ -532,12 +733,14 @@ impl Parser {
             };
             let comma = self.scanned + m + 1;
             if comma - self.open as usize >= self.batch_bytes {
-                if !at_end && comma + 1 + PADDING > len {
-                    // Found again on the next call, when its padding has arrived.
+                let waits = !at_end && (comma + 1 + PADDING > len || !self.worker_has_room());
+                if waits {
+                    // Found again on the next call, when its padding has
+                    // arrived or the worker has room.
                     self.scanned = comma - 1;
                     break;
                 }
-                self.batch(buf, self.open as usize, comma)?;
+                self.batch(buf, self.open as usize, comma, at_end)?;
                 self.open = comma as u32;
             }
             self.last = Some(comma as u32);
@@ -545,7 +748,7 @@ impl Parser {
         }
         match self.last {
             Some(last) if at_end && last != self.open => {
-                self.batch(buf, self.open as usize, last as usize)?;
+                self.batch(buf, self.open as usize, last as usize, at_end)?;
                 self.open = last;
             }
             _ => {}
@@ -553,30 +756,71 @@ impl Parser {
         Ok(())
     }
 
-    /// Parses the series between the cuts `open` and `close` as one array.
-    fn batch(&mut self, buf: &mut [u8], open: usize, close: usize) -> Result<(), AnswerError> {
+    /// Whether a batch may be cut now: always in place, or while the worker
+    /// (started here by the first batch) has fewer than [`BATCHES_QUEUED`].
+    fn worker_has_room(&mut self) -> bool {
+        if self.in_place {
+            return true;
+        }
+        if self.worker.is_none() {
+            self.take_spare_table();
+            self.worker = BatchWorker::start(std::mem::take(&mut self.index));
+            self.in_place = self.worker.is_none();
+        }
+        self.worker.as_ref().is_none_or(BatchWorker::has_room)
+    }
+
+    /// A large body's first batch: its table from the spares, if any.
+    fn take_spare_table(&mut self) {
+        if self.index.samples.len() == 0
+            && let Some(table) = self.spares.as_ref().and_then(|s| s.spare_table())
+        {
+            self.index.samples = table;
+        }
+    }
+
+    /// Parses the series between the cuts `open` and `close` as one array:
+    /// on arrival by the worker, from a copy; at the end in place.
+    fn batch(
+        &mut self,
+        buf: &mut [u8],
+        open: usize,
+        close: usize,
+        at_end: bool,
+    ) -> Result<(), AnswerError> {
+        self.batches += 1;
+        if let Some(worker) = self.worker.as_mut().filter(|_| !at_end) {
+            let mut bytes = Vec::with_capacity(close + 1 - open + PADDING);
+            bytes.push(b'[');
+            bytes.extend_from_slice(&buf[open + 1..close]);
+            bytes.push(b']');
+            bytes.resize(bytes.len() + PADDING, 0);
+            let sent = worker
+                .batches
+                .as_ref()
+                .map(|tx| tx.send(Batch { open, bytes }));
+            return match sent {
+                Some(Ok(())) => {
+                    worker.sent += 1;
+                    Ok(())
+                }
+                // The worker stopped at a bad batch: its error says why.
+                _ => worker.take_back(buf, true).and(Err(truncated())),
+            };
+        }
         let opener = std::mem::replace(&mut buf[open], b'[');
         buf[close] = b']';
-        let mut tape = std::mem::replace(&mut self.spare, Tape::null()).reset();
-        {
-            let piece = &mut buf[open..];
-            let base = piece.as_ptr() as usize;
-            simd_json::fill_tape_padded(piece, close + 1 - open, &mut self.buffers, &mut tape)
-                .map_err(json_error)?;
-            let mut walker = Walker::new(
-                &tape.0,
-                self.buffers.structural_indexes(),
-                base,
-                Place::at(open as u32),
-            );
-            let ix = &mut self.index;
-            walker.array("result is not an array", |w| w.series(ix))?;
-            self.deferred.append(&mut walker.deferred_quotes);
-        }
-        self.spare = tape.reset();
+        parse_batch(
+            &mut buf[open..],
+            close + 1 - open,
+            open,
+            &mut self.buffers,
+            &mut self.spare,
+            &mut self.index,
+            &mut self.deferred,
+        )?;
         buf[open] = opener;
         buf[close] = b',';
-        self.batches += 1;
         Ok(())
     }
 
@@ -680,15 +924,20 @@ impl<'a, 'de> Walker<'a, 'de> {
     /// right after it, nothing was unescaped: an unescaped string is shorter
     /// than its raw form, and the raw byte at that offset would be a quote only
     /// as part of `\\"`, which would have put a `"` into the text.
+    ///
+    /// In compact JSON the next structural (found before unescaping) sits
+    /// right after the raw closing quote; when that is just past the text,
+    /// raw and text are equally long, and since every escape sequence is
+    /// longer than what it stands for, there was none: no scan of the text.
     fn raw_str(&mut self, s: &str) -> Result<(), AnswerError> {
+        let end = self.local(s) + s.len() as u32;
+        if self.structurals.get(self.s) == Some(&(end + 1)) {
+            return Ok(());
+        }
         if s.bytes().any(|b| b == b'"' || b == b'\\') {
             return Err(AnswerError::Shape("escape sequence inside a sample"));
         }
-        let end = self.local(s) + s.len() as u32;
-        // Compact JSON: the next structural is right after the closing quote.
-        if self.structurals.get(self.s) != Some(&(end + 1)) {
-            self.deferred_quotes.push(self.place.body(end));
-        }
+        self.deferred_quotes.push(self.place.body(end));
         Ok(())
     }
 
@@ -1096,8 +1345,29 @@ mod tests {
         r#"{"data":{"result":[{"metric":{"a":"1"},"value":[1,"1"]},{"metric":{"a":"2"},"value":[1,"2"]}],"resultType":"vector"},"status":"success"}"#,
     ];
 
+    /// Parses `body` fed in pieces of `piece` bytes, as it arrives; also
+    /// says how many batches were parsed and how many of them by the worker.
+    fn parse_fed(
+        body: &str,
+        batch_bytes: usize,
+        piece: usize,
+    ) -> Result<(Answer, usize, usize), AnswerError> {
+        let mut parser = Parser::new(batch_bytes);
+        let mut buf = Vec::new();
+        for chunk in body.as_bytes().chunks(piece) {
+            buf.extend_from_slice(chunk);
+            let len = buf.len();
+            parser.feed(&mut buf, len)?;
+        }
+        let on_arrival = parser.worker.as_ref().map_or(0, |w| w.sent);
+        let (answer, batches) = parser.finish_counting(buf, body.len())?;
+        Ok((answer, batches, on_arrival))
+    }
+
     #[test]
     fn batches_read_exactly_what_one_pass_reads() {
+        // Batches cut on arrival go to the worker, whose copies hold the
+        // escaped labels of BATCHABLE[0]: the body must read as one pass reads.
         for body in BATCHABLE {
             let whole = parse(body).unwrap().digest();
             for batch_bytes in [1, 40, 100] {
@@ -1105,15 +1375,11 @@ mod tests {
                 assert_eq!(batched.digest(), whole, "{batch_bytes}: {body}");
                 // Fed as it would arrive, in pieces of every size.
                 for piece in [1, 7, 64, 200] {
-                    let mut parser = Parser::new(batch_bytes);
-                    let mut buf = Vec::new();
-                    for chunk in body.as_bytes().chunks(piece) {
-                        buf.extend_from_slice(chunk);
-                        let len = buf.len();
-                        parser.feed(&mut buf, len).unwrap();
-                    }
-                    let (answer, batches) = parser.finish_counting(buf, body.len()).unwrap();
+                    let (answer, batches, on_arrival) =
+                        parse_fed(body, batch_bytes, piece).unwrap();
                     assert!(batches > 0, "{body}");
+                    // The first cut always finds the worker's queue empty.
+                    assert!(batch_bytes > 1 || on_arrival > 0, "{piece}: {body}");
                     assert_eq!(answer.digest(), whole, "{batch_bytes}/{piece}: {body}");
                 }
             }
@@ -1122,6 +1388,34 @@ mod tests {
                 .unwrap();
             assert_eq!(batches, 0, "a body no larger than a batch is parsed whole");
         }
+    }
+
+    /// Spare tables that once held another answer's samples.
+    struct Spares(std::sync::Mutex<Vec<Samples>>);
+
+    impl SpareTables for Spares {
+        fn spare_table(&self) -> Option<Samples> {
+            self.0.lock().unwrap().pop()
+        }
+    }
+
+    #[test]
+    fn a_spare_table_holds_nothing_of_its_last_answer() {
+        let (first, second) = (BATCHABLE[1], BATCHABLE[0]);
+        let (_, table) = parse(first).unwrap().into_buffers();
+        assert_eq!(table.len(), 0);
+        assert!(table.capacity_bytes() > 0);
+        let spares = Arc::new(Spares(std::sync::Mutex::new(vec![table])));
+        let mut parser = Parser::new(40).with_spare_tables(spares.clone());
+        let mut buf = Vec::new();
+        for chunk in second.as_bytes().chunks(16) {
+            buf.extend_from_slice(chunk);
+            let len = buf.len();
+            parser.feed(&mut buf, len).unwrap();
+        }
+        let answer = parser.finish(buf, second.len()).unwrap();
+        assert!(spares.0.lock().unwrap().is_empty(), "the spare was taken");
+        assert_eq!(answer.digest(), parse(second).unwrap().digest());
     }
 
     #[test]
@@ -1142,6 +1436,10 @@ mod tests {
                     assert!(
                         parse_batched(&bad, 1).is_err(),
                         "accepted in batches: {bad}"
+                    );
+                    assert!(
+                        parse_fed(&bad, 1, 9).is_err(),
+                        "accepted in batches parsed on arrival: {bad}"
                     );
                 }
             }
