@@ -700,6 +700,14 @@ mod tests {
         assert_eq!(c.upstreams.len(), 2);
         assert_eq!(c.upstreams[0].name, "a");
         assert!(c.upstreams[1].url.as_str().ends_with("/prometheus"));
+        assert_eq!(c.keep_buffer_bytes, DEFAULT_KEEP_BUFFER_BYTES);
+        let none = load(
+            "keep_buffer_bytes=0\n[upstreams.a]\nurl='http://a:1'\n",
+            &[],
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(none.keep_buffer_bytes, 0, "0 keeps no buffers");
     }
 
     #[test]
@@ -763,6 +771,10 @@ mod tests {
             (
                 "max_upstream_body_bytes=-1\n[upstreams.a]\nurl='http://a:1'\n",
                 "max_upstream_body_bytes",
+            ),
+            (
+                "keep_buffer_bytes=-1\n[upstreams.a]\nurl='http://a:1'\n",
+                "keep_buffer_bytes",
             ),
         ];
         for (toml, key) in cases {
