@@ -21,33 +21,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// `series` gauges over the timeline, skipping `holes`; integer arithmetic, so
-/// both replicas hold the same values where they both have data.
-fn big_openmetrics(tl: &Timeline, series: usize, holes: &[Hole]) -> String {
-    let times: Vec<i64> = (tl.start..=tl.end)
-        .step_by(STEP_S as usize)
-        .map(|t| t + PHASE_S)
-        .filter(|t| !holes.iter().any(|h| h.contains(*t)))
-        .collect();
-    let mut out = String::with_capacity(series * times.len() * 60);
-    out.push_str("# TYPE big_series gauge\n");
-    for s in 0..series {
-        for &t in &times {
-            let i = (t - tl.start) / STEP_S;
-            let v = (i * (s as i64 % 97 + 1) + s as i64 * 13) % 100_000;
-            writeln!(
-                out,
-                "big_series{{instance=\"host-{}:9100\",shard=\"{}\"}} {v}.25 {t}",
-                s / 8,
-                s % 8
-            )
-            .unwrap();
-        }
-    }
-    out.push_str("# EOF\n");
-    out
-}
-
 /// Milliseconds to ask every base in `bases` at once and read every answer:
 /// for one base, a plain query; for several, the slower of them, which is the
 /// floor for the proxy (it asks them all at once, and on one machine the

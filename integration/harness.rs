@@ -72,6 +72,33 @@ impl Timeline {
     }
 }
 
+/// `series` gauges over the timeline, skipping `holes`; integer arithmetic, so
+/// both replicas hold the same values where they both have data.
+pub fn big_openmetrics(tl: &Timeline, series: usize, holes: &[Hole]) -> String {
+    let times: Vec<i64> = (tl.start..=tl.end)
+        .step_by(STEP_S as usize)
+        .map(|t| t + PHASE_S)
+        .filter(|t| !holes.iter().any(|h| h.contains(*t)))
+        .collect();
+    let mut out = String::with_capacity(series * times.len() * 60);
+    out.push_str("# TYPE big_series gauge\n");
+    for s in 0..series {
+        for &t in &times {
+            let i = (t - tl.start) / STEP_S;
+            let v = (i * (s as i64 % 97 + 1) + s as i64 * 13) % 100_000;
+            writeln!(
+                out,
+                "big_series{{instance=\"host-{}:9100\",shard=\"{}\"}} {v}.25 {t}",
+                s / 8,
+                s % 8
+            )
+            .unwrap();
+        }
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
 /// Seconds after each whole scrape interval at which the data's samples sit:
 /// like real scrapes, never on a query step or a TSDB block boundary.
 pub const PHASE_S: i64 = 7;

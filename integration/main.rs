@@ -9,6 +9,7 @@
 //! in their names and check everything else point for point.
 
 mod api;
+mod buffers;
 mod coverage;
 mod failover;
 mod fake;

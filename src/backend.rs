@@ -773,6 +773,7 @@ async fn exchange(
     request: &ApiRequest,
     mut parser: Option<&mut Parser>,
 ) -> Result<Body, UpstreamError> {
+    let asked = Instant::now();
     let (client, upstream, max_body) = (&reader.client, &*reader.upstream, reader.reading.max_body);
     let url = upstream_url(&upstream.url, &request.path, &request.query_string);
     let mut req = client
@@ -846,8 +847,9 @@ async fn exchange(
         }
     }
     log::debug!(
-        "{}: {} bytes read in {:?} after the response head",
+        "{}: response head {:?} after the request, then {} bytes in {:?}",
         upstream.url,
+        headed - asked,
         buf.len(),
         headed.elapsed()
     );

@@ -51,6 +51,7 @@ pub struct Metrics {
     received_bytes: Family<UpstreamLabels, Counter>,
     sent_bytes: Family<EndpointLabels, Counter>,
     filled_samples: Counter,
+    kept_buffer_bytes: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -111,6 +112,12 @@ impl Metrics {
             "Samples answered from a lower-priority upstream because a higher one had a gap there",
             filled_samples.clone(),
         );
+        let kept_buffer_bytes = Gauge::default();
+        registry.register(
+            "kept_buffer_bytes",
+            "Capacity of the merged answers' large buffers kept for the next answers (idle memory), after the last merge",
+            kept_buffer_bytes.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -120,6 +127,7 @@ impl Metrics {
             received_bytes,
             sent_bytes,
             filled_samples,
+            kept_buffer_bytes,
         }
     }
 
@@ -173,6 +181,10 @@ impl Metrics {
         self.filled_samples.inc_by(filled_samples as u64);
     }
 
+    pub fn kept_buffers(&self, bytes: usize) {
+        self.kept_buffer_bytes.set(bytes as i64);
+    }
+
     /// The OpenMetrics text of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -193,6 +205,7 @@ mod tests {
         m.upstream_request("http://a:9090", "success", Duration::from_millis(3), 1000);
         m.upstream_health("http://a:9090", false);
         m.merged("/api/v1/query_range", Duration::from_millis(1), 42);
+        m.kept_buffers(1 << 20);
         let text = m.encode();
         for line in [
             "prom_ha_proxy_http_requests_total{endpoint=\"/api/v1/query\",code=\"200\"} 1",
@@ -200,6 +213,7 @@ mod tests {
             "prom_ha_proxy_upstream_up{upstream=\"http://a:9090\"} 0",
             "prom_ha_proxy_upstream_received_bytes_total{upstream=\"http://a:9090\"} 1000",
             "prom_ha_proxy_filled_samples_total 42",
+            "prom_ha_proxy_kept_buffer_bytes 1048576",
             "prom_ha_proxy_upstream_request_duration_seconds_count{upstream=\"http://a:9090\",outcome=\"success\"} 1",
         ] {
             assert!(

@@ -374,6 +374,7 @@ impl Handler<Query> for Supervisor {
                     let (body, table) = held.release().into_buffers();
                     budget.keep(body, table);
                 }
+                metrics.kept_buffers(budget.kept_bytes());
             });
             match rx.recv().await {
                 Some(Piece::Last(whole)) => Ok(Merged::Whole(whole)),

@@ -1,0 +1,88 @@
+//! Large answers from real replicas through a proxy that keeps merged answers'
+//! buffers for the next ones: each answer read into a kept buffer (which held
+//! a larger answer before) is byte for byte what a proxy keeping none sends,
+//! and the kept buffers are reused rather than joined by new ones.
+
+use crate::harness::*;
+use crate::proxy_binary;
+use std::path::Path;
+
+/// Enough series for range answers over 4 MiB, the smallest buffers kept.
+const SERIES: usize = 400;
+
+fn kept_bytes(proxy: &Proxy) -> i64 {
+    let (status, text) = http_get(&format!("{}/metrics", proxy.url)).unwrap();
+    assert_eq!(status, 200);
+    text.lines()
+        .find_map(|l| l.strip_prefix("prom_ha_proxy_kept_buffer_bytes "))
+        .and_then(|v| v.parse().ok())
+        .expect("prom_ha_proxy_kept_buffer_bytes in /metrics")
+}
+
+#[test]
+fn answers_read_into_kept_buffers_equal_those_of_a_proxy_keeping_none() {
+    let tl = Timeline::recent();
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("buffers");
+    let (om_a, om_b) = (
+        big_openmetrics(&tl, SERIES, &[tl.hole_a]),
+        big_openmetrics(&tl, SERIES, &[tl.hole_b]),
+    );
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| Prometheus::start("a", &root.join("a"), &om_a));
+        let b = Prometheus::start("b", &root.join("b"), &om_b);
+        (a.join().unwrap(), b)
+    });
+    let keep = |bytes: &str| {
+        Proxy::start_with_env(
+            proxy_binary(),
+            &[&a.url, &b.url],
+            &[],
+            &[("PROM_HA_PROXY__KEEP_BUFFER_BYTES", bytes)],
+        )
+    };
+    let (keeping, keeping_none) = (keep("1073741824"), keep("0"));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let all = range_path(&tl, "big_series");
+    let fewer = range_path(&tl, "big_series{shard!=\"3\"}");
+    let (status, alone) = get_identity(&agent, &format!("{}{all}", a.url));
+    assert_eq!(status, 200);
+    assert!(
+        alone.len() > 4 << 20,
+        "{} bytes: too small to be kept",
+        alone.len()
+    );
+    assert_eq!(kept_bytes(&keeping), 0);
+    let mut kept_after_first = 0;
+    // The smaller answer lands in buffers that held the larger one.
+    for (i, pq) in [&all, &fewer, &all, &fewer].into_iter().enumerate() {
+        let (status, got) = get_identity(&agent, &format!("{}{pq}", keeping.url));
+        assert_eq!(status, 200, "{got}");
+        let (status, want) = get_identity(&agent, &format!("{}{pq}", keeping_none.url));
+        assert_eq!(status, 200, "{want}");
+        assert!(
+            got == want,
+            "answer {i} differs when read into kept buffers"
+        );
+        if i == 0 {
+            // a's hole is filled from b.
+            assert!(got.len() > alone.len());
+        }
+        let kept = kept_bytes(&keeping);
+        if i == 0 {
+            assert!(
+                kept >= 2 * (4 << 20),
+                "two bodies and their tables kept: {kept}"
+            );
+            kept_after_first = kept;
+        } else {
+            assert_eq!(
+                kept, kept_after_first,
+                "answer {i} took new buffers, not the kept ones"
+            );
+        }
+    }
+    assert_eq!(kept_bytes(&keeping_none), 0);
+}
