@@ -476,6 +476,8 @@ enum Back {
     /// A batch held escapes, so unescaping rewrote strings in the copy; the
     /// body must hold the same text, as the spans read the body.
     Unescaped(Batch),
+    /// A batch's copy, parsed, for the next batch to be copied into.
+    Spent(Vec<u8>),
     Failed(AnswerError),
 }
 
@@ -484,6 +486,9 @@ enum Back {
 struct BatchWorker {
     batches: Option<mpsc::Sender<Batch>>,
     back: mpsc::Receiver<Back>,
+    /// Copies the worker is done with (at most [`BATCHES_QUEUED`] or so), so
+    /// the copies of a body take a few allocations, not one per batch.
+    spent: Vec<Vec<u8>>,
     sent: usize,
     parsed: Arc<AtomicUsize>,
     thread: std::thread::JoinHandle<Result<(Index, Vec<u32>), AnswerError>>,
@@ -517,9 +522,11 @@ impl BatchWorker {
                         let _ = report.send(Back::Failed(e.clone()));
                         return Err(e);
                     }
-                    if escaped {
-                        let _ = report.send(Back::Unescaped(batch));
-                    }
+                    let _ = report.send(if escaped {
+                        Back::Unescaped(batch)
+                    } else {
+                        Back::Spent(batch.bytes)
+                    });
                     counter.fetch_add(1, Ordering::Release);
                 }
                 Ok((index, deferred))
@@ -528,6 +535,7 @@ impl BatchWorker {
         Some(BatchWorker {
             batches: Some(batches),
             back,
+            spent: Vec::new(),
             sent: 0,
             parsed,
             thread,
@@ -539,7 +547,7 @@ impl BatchWorker {
     }
 
     /// Applies what the worker has handed back so far to the body.
-    fn take_back(&self, buf: &mut [u8], blocking: bool) -> Result<(), AnswerError> {
+    fn take_back(&mut self, buf: &mut [u8], blocking: bool) -> Result<(), AnswerError> {
         let next = || {
             if blocking {
                 self.back.recv().ok()
@@ -553,7 +561,9 @@ impl BatchWorker {
                     let inner = 1..batch.bytes.len() - PADDING - 1;
                     let at = batch.open + 1;
                     buf[at..at + inner.len()].copy_from_slice(&batch.bytes[inner]);
+                    self.spent.push(batch.bytes);
                 }
+                Back::Spent(bytes) => self.spent.push(bytes),
                 Back::Failed(e) => return Err(e),
             }
         }
@@ -630,7 +640,7 @@ impl Parser {
     /// not looked at): parses every batch that is complete and has simd-json's
     /// padding of body after it.
     pub fn feed(&mut self, buf: &mut [u8], len: usize) -> Result<(), AnswerError> {
-        if let Some(worker) = &self.worker {
+        if let Some(worker) = &mut self.worker {
             worker.take_back(buf, false)?;
         }
         self.scan(buf, len, false)
@@ -790,7 +800,9 @@ impl Parser {
     ) -> Result<(), AnswerError> {
         self.batches += 1;
         if let Some(worker) = self.worker.as_mut().filter(|_| !at_end) {
-            let mut bytes = Vec::with_capacity(close + 1 - open + PADDING);
+            let mut bytes = worker.spent.pop().unwrap_or_default();
+            bytes.clear();
+            bytes.reserve(close + 1 - open + PADDING);
             bytes.push(b'[');
             bytes.extend_from_slice(&buf[open + 1..close]);
             bytes.push(b']');
