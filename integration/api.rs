@@ -214,11 +214,7 @@ fn get_json(base: &str, path: &str, params: &[(&str, &str)]) -> Value {
 /// A request as Grafana's Prometheus datasource sends it (its headers, a
 /// form body for POST); returns (status, parsed body).
 fn grafana(method: &str, url: &str, form: &[(&str, &str)]) -> (u16, Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into();
+    let agent = agent();
     let mut resp = match method {
         "POST" => agent
             .post(url)

@@ -41,10 +41,7 @@ fn answers_read_into_kept_buffers_equal_those_of_a_proxy_keeping_none() {
         )
     };
     let (keeping, keeping_none) = (keep("1073741824"), keep("0"));
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = agent();
     let all = range_path(&tl, "big_series");
     let fewer = range_path(&tl, "big_series{shard!=\"3\"}");
     let (status, alone) = get_identity(&agent, &format!("{}{all}", a.url));

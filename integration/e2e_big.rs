@@ -136,10 +136,7 @@ fn main() {
         "|---|---|---|---|---|{}",
         "---|---|---|---|---|".repeat(proxies.len())
     );
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = agent();
     let mut biggest = 0;
     for (name, pq) in &cases {
         // Columns: a alone, b alone, both at once, then each proxy. Every round

@@ -452,7 +452,8 @@ pub fn wait_until_or(
     }
 }
 
-fn agent() -> ureq::Agent {
+/// A client that returns every status as an answer, and gives up after 60 s.
+pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(60)))
@@ -532,10 +533,7 @@ pub fn get_identity(agent: &ureq::Agent, url: &str) -> (u16, String) {
 }
 
 pub fn median_ms(base: &str, path_and_query: &str, rounds: usize) -> (f64, usize) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = agent();
     let url = format!("{base}{path_and_query}");
     let (status, body) = get_identity(&agent, &url);
     assert_eq!(status, 200, "{url}: {body}");

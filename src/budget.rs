@@ -67,14 +67,8 @@ impl Budget {
     /// The largest kept body buffer, emptied, if one is kept.
     pub fn spare_body(&self) -> Option<Vec<u8>> {
         let mut spare = self.spare.lock().ok()?;
-        let (i, _) = spare
-            .bodies
-            .iter()
-            .enumerate()
-            .max_by_key(|(_, b)| b.capacity())?;
-        let body = spare.bodies.swap_remove(i);
-        spare.bytes -= body.capacity();
-        Some(body)
+        let Spare { bodies, bytes, .. } = &mut *spare;
+        take_largest(bodies, bytes, Vec::capacity)
     }
 
     /// Keeps a merged answer's buffers, if they are large and there is room.
@@ -82,15 +76,19 @@ impl Budget {
         let Ok(mut spare) = self.spare.lock() else {
             return;
         };
-        if body.capacity() >= KEPT_FROM_BYTES && spare.bytes + body.capacity() <= self.keep_bytes {
-            spare.bytes += body.capacity();
-            spare.bodies.push(body);
-        }
-        let size = table.capacity_bytes();
-        if size >= KEPT_FROM_BYTES && spare.bytes + size <= self.keep_bytes {
-            spare.bytes += size;
-            spare.tables.push(table);
-        }
+        let Spare {
+            bodies,
+            tables,
+            bytes,
+        } = &mut *spare;
+        keep_one(bodies, bytes, self.keep_bytes, body, Vec::capacity);
+        keep_one(
+            tables,
+            bytes,
+            self.keep_bytes,
+            table,
+            Samples::capacity_bytes,
+        );
     }
 
     /// Capacity of the buffers kept now.
@@ -127,14 +125,31 @@ impl Budget {
 impl SpareTables for Budget {
     fn spare_table(&self) -> Option<Samples> {
         let mut spare = self.spare.lock().ok()?;
-        let (i, _) = spare
-            .tables
-            .iter()
-            .enumerate()
-            .max_by_key(|(_, t)| t.capacity_bytes())?;
-        let table = spare.tables.swap_remove(i);
-        spare.bytes -= table.capacity_bytes();
-        Some(table)
+        let Spare { tables, bytes, .. } = &mut *spare;
+        take_largest(tables, bytes, Samples::capacity_bytes)
+    }
+}
+
+/// Takes the largest of `kept` (sized by `size`) out, and out of `bytes`, the kept total.
+fn take_largest<T>(kept: &mut Vec<T>, bytes: &mut usize, size: fn(&T) -> usize) -> Option<T> {
+    let (i, _) = kept.iter().enumerate().max_by_key(|(_, b)| size(b))?;
+    let taken = kept.swap_remove(i);
+    *bytes -= size(&taken);
+    Some(taken)
+}
+
+/// Keeps `buffer` if it is large and fits under `limit`; else it is freed.
+fn keep_one<T>(
+    kept: &mut Vec<T>,
+    bytes: &mut usize,
+    limit: usize,
+    buffer: T,
+    size: fn(&T) -> usize,
+) {
+    let n = size(&buffer);
+    if n >= KEPT_FROM_BYTES && *bytes + n <= limit {
+        *bytes += n;
+        kept.push(buffer);
     }
 }
 
