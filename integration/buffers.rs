@@ -23,15 +23,7 @@ fn kept_bytes(proxy: &Proxy) -> i64 {
 fn answers_read_into_kept_buffers_equal_those_of_a_proxy_keeping_none() {
     let tl = Timeline::recent();
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("buffers");
-    let (om_a, om_b) = (
-        big_openmetrics(&tl, SERIES, &[tl.hole_a]),
-        big_openmetrics(&tl, SERIES, &[tl.hole_b]),
-    );
-    let (a, b) = std::thread::scope(|s| {
-        let a = s.spawn(|| Prometheus::start("a", &root.join("a"), &om_a));
-        let b = Prometheus::start("b", &root.join("b"), &om_b);
-        (a.join().unwrap(), b)
-    });
+    let (a, b) = start_big_replicas(&root, &tl, SERIES);
     let keep = |bytes: &str| {
         Proxy::start_with_env(
             proxy_binary(),

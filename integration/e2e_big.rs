@@ -84,16 +84,7 @@ fn main() {
     let tl = Timeline::recent();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e-big");
     eprintln!("backfilling two replicas with {series} series each…");
-    let (om_a, om_b) = (
-        big_openmetrics(&tl, series, &[tl.hole_a]),
-        big_openmetrics(&tl, series, &[tl.hole_b]),
-    );
-    let (a, b) = std::thread::scope(|s| {
-        let a = s.spawn(|| Prometheus::start("a", &root.join("a"), &om_a));
-        let b = Prometheus::start("b", &root.join("b"), &om_b);
-        (a.join().unwrap(), b)
-    });
-    drop((om_a, om_b));
+    let (a, b) = start_big_replicas(&root, &tl, series);
 
     let mut binaries = vec![("proxy", proxy_binary)];
     if let Ok(before) = std::env::var("E2E_BEFORE") {

@@ -358,13 +358,27 @@ impl Prometheus {
 /// Replicas `a` and `b` of the timeline's data, each missing its own hole,
 /// backfilled and started side by side under `root`.
 pub fn start_replicas(root: &Path, tl: &Timeline) -> (Prometheus, Prometheus) {
-    let (om_a, om_b) = (
-        openmetrics(tl, &[tl.hole_a], PHASE_S),
-        openmetrics(tl, &[tl.hole_b], PHASE_S),
-    );
+    start_pair(
+        root,
+        &openmetrics(tl, &[tl.hole_a], PHASE_S),
+        &openmetrics(tl, &[tl.hole_b], PHASE_S),
+    )
+}
+
+/// Replicas `a` and `b` of `series` [`big_openmetrics`] gauges, each missing
+/// its own hole, backfilled and started side by side under `root`.
+pub fn start_big_replicas(root: &Path, tl: &Timeline, series: usize) -> (Prometheus, Prometheus) {
+    start_pair(
+        root,
+        &big_openmetrics(tl, series, &[tl.hole_a]),
+        &big_openmetrics(tl, series, &[tl.hole_b]),
+    )
+}
+
+fn start_pair(root: &Path, om_a: &str, om_b: &str) -> (Prometheus, Prometheus) {
     std::thread::scope(|s| {
-        let a = s.spawn(|| Prometheus::start("a", &root.join("a"), &om_a));
-        let b = Prometheus::start("b", &root.join("b"), &om_b);
+        let a = s.spawn(|| Prometheus::start("a", &root.join("a"), om_a));
+        let b = Prometheus::start("b", &root.join("b"), om_b);
         (a.join().unwrap(), b)
     })
 }
