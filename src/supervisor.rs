@@ -361,14 +361,15 @@ impl Handler<Query> for Supervisor {
                         &mut spill,
                     ),
                 };
-                // An error drops the channel without a `Last`: the answer breaks off.
                 log::debug!("{path}: merged in {:?}", started.elapsed());
+                // An error drops the channel without a `Last`: the answer breaks off.
                 if let Ok(report) = merged {
                     metrics.merged(&path, started.elapsed(), report.filled_samples);
                     if client_there {
                         hand_on(&runtime, &tx, Piece::Last(body.into()));
                     }
                 }
+                // The answers' large buffers, for the next large answers.
                 drop(upstreams);
                 for held in outcomes.into_iter().flatten() {
                     let (body, table) = held.release().into_buffers();

@@ -495,7 +495,8 @@ struct BatchWorker {
 }
 
 impl BatchWorker {
-    /// Starts the thread, which fills `index`.
+    /// Starts the thread, which fills `index` (at the first batch it holds at
+    /// most a spare sample table, which is dropped if no thread can start).
     fn start(mut index: Index) -> Option<BatchWorker> {
         let (batches, todo) = mpsc::channel::<Batch>();
         let (report, back) = mpsc::channel();
