@@ -16,7 +16,7 @@
 use simd_json::{Buffers, Node, StaticNode, Tape};
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 /// Extra bytes the parser needs after the body (simd-json reads in blocks).
@@ -491,8 +491,15 @@ struct BatchWorker {
     spent: Vec<Vec<u8>>,
     sent: usize,
     parsed: Arc<AtomicUsize>,
-    thread: std::thread::JoinHandle<Result<(Index, Vec<u32>), AnswerError>>,
+    /// Set when the parser is dropped unfinished: the thread stops after the
+    /// batch at hand instead of parsing what is queued.
+    cancel: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Result<Parsed, AnswerError>>>,
 }
+
+/// What a [`BatchWorker`] parsed: the index, and the body offsets that must
+/// hold a closing quote (see [`Walker::raw_str`]).
+type Parsed = (Index, Vec<u32>);
 
 impl BatchWorker {
     /// Starts the thread, which fills `index` (at the first batch it holds at
@@ -502,12 +509,17 @@ impl BatchWorker {
         let (report, back) = mpsc::channel();
         let parsed = Arc::new(AtomicUsize::new(0));
         let counter = parsed.clone();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let cancelled = cancel.clone();
         let thread = std::thread::Builder::new()
             .name("parse-batches".into())
             .spawn(move || {
                 let (mut buffers, mut tape) = (Buffers::default(), Tape::null());
                 let mut deferred = Vec::new();
                 for mut batch in todo {
+                    if cancelled.load(Ordering::Acquire) {
+                        break;
+                    }
                     let len = batch.bytes.len() - PADDING;
                     let escaped = memchr::memchr(b'\\', &batch.bytes[..len]).is_some();
                     let parsed = parse_batch(
@@ -539,7 +551,8 @@ impl BatchWorker {
             spent: Vec::new(),
             sent: 0,
             parsed,
-            thread,
+            cancel,
+            thread: Some(thread),
         })
     }
 
@@ -572,13 +585,26 @@ impl BatchWorker {
     }
 
     /// Waits for every batch sent; returns the index they make up.
-    fn join(mut self, buf: &mut [u8]) -> Result<(Index, Vec<u32>), AnswerError> {
+    fn join(mut self, buf: &mut [u8]) -> Result<Parsed, AnswerError> {
         drop(self.batches.take());
         // The worker's end closes the channel, so this drains all it sent.
         self.take_back(buf, true)?;
-        self.thread
+        let thread = self.thread.take().ok_or_else(truncated)?;
+        thread
             .join()
             .map_err(|_| AnswerError::Json("the batch parser panicked".into()))?
+    }
+}
+
+/// Joined here, so no parse thread outlives its parser (a body dropped by a
+/// deadline or a bad chunk, say); it stops after the batch at hand.
+impl Drop for BatchWorker {
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Release);
+        drop(self.batches.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
