@@ -696,7 +696,6 @@ impl Parser {
             let (index, mut deferred) = worker.join(&mut buf)?;
             self.index = index;
             self.deferred.append(&mut deferred);
-            self.in_place = true;
         }
         if len > self.batch_bytes {
             self.take_spare_table();
@@ -777,7 +776,7 @@ impl Parser {
                     self.scanned = comma - 1;
                     break;
                 }
-                self.batch(buf, self.open as usize, comma, at_end)?;
+                self.batch(buf, self.open as usize, comma)?;
                 self.open = comma as u32;
             }
             self.last = Some(comma as u32);
@@ -785,7 +784,7 @@ impl Parser {
         }
         match self.last {
             Some(last) if at_end && last != self.open => {
-                self.batch(buf, self.open as usize, last as usize, at_end)?;
+                self.batch(buf, self.open as usize, last as usize)?;
                 self.open = last;
             }
             _ => {}
@@ -817,16 +816,11 @@ impl Parser {
     }
 
     /// Parses the series between the cuts `open` and `close` as one array:
-    /// on arrival by the worker, from a copy; at the end in place.
-    fn batch(
-        &mut self,
-        buf: &mut [u8],
-        open: usize,
-        close: usize,
-        at_end: bool,
-    ) -> Result<(), AnswerError> {
+    /// on arrival by the worker, from a copy; at the end (the worker joined
+    /// by then) in place.
+    fn batch(&mut self, buf: &mut [u8], open: usize, close: usize) -> Result<(), AnswerError> {
         self.batches += 1;
-        if let Some(worker) = self.worker.as_mut().filter(|_| !at_end) {
+        if let Some(worker) = self.worker.as_mut() {
             let mut bytes = worker.spent.pop().unwrap_or_default();
             bytes.clear();
             bytes.reserve(close + 1 - open + PADDING);
