@@ -1413,7 +1413,15 @@ mod tests {
         batch_bytes: usize,
         piece: usize,
     ) -> Result<(Answer, usize, usize), AnswerError> {
-        let mut parser = Parser::new(batch_bytes);
+        feed_whole(Parser::new(batch_bytes), body, piece)
+    }
+
+    /// [`parse_fed`] with a parser set up by the caller.
+    fn feed_whole(
+        mut parser: Parser,
+        body: &str,
+        piece: usize,
+    ) -> Result<(Answer, usize, usize), AnswerError> {
         let mut buf = Vec::new();
         for chunk in body.as_bytes().chunks(piece) {
             buf.extend_from_slice(chunk);
@@ -1467,14 +1475,8 @@ mod tests {
         assert_eq!(table.len(), 0);
         assert!(table.capacity_bytes() > 0);
         let spares = Arc::new(Spares(std::sync::Mutex::new(vec![table])));
-        let mut parser = Parser::new(40).with_spare_tables(spares.clone());
-        let mut buf = Vec::new();
-        for chunk in second.as_bytes().chunks(16) {
-            buf.extend_from_slice(chunk);
-            let len = buf.len();
-            parser.feed(&mut buf, len).unwrap();
-        }
-        let answer = parser.finish(buf, second.len()).unwrap();
+        let parser = Parser::new(40).with_spare_tables(spares.clone());
+        let (answer, _, _) = feed_whole(parser, second, 16).unwrap();
         assert!(spares.0.lock().unwrap().is_empty(), "the spare was taken");
         assert_eq!(answer.digest(), parse(second).unwrap().digest());
     }
