@@ -128,6 +128,7 @@ fn main() {
         "---|---|---|---|---|".repeat(proxies.len())
     );
     let agent = agent();
+    let pids: Vec<u32> = proxies.iter().map(TimedProxy::pid).collect();
     let mut biggest = 0;
     for (name, pq) in &cases {
         // Columns: a alone, b alone, both at once, then each proxy. Every round
@@ -139,7 +140,7 @@ fn main() {
         let mut bytes = 0;
         for round in 0..=rounds {
             for (c, bases) in columns.iter().enumerate() {
-                let proxy = c.checked_sub(3).map(|i| (i, proxies[i].pid()));
+                let proxy = c.checked_sub(3).map(|i| (i, pids[i]));
                 let before = proxy.map_or(0.0, |(_, pid)| cpu_ms(pid));
                 let (ms, size) = ask_all_at_once(&agent, bases, pq);
                 // Round 0 warms every cache up and is not counted.
