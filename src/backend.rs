@@ -729,6 +729,14 @@ pub fn upstream_url(base: &url::Url, path: &str, query_string: &str) -> String {
     url
 }
 
+/// Bodies up to this size are parsed on the backend's own arbiter, and merges
+/// of answers up to this size in all run on the supervisor's: on this kind of
+/// machine a hand-off to the blocking pool and back costs tens of
+/// microseconds of wake-ups, more than simd-json takes for 64 KiB, and a
+/// small query makes several such hand-offs. Larger work still goes to the
+/// pool, so one big answer never stalls the arbiters.
+pub const INLINE_BYTES: usize = 64 << 10;
+
 async fn fetch(reader: Reader, msg: Fetch) -> Result<Held<Answer>, UpstreamError> {
     let started = Instant::now();
     let mut parser =
@@ -739,10 +747,16 @@ async fn fetch(reader: Reader, msg: Fetch) -> Result<Held<Answer>, UpstreamError
     }
     let len = body.bytes.len();
     let (buf, reservation) = (body.bytes, body.reservation);
-    // What is left after the last batch parsed on arrival: CPU work, off the arbiter.
-    let answer = actix_web::rt::task::spawn_blocking(move || parser.finish(buf, len))
-        .await
-        .map_err(|_| UpstreamError::Unavailable)??;
+    // What is left after the last batch parsed on arrival: CPU work, off the
+    // arbiter, unless the body is small enough that the trip to the blocking
+    // pool and back would cost more than parsing it here.
+    let answer = if len <= INLINE_BYTES {
+        parser.finish(buf, len)?
+    } else {
+        actix_web::rt::task::spawn_blocking(move || parser.finish(buf, len))
+            .await
+            .map_err(|_| UpstreamError::Unavailable)??
+    };
     log::debug!(
         "{}: {len} bytes parsed {:?} after the request",
         reader.upstream.url,
@@ -811,7 +825,10 @@ async fn exchange(
     } else {
         max_body.min(1 << 20)
     };
-    let capacity = hinted.unwrap_or(64 << 10).min(limit) + PADDING;
+    // Without a length (Prometheus chunks every answer over 2 KiB), start
+    // small: a larger first buffer, freed at once, makes the allocator give
+    // the top of its heap back to the kernel and take it again every query.
+    let capacity = hinted.unwrap_or(UNKNOWN_LENGTH_BYTES).min(limit) + PADDING;
     let over_budget = || UpstreamError::OverBudget {
         limit: reader.budget.limit(),
     };
@@ -860,6 +877,9 @@ async fn exchange(
         reservation,
     })
 }
+
+/// The first buffer for a body whose length is not given.
+const UNKNOWN_LENGTH_BYTES: usize = 16 << 10;
 
 /// A body is moved into a kept buffer (see [`Budget::keep`]) once it needs
 /// this much room: later, the copy would cost more, and smaller answers do

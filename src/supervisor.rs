@@ -7,13 +7,14 @@
 //! and nothing about HTTP: the edge maps [`ProxyError`] to a response.
 
 use crate::backend::{
-    ApiRequest, Backend, Body, Fetch, FetchBody, Reading, SharedHealth, UpstreamError,
+    ApiRequest, Backend, Body, Fetch, FetchBody, INLINE_BYTES, Reading, SharedHealth, UpstreamError,
 };
 use crate::budget::{Budget, Held};
 use crate::config::{Config, CoverageConfig, HealthConfig, UpstreamConfig};
 use crate::merge::answer::Answer;
 use crate::merge::coverage::StepMask;
 use crate::merge::meta::{self, MetaAnswer, MetaKind, MetaOptions};
+use crate::merge::reorder::Reorder;
 use crate::merge::{self, AllEligible, Eligibility, MergeOptions, MergeReport, Upstream};
 use crate::metrics::Metrics;
 use crate::query::{self, QueryShape, Reads};
@@ -117,7 +118,9 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Starts one backend per upstream, each on an arbiter of its own.
+    /// Starts one backend per upstream, on the current arbiter, where the
+    /// supervisor is started too: a message between them is then no wake-up
+    /// of another thread (see `INLINE_BYTES` for the CPU work).
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
         // One budget for every upstream's answers in flight, and their kept buffers.
         let budget = Budget::keeping(config.max_in_flight_bytes, config.keep_buffer_bytes);
@@ -138,10 +141,9 @@ impl Supervisor {
                     metrics.clone(),
                     budget.clone(),
                 );
-                let arbiter = Arbiter::new();
                 // Under actix' supervisor: a backend that stops is started again
                 // with the same settings, the others untouched.
-                let addr = actix::Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+                let addr = actix::Supervisor::start(move |_| {
                     Backend::new(for_actor, reading, cfg, shared, metrics, budget)
                 });
                 BackendHandle {
@@ -292,17 +294,22 @@ impl Handler<Query> for Supervisor {
                 }
             })
             .collect();
-        let names = self.names.clone();
-        let replica_labels = self.replica_labels.clone();
-        let reorder = query.shape.reorder;
+        let job = MergeJob {
+            names: self.names.clone(),
+            replica_labels: self.replica_labels.clone(),
+            reorder: query.shape.reorder,
+            metrics: self.metrics.clone(),
+            path: request.path.clone(),
+            budget: self.budget.clone(),
+            outcomes: Vec::new(),
+            coverage: Vec::new(),
+        };
         let straggler_timeout = self.health.straggler_timeout;
-        let metrics = self.metrics.clone();
-        let path = request.path.clone();
         let piece_bytes = self.piece_bytes;
-        let budget = self.budget.clone();
         let asked = Instant::now();
         Box::pin(async move {
-            let (outcomes, coverage): (Vec<Outcome>, Vec<Option<Outcome>>) = gather(
+            let mut job = job;
+            (job.outcomes, job.coverage) = gather(
                 fetches,
                 straggler_timeout,
                 |(main, _)| main.is_ok(),
@@ -312,70 +319,31 @@ impl Handler<Query> for Supervisor {
             .into_iter()
             .unzip();
             log::debug!(
-                "{path}: every answer in {:?} after the request",
+                "{}: every answer in {:?} after the request",
+                job.path,
                 asked.elapsed()
             );
-            if outcomes.iter().all(Result::is_err) {
-                return Err(ProxyError::AllFailed(failures(&names, &outcomes)));
+            if job.outcomes.iter().all(Result::is_err) {
+                return Err(ProxyError::AllFailed(failures(&job.names, &job.outcomes)));
+            }
+            if job.input_bytes() <= INLINE_BYTES {
+                // Small enough to merge here (see INLINE_BYTES), and whole.
+                let merged = job.merge(None);
+                job.release();
+                return merged
+                    .map(|whole| Merged::Whole(whole.into()))
+                    .ok_or_else(|| ProxyError::Internal("merge failed".to_string()));
             }
             // The merge is CPU work: keep it off the threads that serve HTTP.
             let (tx, mut rx) = mpsc::channel(PIECES_QUEUED);
             let runtime = tokio::runtime::Handle::current();
             actix_web::rt::task::spawn_blocking(move || {
-                let started = Instant::now();
-                let mut warnings = failure_warnings(&names, &outcomes);
-                let upstreams: Vec<Upstream<'_>> = names
-                    .iter()
-                    .zip(&outcomes)
-                    .map(|(n, o)| Upstream {
-                        name: n,
-                        answer: o.as_ref().ok().map(|held| &**held),
-                    })
-                    .collect();
-                let opts = MergeOptions {
-                    replica_labels: &replica_labels,
-                    reorder,
-                };
-                let mask = step_mask(&names, &outcomes, &coverage, &mut warnings);
-                // Room for a piece and the series that crosses its end.
-                let fresh_piece = || Vec::with_capacity(piece_bytes * 5 / 4);
-                let mut body = fresh_piece();
-                let mut client_there = true;
-                let mut spill = |out: &mut Vec<u8>| {
-                    if out.len() >= piece_bytes {
-                        let piece = std::mem::replace(out, fresh_piece());
-                        client_there = hand_on(&runtime, &tx, Piece::More(piece.into()));
-                    }
-                    client_there
-                };
-                let merged = match &mask {
-                    Some(mask) => {
-                        run_merge(&upstreams, &warnings, &opts, mask, &mut body, &mut spill)
-                    }
-                    None => run_merge(
-                        &upstreams,
-                        &warnings,
-                        &opts,
-                        &AllEligible,
-                        &mut body,
-                        &mut spill,
-                    ),
-                };
-                log::debug!("{path}: merged in {:?}", started.elapsed());
+                let mut send = |piece| hand_on(&runtime, &tx, piece);
                 // An error drops the channel without a `Last`: the answer breaks off.
-                if let Ok(report) = merged {
-                    metrics.merged(&path, started.elapsed(), report.filled_samples);
-                    if client_there {
-                        hand_on(&runtime, &tx, Piece::Last(body.into()));
-                    }
+                if let Some(last) = job.merge(Some((piece_bytes, &mut send))) {
+                    send(Piece::Last(last.into()));
                 }
-                // The answers' large buffers, for the next large answers.
-                drop(upstreams);
-                for held in outcomes.into_iter().flatten() {
-                    let (body, table) = held.release().into_buffers();
-                    budget.keep(body, table);
-                }
-                metrics.kept_buffers(budget.kept_bytes());
+                job.release();
             });
             match rx.recv().await {
                 Some(Piece::Last(whole)) => Ok(Merged::Whole(whole)),
@@ -383,6 +351,93 @@ impl Handler<Query> for Supervisor {
                 None => Err(ProxyError::Internal("merge failed".to_string())),
             }
         })
+    }
+}
+
+/// One query's upstream answers and what their merge needs.
+struct MergeJob {
+    names: Arc<Vec<String>>,
+    replica_labels: Arc<Vec<String>>,
+    reorder: Reorder,
+    metrics: Arc<Metrics>,
+    path: String,
+    budget: Arc<Budget>,
+    /// Each upstream's answer to the user's query, in priority order.
+    outcomes: Vec<Outcome>,
+    /// Each upstream's answer to the coverage query, if one was asked.
+    coverage: Vec<Option<Outcome>>,
+}
+
+impl MergeJob {
+    /// The answers' body bytes, coverage answers included.
+    fn input_bytes(&self) -> usize {
+        let len = |o: &Outcome| o.as_ref().map_or(0, |held| held.body_len());
+        self.outcomes.iter().map(len).sum::<usize>()
+            + self.coverage.iter().flatten().map(len).sum::<usize>()
+    }
+
+    /// Merges the answers. With `pieces`, each `piece_bytes` of output is
+    /// handed on as `Piece::More` as soon as it is written, `hand_on` saying
+    /// whether the client is still there; without, the answer is built whole.
+    /// The rest of the answer, or None if the merge failed or the client left.
+    fn merge(&self, pieces: Option<(usize, &mut dyn FnMut(Piece) -> bool)>) -> Option<Vec<u8>> {
+        let started = Instant::now();
+        let names = &self.names;
+        let mut warnings = failure_warnings(names, &self.outcomes);
+        let upstreams: Vec<Upstream<'_>> = names
+            .iter()
+            .zip(&self.outcomes)
+            .map(|(n, o)| Upstream {
+                name: n,
+                answer: o.as_ref().ok().map(|held| &**held),
+            })
+            .collect();
+        let opts = MergeOptions {
+            replica_labels: &self.replica_labels,
+            reorder: self.reorder.clone(),
+        };
+        let mask = step_mask(names, &self.outcomes, &self.coverage, &mut warnings);
+        let (piece_bytes, mut hand_on) = match pieces {
+            Some((bytes, hand_on)) => (bytes, Some(hand_on)),
+            None => (usize::MAX, None),
+        };
+        // Room for a piece and the series that crosses its end.
+        let capacity = piece_bytes.min(self.input_bytes()) * 5 / 4;
+        let fresh_piece = || Vec::with_capacity(capacity);
+        let mut body = fresh_piece();
+        let mut client_there = true;
+        let mut spill = |out: &mut Vec<u8>| {
+            if let Some(hand_on) = hand_on.as_mut().filter(|_| out.len() >= piece_bytes) {
+                let piece = std::mem::replace(out, fresh_piece());
+                client_there = hand_on(Piece::More(piece.into()));
+            }
+            client_there
+        };
+        let merged = match &mask {
+            Some(mask) => run_merge(&upstreams, &warnings, &opts, mask, &mut body, &mut spill),
+            None => run_merge(
+                &upstreams,
+                &warnings,
+                &opts,
+                &AllEligible,
+                &mut body,
+                &mut spill,
+            ),
+        };
+        log::debug!("{}: merged in {:?}", self.path, started.elapsed());
+        let report = merged.ok()?;
+        self.metrics
+            .merged(&self.path, started.elapsed(), report.filled_samples);
+        client_there.then_some(body)
+    }
+
+    /// Gives the answers' large buffers to the budget, for the next large answers.
+    fn release(self) {
+        for held in self.outcomes.into_iter().flatten() {
+            let (body, table) = held.release().into_buffers();
+            self.budget.keep(body, table);
+        }
+        self.metrics.kept_buffers(self.budget.kept_bytes());
     }
 }
 
