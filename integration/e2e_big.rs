@@ -97,21 +97,25 @@ fn main() {
     let t = tl.end - 60;
     let range = |q: &str| range_path(&tl, q);
     let instant = |q: &str| instant_path(q, t);
+    // Each case with how many times a round asks each column for it: quick
+    // queries many times, so the CPU time read from /proc (in 10 ms ticks)
+    // adds up to something that can be divided.
+    let ten = "big_series{instance=~\"host-[0-4]:9100\",shard=~\"[01]\"}";
     let cases = [
-        ("range, every series x 720 steps", range("big_series")),
+        ("range, every series x 720 steps", range("big_series"), 1),
         (
             "range, sum by shard (rate) x 720",
             range("sum by (shard) (rate(big_series[5m]))"),
+            1,
         ),
-        ("instant 1+1", instant("1+1")),
-        (
-            "instant 10-series vector",
-            instant("big_series{instance=~\"host-[0-4]:9100\",shard=~\"[01]\"}"),
-        ),
+        ("range, 10 series x 720 steps", range(ten), 20),
+        ("instant 1+1", instant("1+1"), 20),
+        ("instant 10-series vector", instant(ten), 20),
     ];
     println!(
-        "{series} series; {rounds} rounds per row, each asking every column in turn; \
-         medians in ms; no compression; a proxy's CPU is its user + system time per query\n"
+        "{series} series; {rounds} rounds per row, each asking every column in turn \
+         (the last three rows 20 times each); medians in ms; no compression; \
+         a proxy's CPU is its user + system time per query\n"
     );
     let mut header = String::from("| query | answer bytes | a | b | a and b at once, slower |");
     for p in &proxies {
@@ -130,27 +134,30 @@ fn main() {
     let agent = agent();
     let pids: Vec<u32> = proxies.iter().map(TimedProxy::pid).collect();
     let mut biggest = 0;
-    for (name, pq) in &cases {
+    for &(name, ref pq, repeat) in &cases {
         // Columns: a alone, b alone, both at once, then each proxy. Every round
         // asks each in turn, so the machine's drift (10-20% here) falls on all.
         let mut columns: Vec<Vec<&str>> = vec![vec![&a.url], vec![&b.url], vec![&a.url, &b.url]];
         columns.extend(proxies.iter().map(|p| vec![p.url.as_str()]));
-        let mut times = vec![Vec::with_capacity(rounds); columns.len()];
+        let mut times = vec![Vec::with_capacity(rounds * repeat); columns.len()];
         let mut cpu = vec![0.0; proxies.len()];
         let mut bytes = 0;
         for round in 0..=rounds {
             for (c, bases) in columns.iter().enumerate() {
                 let proxy = c.checked_sub(3).map(|i| (i, pids[i]));
                 let before = proxy.map_or(0.0, |(_, pid)| cpu_ms(pid));
-                let (ms, size) = ask_all_at_once(&agent, bases, pq);
-                // Round 0 warms every cache up and is not counted.
-                if round == 0 {
-                    if c == 0 {
+                for _ in 0..repeat {
+                    let (ms, size) = ask_all_at_once(&agent, bases, pq);
+                    // Round 0 warms every cache up and is not counted.
+                    if round > 0 {
+                        times[c].push(ms);
+                    } else if c == 0 {
                         bytes = size;
                     }
+                }
+                if round == 0 {
                     continue;
                 }
-                times[c].push(ms);
                 if let Some((i, pid)) = proxy {
                     cpu[i] += cpu_ms(pid) - before;
                 }
@@ -164,11 +171,11 @@ fn main() {
         for (i, mp) in medians[3..].iter().enumerate() {
             write!(
                 row,
-                " {mp:.2} | {:.3} | {:.3} | {:.2} ms | {:.1} |",
+                " {mp:.2} | {:.3} | {:.3} | {:.2} ms | {:.2} |",
                 mp / slowest,
                 mp / both,
                 mp - both,
-                cpu[i] / rounds as f64
+                cpu[i] / (rounds * repeat) as f64
             )
             .unwrap();
         }
