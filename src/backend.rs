@@ -729,12 +729,12 @@ pub fn upstream_url(base: &url::Url, path: &str, query_string: &str) -> String {
     url
 }
 
-/// Bodies up to this size are parsed on the backend's own arbiter, and merges
-/// of answers up to this size in all run on the supervisor's: on this kind of
-/// machine a hand-off to the blocking pool and back costs tens of
-/// microseconds of wake-ups, more than simd-json takes for 64 KiB, and a
-/// small query makes several such hand-offs. Larger work still goes to the
-/// pool, so one big answer never stalls the arbiters.
+/// Bodies up to this size are parsed, and merges of answers up to this size
+/// in all run, on the arbiter the backends share with the supervisor: a
+/// hand-off to the blocking pool and back costs tens of microseconds of
+/// wake-ups here, more than simd-json takes for 64 KiB, and a small query
+/// would make several. Larger work still goes to the pool, so one big answer
+/// never stalls that arbiter.
 pub const INLINE_BYTES: usize = 64 << 10;
 
 async fn fetch(reader: Reader, msg: Fetch) -> Result<Held<Answer>, UpstreamError> {
