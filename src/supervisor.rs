@@ -552,7 +552,8 @@ impl Handler<MetaQuery> for Supervisor {
                 Err(UpstreamError::Straggler(straggler_timeout))
             })
             .await;
-            actix_web::rt::task::spawn_blocking(move || {
+            let input: usize = outcomes.iter().flatten().map(|b| b.bytes.len()).sum();
+            let merge = move || {
                 let started = Instant::now();
                 let mut outcomes = outcomes;
                 let tapes: Vec<Result<_, UpstreamError>> = outcomes
@@ -584,9 +585,14 @@ impl Handler<MetaQuery> for Supervisor {
                 meta::merge_meta(query.kind, &answers, &warnings, &opts, &mut body);
                 metrics.merged(&path, started.elapsed(), 0);
                 Ok(Merged::Whole(body.into()))
-            })
-            .await
-            .map_err(|e| ProxyError::Internal(format!("merge failed: {e}")))?
+            };
+            // Small enough to merge here (see INLINE_BYTES); else off the HTTP threads.
+            if input <= INLINE_BYTES {
+                return merge();
+            }
+            actix_web::rt::task::spawn_blocking(merge)
+                .await
+                .map_err(|e| ProxyError::Internal(format!("merge failed: {e}")))?
         })
     }
 }
