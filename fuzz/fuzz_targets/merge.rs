@@ -1,15 +1,38 @@
 //! Arbitrary upstream bodies into the parsers and the mergers (queries, and
 //! every other merged endpoint): no panic, no unbounded allocation, and
-//! whatever a merge writes is JSON; the batched parse agrees with one pass.
+//! whatever a merge writes is JSON; the batched parse agrees with one pass,
+//! and so does a parse with scratch lent by earlier inputs' parses.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use prom_ha_proxy::merge::answer::{Answer, PADDING, Parser};
+use prom_ha_proxy::merge::answer::{Answer, PADDING, Parser, Samples, Scratch, SpareTables};
 use prom_ha_proxy::merge::coverage::StepMask;
 use prom_ha_proxy::merge::meta::{self, MetaAnswer, MetaKind, MetaOptions};
 use prom_ha_proxy::merge::reorder::{Grouping, Reorder};
 use prom_ha_proxy::merge::{AllEligible, Eligibility, MergeOptions, Upstream, merge};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Scratch that outlives each input: every parse with it follows others,
+/// some of which failed half-way.
+struct Lender(Mutex<Vec<Scratch>>);
+
+impl SpareTables for Lender {
+    fn spare_table(&self) -> Option<Samples> {
+        None
+    }
+    fn spare_scratch(&self) -> Option<Scratch> {
+        self.0.lock().unwrap().pop()
+    }
+    fn keep_scratch(&self, scratch: Scratch) {
+        let mut kept = self.0.lock().unwrap();
+        if kept.len() < 2 {
+            kept.push(scratch);
+        }
+    }
+}
+
+static LENDER: OnceLock<Arc<Lender>> = OnceLock::new();
 
 fn check<E: Eligibility>(ups: &[Upstream<'_>], reorder: &Reorder, eligibility: &E) {
     let labels = vec!["replica".to_string()];
@@ -83,6 +106,16 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(fed) = fed.and_then(|()| parser.finish(buf, body.len())) {
             let whole = whole.as_ref().expect("the fed parse accepted what one pass rejects");
             assert_eq!(fed.digest(), whole.digest());
+        }
+        // Parsed whole with scratch earlier parses used: the same verdict and reading.
+        let lender = LENDER.get_or_init(|| Arc::new(Lender(Mutex::new(Vec::new())))).clone();
+        let mut buf = body.to_vec();
+        buf.resize(body.len() + PADDING, 0);
+        let lent = Parser::new(1 << 30).with_spare_tables(lender).finish(buf, body.len());
+        match (lent, whole) {
+            (Ok(lent), Some(whole)) => assert_eq!(lent.digest(), whole.digest()),
+            (Err(_), None) => {}
+            (lent, _) => panic!("with lent scratch: {:?}, fresh: {}", lent.err(), whole.is_some()),
         }
     }
     let refs: Vec<Option<&Answer>> = answers.iter().map(Option::as_ref).collect();
