@@ -125,11 +125,12 @@ pub trait SpareTables: Send + Sync {
     }
 }
 
-/// simd-json's working memory for a body parsed whole (its buffers and a
-/// tape), lent from one answer to the next through [`SpareTables`]: new, it
-/// is about six times the body in fresh pages (1.3 MB for a 200 KB answer),
-/// each faulted in and zeroed, then given back to the kernel when freed.
-/// Bodies parsed in batches reuse one small set per body instead.
+/// simd-json's working memory (its buffers and a tape), reused from one
+/// input to the next. A body parsed whole borrows it from [`SpareTables`]:
+/// new, it is about six times the body in fresh pages (1.3 MB for a 200 KB
+/// answer), each faulted in and zeroed, then given back to the kernel when
+/// freed. A body parsed in batches has one small set for its batches (and one
+/// on its worker thread), used batch after batch.
 pub struct Scratch {
     buffers: Buffers,
     tape: Tape<'static>,
@@ -156,10 +157,33 @@ impl Default for Scratch {
 }
 
 impl Scratch {
-    /// The longest body its buffers were grown for (they hold about six
+    /// The longest input its buffers were grown for (they hold about six
     /// times that: tape, structural index, string buffer).
     pub fn grown_for(&self) -> usize {
         self.grown_for
+    }
+
+    /// Runs simd-json over `input[..len]` and hands `read` a walker over the
+    /// tape, its spans placed by `place`; returns what `read` gives and the
+    /// offsets that must hold a closing quote (see [`Walker::raw_str`]).
+    fn walk<T>(
+        &mut self,
+        input: &mut [u8],
+        len: usize,
+        place: Place,
+        read: impl FnOnce(&mut Walker<'_, '_>) -> Result<T, AnswerError>,
+    ) -> Result<(T, Vec<u32>), AnswerError> {
+        self.grown_for = self.grown_for.max(len);
+        let mut tape = std::mem::replace(&mut self.tape, Tape::null()).reset();
+        let base = input.as_ptr() as usize;
+        simd_json::fill_tape_padded(input, len, &mut self.buffers, &mut tape)
+            .map_err(json_error)?;
+        let mut walker = Walker::new(&tape.0, self.buffers.structural_indexes(), base, place);
+        let read = read(&mut walker);
+        let deferred = std::mem::take(&mut walker.deferred_quotes);
+        drop(walker);
+        self.tape = tape.reset();
+        Ok((read?, deferred))
     }
 }
 
@@ -446,26 +470,6 @@ fn json_error(e: simd_json::Error) -> AnswerError {
     AnswerError::Json(e.to_string())
 }
 
-/// One simd-json pass over the whole body, with `scratch`'s memory.
-fn parse_whole(
-    buf: &mut [u8],
-    len: usize,
-    scratch: &mut Scratch,
-    ix: &mut Index,
-) -> Result<Vec<u32>, AnswerError> {
-    scratch.grown_for = scratch.grown_for.max(len);
-    let mut tape = std::mem::replace(&mut scratch.tape, Tape::null()).reset();
-    let base = buf.as_ptr() as usize;
-    simd_json::fill_tape_padded(buf, len, &mut scratch.buffers, &mut tape).map_err(json_error)?;
-    let structurals = scratch.buffers.structural_indexes();
-    let mut walker = Walker::new(&tape.0, structurals, base, Place::WHOLE);
-    walker.top(ix)?;
-    let deferred = std::mem::take(&mut walker.deferred_quotes);
-    drop(walker);
-    scratch.tape = tape.reset();
-    Ok(deferred)
-}
-
 /// Parses an answer as its body arrives, a batch of whole series at a time.
 ///
 /// A large body's `data.result` is cut into batches of about `batch_bytes`,
@@ -502,8 +506,8 @@ pub struct Parser {
     /// The first series did not follow a `[`: parse whole.
     whole: bool,
     batches: usize,
-    buffers: Buffers,
-    spare: Tape<'static>,
+    /// For the batches parsed in place and the envelope.
+    scratch: Scratch,
     deferred: Vec<u32>,
     /// Parses the batches cut while the body arrives; started by the first.
     worker: Option<BatchWorker>,
@@ -567,7 +571,7 @@ impl BatchWorker {
         let thread = std::thread::Builder::new()
             .name("parse-batches".into())
             .spawn(move || {
-                let (mut buffers, mut tape) = (Buffers::default(), Tape::null());
+                let mut scratch = Scratch::default();
                 let mut deferred = Vec::new();
                 for mut batch in todo {
                     if cancelled.load(Ordering::Acquire) {
@@ -579,8 +583,7 @@ impl BatchWorker {
                         &mut batch.bytes,
                         len,
                         batch.open,
-                        &mut buffers,
-                        &mut tape,
+                        &mut scratch,
                         &mut index,
                         &mut deferred,
                     );
@@ -667,23 +670,15 @@ fn parse_batch(
     piece: &mut [u8],
     len: usize,
     open: usize,
-    buffers: &mut Buffers,
-    spare: &mut Tape<'static>,
+    scratch: &mut Scratch,
     ix: &mut Index,
     deferred: &mut Vec<u32>,
 ) -> Result<(), AnswerError> {
-    let mut tape = std::mem::replace(spare, Tape::null()).reset();
-    let base = piece.as_ptr() as usize;
-    simd_json::fill_tape_padded(piece, len, buffers, &mut tape).map_err(json_error)?;
-    let mut walker = Walker::new(
-        &tape.0,
-        buffers.structural_indexes(),
-        base,
-        Place::at(open as u32),
-    );
-    walker.array("result is not an array", |w| w.series(ix))?;
-    deferred.append(&mut walker.deferred_quotes);
-    *spare = tape.reset();
+    let place = Place::at(open as u32);
+    let ((), mut quotes) = scratch.walk(piece, len, place, |w| {
+        w.array("result is not an array", |w| w.series(ix))
+    })?;
+    deferred.append(&mut quotes);
     Ok(())
 }
 
@@ -701,8 +696,7 @@ impl Parser {
             scanned: 0,
             whole: false,
             batches: 0,
-            buffers: Buffers::default(),
-            spare: Tape::null(),
+            scratch: Scratch::default(),
             deferred: Vec::new(),
             worker: None,
             in_place: false,
@@ -770,11 +764,12 @@ impl Parser {
             _ => {
                 let spares = self.spares.as_ref();
                 let mut scratch = spares.and_then(|s| s.spare_scratch()).unwrap_or_default();
-                let parsed = parse_whole(&mut buf, len, &mut scratch, &mut self.index);
+                let ix = &mut self.index;
+                let parsed = scratch.walk(&mut buf, len, Place::WHOLE, |w| w.top(ix));
                 if let Some(spares) = spares {
                     spares.keep_scratch(scratch);
                 }
-                parsed?
+                parsed?.1
             }
         };
         let index = self.index;
@@ -908,8 +903,7 @@ impl Parser {
             &mut buf[open..],
             close + 1 - open,
             open,
-            &mut self.buffers,
-            &mut self.spare,
+            &mut self.scratch,
             &mut self.index,
             &mut self.deferred,
         )?;
@@ -932,20 +926,16 @@ impl Parser {
         envelope.extend_from_slice(&buf[last..len]);
         let envelope_len = envelope.len();
         envelope.resize(envelope_len + PADDING, 0);
-        {
-            let mut tape = std::mem::replace(&mut self.spare, Tape::null()).reset();
-            let base = envelope.as_ptr() as usize;
-            simd_json::fill_tape_padded(&mut envelope, envelope_len, &mut self.buffers, &mut tape)
-                .map_err(json_error)?;
-            let place = Place {
-                offset: 0,
-                gap_at: first as u32,
-                gap: (last - first) as u32,
-            };
-            let mut walker = Walker::new(&tape.0, self.buffers.structural_indexes(), base, place);
-            walker.top(&mut self.index)?;
-            self.deferred.append(&mut walker.deferred_quotes);
-        }
+        let place = Place {
+            offset: 0,
+            gap_at: first as u32,
+            gap: (last - first) as u32,
+        };
+        let ix = &mut self.index;
+        let ((), mut quotes) = self
+            .scratch
+            .walk(&mut envelope, envelope_len, place, |w| w.top(ix))?;
+        self.deferred.append(&mut quotes);
         if self.index.first_series != Some(last as u32) {
             return Err(AnswerError::Shape("series outside data.result"));
         }
