@@ -1,7 +1,8 @@
 //! Large answers from real replicas through a proxy that keeps merged answers'
 //! buffers for the next ones: each answer read into a kept buffer (which held
 //! a larger answer before) is byte for byte what a proxy keeping none sends,
-//! and the kept buffers are reused rather than joined by new ones.
+//! and the kept buffers are reused rather than joined by new ones. And a
+//! series list large enough to be merged on the blocking pool.
 
 use crate::harness::*;
 use crate::proxy_binary;
@@ -74,4 +75,36 @@ fn answers_read_into_kept_buffers_equal_those_of_a_proxy_keeping_none() {
         }
     }
     assert_eq!(kept_bytes(&keeping_none), 0);
+}
+
+#[test]
+fn series_lists_over_64_kib_in_all_are_merged_off_the_arbiter_alike() {
+    // 1,200 series: two lists of about 70 KB, over INLINE_BYTES in all.
+    let tl = Timeline::recent();
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("series-lists");
+    let (a, b) = start_big_replicas(&root, &tl, 1200);
+    let proxy = Proxy::start(proxy_binary(), &[&a.url, &b.url], &[]);
+    let agent = agent();
+    let series = format!(
+        "/api/v1/series?{}",
+        query_string(&[
+            ("match[]", "big_series"),
+            ("start", &tl.start.to_string()),
+            ("end", &tl.end.to_string()),
+        ])
+    );
+    let (status, direct) = get_identity(&agent, &format!("{}{series}", a.url));
+    assert_eq!(status, 200);
+    assert!(
+        2 * direct.len() > 64 << 10,
+        "{} bytes: merged inline",
+        direct.len()
+    );
+    let (status, merged) = get_identity(&agent, &format!("{}{series}", proxy.url));
+    assert_eq!(status, 200, "{merged}");
+    let data =
+        |body: &str| serde_json::from_str::<serde_json::Value>(body).unwrap()["data"].clone();
+    // Each replica lists every series: the union is a's list, each once.
+    assert_eq!(data(&merged), data(&direct));
+    assert_eq!(data(&merged).as_array().map(Vec::len), Some(1200));
 }
