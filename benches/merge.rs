@@ -333,6 +333,7 @@ fn bench(c: &mut Criterion) {
                     &cov_refs,
                     &vec![true; n],
                     "__prom_ha_proxy_coverage__",
+                    None,
                 );
                 group.bench_function("merge_masked", |b| {
                     b.iter_batched(

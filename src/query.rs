@@ -249,6 +249,16 @@ pub fn coverage_query(selector: &str, stretches: &[Stretch]) -> String {
     )
 }
 
+/// How wide the stretches that move with the step are, in all: the width of
+/// what a step's coverage counts, pinned (`@`) stretches aside.
+pub fn moving_width_ms(stretches: &[Stretch]) -> i64 {
+    stretches
+        .iter()
+        .filter(|s| s.at.is_none())
+        .map(|s| (s.to_ms - s.from_ms).max(1))
+        .sum()
+}
+
 /// The label that tells the coverage query's two series apart.
 pub const COVERAGE_LABEL: &str = "__prom_ha_proxy_coverage__";
 

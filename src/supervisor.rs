@@ -242,24 +242,29 @@ impl Handler<Query> for Supervisor {
 
     fn handle(&mut self, query: Query, _: &mut Self::Context) -> Self::Result {
         // The coverage query goes out with the user's, to every upstream at once.
-        let coverage_request = match (&self.coverage, &query.shape.reads) {
-            (Some(cov), Reads::Stretches(stretches)) => {
+        let (coverage_request, coverage_window_ms) = match (&self.coverage, &query.shape.reads) {
+            (Some(cov), Reads::Stretches(stretches)) => match query.instant_ms {
                 // An instant's coverage over the steps before it too, to learn
                 // each upstream's usual deficit as over a range.
-                Some(Arc::new(match query.instant_ms {
-                    Some(t) => {
-                        let stretches = query::at_instant(stretches);
-                        let coverage = query::coverage_query(&cov.selector, &stretches);
-                        let step = query::INSTANT_HISTORY_STEP_MS;
-                        let start = t - query::INSTANT_HISTORY_STEPS * step;
-                        query.request.as_range(&coverage, start, t, step)
-                    }
-                    None => query
-                        .request
-                        .with_query(&query::coverage_query(&cov.selector, stretches)),
-                }))
-            }
-            _ => None,
+                Some(t) => {
+                    let stretches = query::at_instant(stretches);
+                    let coverage = query::coverage_query(&cov.selector, &stretches);
+                    let step = query::INSTANT_HISTORY_STEP_MS;
+                    let start = t - query::INSTANT_HISTORY_STEPS * step;
+                    (
+                        Some(Arc::new(query.request.as_range(&coverage, start, t, step))),
+                        Some(query::moving_width_ms(&stretches)),
+                    )
+                }
+                None => (
+                    Some(Arc::new(query.request.with_query(&query::coverage_query(
+                        &cov.selector,
+                        stretches,
+                    )))),
+                    Some(query::moving_width_ms(stretches)),
+                ),
+            },
+            _ => (None, None),
         };
         let request = Arc::new(query.request);
         let fetches: Vec<_> = self
@@ -303,6 +308,7 @@ impl Handler<Query> for Supervisor {
             budget: self.budget.clone(),
             outcomes: Vec::new(),
             coverage: Vec::new(),
+            coverage_window_ms,
         };
         let straggler_timeout = self.health.straggler_timeout;
         let piece_bytes = self.piece_bytes;
@@ -366,6 +372,8 @@ struct MergeJob {
     outcomes: Vec<Outcome>,
     /// Each upstream's answer to the coverage query, if one was asked.
     coverage: Vec<Option<Outcome>>,
+    /// How wide the coverage query's moving stretches are in all.
+    coverage_window_ms: Option<i64>,
 }
 
 impl MergeJob {
@@ -396,7 +404,13 @@ impl MergeJob {
             replica_labels: &self.replica_labels,
             reorder: self.reorder.clone(),
         };
-        let mask = step_mask(names, &self.outcomes, &self.coverage, &mut warnings);
+        let mask = step_mask(
+            names,
+            &self.outcomes,
+            &self.coverage,
+            self.coverage_window_ms,
+            &mut warnings,
+        );
         let (piece_bytes, mut hand_on) = match pieces {
             Some((bytes, hand_on)) => (bytes, Some(hand_on)),
             None => (usize::MAX, None),
@@ -626,6 +640,7 @@ fn step_mask(
     names: &[String],
     outcomes: &[Outcome],
     coverage: &[Option<Outcome>],
+    window_ms: Option<i64>,
     warnings: &mut Vec<String>,
 ) -> Option<StepMask> {
     if coverage.iter().all(Option::is_none) {
@@ -656,5 +671,6 @@ fn step_mask(
         &answers,
         &answered,
         query::COVERAGE_LABEL,
+        window_ms,
     ))
 }

@@ -120,7 +120,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let refs: Vec<Option<&Answer>> = answers.iter().map(Option::as_ref).collect();
     let ups: Vec<Upstream<'_>> = refs.iter().map(|a| Upstream { name: "u", answer: *a }).collect();
-    let mask = StepMask::from_coverage(&refs, &[true, true], "c");
+    let mask = StepMask::from_coverage(&refs, &[true, true], "c", None);
     let reorders = [
         Reorder::None,
         Reorder::Sort { descending: true },

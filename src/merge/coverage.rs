@@ -15,10 +15,11 @@
 //! they do not. A phase offset gives a replica the same small deficit step
 //! after step; a hole's deficit grows from one scrape per target to many. So,
 //! given enough steps, each upstream's tolerance is its usual deficit (the
-//! 80th percentile over the steps, never more than one sample per target),
-//! and a small deficit beside a step short by more than that is the edge of a
-//! hole. Lockstep replicas get no tolerance; the first step of a hole is
-//! caught whatever the phases. An instant query has one step of its own, so
+//! 80th percentile over the steps outside holes and outside a run of short
+//! steps that opens or closes the range, never more than one sample per
+//! target), and a small deficit within one scrape interval of a step short by
+//! more than that is the edge of a hole. Lockstep replicas get no tolerance;
+//! the first step of a hole is caught whatever the phases and the step. An instant query has one step of its own, so
 //! its coverage is asked as a short range ending at that instant (see
 //! `query::INSTANT_HISTORY`): the same rules apply at its last step.
 
@@ -52,7 +53,16 @@ impl StepMask {
     /// since the coverage of an upstream that gave no answer is beside the point.
     /// An upstream whose coverage failed ranks below every other at every step
     /// where some coverage is known.
-    pub fn from_coverage(coverage: &[Option<&Answer>], answered: &[bool], label: &str) -> StepMask {
+    ///
+    /// `window_ms` is how wide the stretch counted at each step is, summed
+    /// over the stretches that move with the step (None if not known): with
+    /// the counts it tells how many steps one scrape interval spans.
+    pub fn from_coverage(
+        coverage: &[Option<&Answer>],
+        answered: &[bool],
+        label: &str,
+        window_ms: Option<i64>,
+    ) -> StepMask {
         let n = coverage.len().min(MAX_UPSTREAMS);
         let mut table: HashMap<i64, Vec<Counts>, ahash::RandomState> = HashMap::default();
         for (u, answer) in coverage.iter().enumerate().take(n) {
@@ -99,34 +109,95 @@ impl StepMask {
                 (t, counts, best, per_target)
             })
             .collect();
+        // Short by more than one scrape per target: inside a hole, whatever the phases.
+        let beyond = |i: usize, u: usize| {
+            let (_, c, best, per_target) = &steps[i];
+            best - c[u].samples > *per_target
+        };
+        // Learnt from the steps outside holes only: a hole filling a fifth of
+        // the range would otherwise make its own deficit look usual. Nor from
+        // a run of short steps that starts or ends the range: a hole that
+        // began (or ended) within a scrape of it shows as such a run, and an
+        // offset shows as runs that recur, so earlier ones are there to learn
+        // from. Only when nothing else is left does such a run count.
         let usual: Vec<f64> = (0..n)
             .map(|u| {
                 if steps.len() < LEARN_FROM_STEPS {
                     return f64::INFINITY;
                 }
-                let mut deficits: Vec<f64> = steps
-                    .iter()
-                    .map(|(_, c, best, _)| best - c[u].samples)
-                    .collect();
+                let deficit = |i: usize| steps[i].2 - steps[i].1[u].samples;
+                let lead = (0..steps.len()).take_while(|&i| deficit(i) > 0.0).count();
+                let trail = (0..steps.len())
+                    .rev()
+                    .take_while(|&i| deficit(i) > 0.0)
+                    .count();
+                let outside = |i: usize| !beyond(i, u);
+                let inner = (lead..steps.len().saturating_sub(trail)).filter(|&i| outside(i));
+                let mut deficits: Vec<f64> = inner.map(deficit).collect();
+                if deficits.is_empty() {
+                    deficits = (0..steps.len())
+                        .filter(|&i| outside(i))
+                        .map(deficit)
+                        .collect();
+                }
+                if deficits.is_empty() {
+                    return f64::INFINITY;
+                }
                 deficits.sort_by(f64::total_cmp);
-                deficits[(deficits.len() - 1) * 4 / 5]
+                // The 80th percentile, nearest rank.
+                deficits[(deficits.len() * 4).div_ceil(5) - 1]
             })
             .collect();
-        // Beside a step where the upstream is short by more than one scrape
-        // per target, a small deficit is the edge of that hole, not an offset.
-        let beyond = |i: usize, u: usize| {
-            let (_, c, best, per_target) = &steps[i];
-            best - c[u].samples > *per_target
+        let step_ms = steps
+            .windows(2)
+            .map(|w| w[1].0 - w[0].0)
+            .filter(|d| *d > 0)
+            .min();
+        // How many steps one scrape interval spans at step i: a window holding
+        // k samples per target is k scrape intervals wide. At least 1.
+        let reach = |i: usize| -> usize {
+            let (_, _, best, per_target) = &steps[i];
+            let per_window = best / per_target;
+            match (window_ms, step_ms) {
+                (Some(w), Some(step)) if per_window >= 2.0 && w > 0 => {
+                    let interval = w as f64 / per_window;
+                    ((interval / step as f64).ceil() as usize).clamp(1, steps.len())
+                }
+                _ => 1,
+            }
         };
+        // Per upstream and step, how many steps away the nearest step beyond
+        // is: a small deficit within one scrape interval of such a step is
+        // the edge of that hole (the scrape it misses has not yet, or no
+        // longer, made the deficit large), not an offset.
+        let to_beyond: Vec<Vec<usize>> = (0..n)
+            .map(|u| {
+                let mut distance = vec![usize::MAX; steps.len()];
+                let mut last = None;
+                for (i, d) in distance.iter_mut().enumerate() {
+                    *d = last.map_or(usize::MAX, |j| i - j);
+                    if beyond(i, u) {
+                        last = Some(i);
+                    }
+                }
+                last = None;
+                for (i, d) in distance.iter_mut().enumerate().rev() {
+                    *d = (*d).min(last.map_or(usize::MAX, |j| j - i));
+                    if beyond(i, u) {
+                        last = Some(i);
+                    }
+                }
+                distance
+            })
+            .collect();
         let by_t = (0..steps.len())
             .map(|i| {
                 let (t, counts, best, per_target) = &steps[i];
+                let reach = reach(i);
                 let mask = (0..n)
                     .filter(|&u| {
                         let deficit = best - counts[u].samples;
-                        let at_edge = deficit > 0.0
-                            && ((i > 0 && beyond(i - 1, u))
-                                || (i + 1 < steps.len() && beyond(i + 1, u)));
+                        let at_edge = deficit > 0.0 && to_beyond[u][i] <= reach;
                         known[u] && deficit <= per_target.min(usual[u]) && !at_edge
                     })
                     .fold(0u64, |m, u| m | 1 << u);
@@ -194,7 +265,7 @@ mod tests {
             (4, 80.0, 4.0),
             (5, 80.0, 4.0),
         ]);
-        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], "c");
+        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], "c", None);
         // t=1: both within one scrape per target; t=2: a one short, nothing missing around it.
         assert!(m.allows(0, 1000) && m.allows(1, 1000));
         assert!(m.allows(0, 2000) && m.allows(1, 2000));
@@ -212,7 +283,7 @@ mod tests {
         a[10].1 = 80.0;
         let b: Vec<(i64, f64, f64)> = (1..=20).map(|t| (t, 84.0, 4.0)).collect();
         let (a, b) = (coverage(&a), coverage(&b));
-        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], "c");
+        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], "c", None);
         assert!(
             !m.allows(0, 11_000),
             "one scrape short in lockstep is a hole"
@@ -227,7 +298,7 @@ mod tests {
         a[10].1 = 76.0;
         let b: Vec<(i64, f64, f64)> = (1..=20).map(|t| (t, 84.0, 4.0)).collect();
         let (a, b) = (coverage(&a), coverage(&b));
-        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], "c");
+        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], "c", None);
         // Only the step a really misses a scrape, and its two edges: no flipping elsewhere.
         assert_eq!(
             m.excluded_steps(0),
@@ -249,10 +320,83 @@ mod tests {
         .collect();
         let a = coverage(&pts);
         let b = coverage(&pts.iter().map(|p| (p.0, 84.0, 4.0)).collect::<Vec<_>>());
-        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], "c");
+        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], "c", None);
         assert!(m.allows(0, 3000));
         assert!(!m.allows(0, 4000), "one short, next to a hole");
         assert_eq!(m.excluded_steps(0), 9);
+    }
+
+    #[test]
+    fn a_hole_over_a_fifth_of_the_range_does_not_teach_its_own_deficit() {
+        // Lockstep, 4 targets, steps of half a scrape: a's hole takes 30 of
+        // the 100 steps, its deficit rising one scrape per target every two.
+        let a: Vec<(i64, f64, f64)> = (0..100)
+            .map(|i| {
+                let d = if (60..90).contains(&i) {
+                    4 * ((i - 60) / 2 + 1)
+                } else {
+                    0
+                };
+                (i, 80.0 - (d.min(80)) as f64, 4.0)
+            })
+            .collect();
+        let b: Vec<(i64, f64, f64)> = (0..100).map(|i| (i, 80.0, 4.0)).collect();
+        let (a, b) = (coverage(&a), coverage(&b));
+        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], "c", None);
+        // Steps 60 and 61, one scrape short, are the hole's start.
+        assert!(!m.allows(0, 60_000) && !m.allows(0, 61_000));
+        assert!(m.allows(0, 59_000) && m.allows(0, 90_000));
+        assert_eq!(m.excluded_steps(0), 30);
+    }
+
+    #[test]
+    fn an_offset_replicas_hole_edge_reaches_one_scrape_interval() {
+        // Steps of 5 s, scrapes every 15 s, windows of 300 s (20 samples per
+        // target, 4 targets). a scrapes later than b: one sample per target
+        // short at every third step. Its hole's first missing scrape makes
+        // it one short from step 30, then two from 33, three from 36, ...
+        let deficit = |i: i64| match i {
+            ..30 if i % 3 == 0 => 4.0,
+            ..30 => 0.0,
+            _ => 4.0 * ((i - 30) / 3 + 1) as f64,
+        };
+        let a: Vec<(i64, f64, f64)> = (0..60).map(|i| (i * 5, 80.0 - deficit(i), 4.0)).collect();
+        let b: Vec<(i64, f64, f64)> = (0..60).map(|i| (i * 5, 80.0, 4.0)).collect();
+        let (a, b) = (coverage(&a), coverage(&b));
+        let covs = [Some(&a), Some(&b)];
+        let m = StepMask::from_coverage(&covs, &[true, true], "c", Some(300_000));
+        // Steps 30 to 32 look like the lag, but lie within one scrape of the
+        // first step short by more (33): they are the hole's edge.
+        assert!((30..=32).all(|i| !m.allows(0, i * 5000)));
+        assert!(m.allows(0, 27 * 5000), "the lag alone is tolerated");
+        // Not knowing the window, only the step next to it is caught.
+        let m = StepMask::from_coverage(&covs, &[true, true], "c", None);
+        assert!(m.allows(0, 30 * 5000) && m.allows(0, 31 * 5000) && !m.allows(0, 32 * 5000));
+    }
+
+    #[test]
+    fn a_run_of_short_steps_ending_an_instants_history_is_a_hole() {
+        // 9 steps 7 s apart, lockstep: a is one scrape short at the last
+        // three (a hole began 14 s before the instant).
+        let pts = |short: &[usize]| -> Vec<(i64, f64, f64)> {
+            (0..9)
+                .map(|i| {
+                    (
+                        i as i64 * 7,
+                        if short.contains(&i) { 76.0 } else { 80.0 },
+                        4.0,
+                    )
+                })
+                .collect()
+        };
+        let b = coverage(&pts(&[]));
+        let a = coverage(&pts(&[6, 7, 8]));
+        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], "c", Some(300_000));
+        assert!(!m.allows(0, 56_000));
+        // The same deficit recurring, as a lagging replica's does, is usual.
+        let a = coverage(&pts(&[0, 2, 4, 6, 7, 8]));
+        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], "c", Some(300_000));
+        assert!(m.allows(0, 56_000) && m.allows(0, 28_000));
     }
 
     #[test]
@@ -263,7 +407,7 @@ mod tests {
             .collect();
         let a = coverage(&pts);
         let b = coverage(&pts.iter().map(|p| (p.0, 84.0, 4.0)).collect::<Vec<_>>());
-        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], "c");
+        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], "c", None);
         assert_eq!(m.excluded_steps(0), 0);
     }
 
@@ -271,18 +415,18 @@ mod tests {
     fn no_coverage_at_a_step_means_zero() {
         let a = coverage(&[(1, 80.0, 4.0)]);
         let b = coverage(&[(1, 80.0, 4.0), (2, 80.0, 4.0)]);
-        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], "c");
+        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], "c", None);
         assert!(!m.allows(0, 2000));
     }
 
     #[test]
     fn failed_coverage_ranks_lowest_and_absent_answers_do_not_count() {
         let b = coverage(&[(1, 80.0, 4.0)]);
-        let m = StepMask::from_coverage(&[None, Some(&b)], &[true, true], "c");
+        let m = StepMask::from_coverage(&[None, Some(&b)], &[true, true], "c", None);
         assert!(!m.allows(0, 1000) && m.allows(1, 1000));
         // b's main query failed: its coverage does not make a look incomplete.
         let a = coverage(&[(1, 10.0, 4.0)]);
-        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, false], "c");
+        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, false], "c", None);
         assert!(m.allows(0, 1000));
     }
 }
