@@ -1,0 +1,375 @@
+//! Queries nobody here wrote: PromQL expressions drawn at random (from a
+//! seed, so a failure can be replayed) from the data set's metrics and
+//! Prometheus's functions, aggregations and operators, asked through the
+//! proxy as range queries at odd and even steps and as instant queries in and
+//! around both holes, and compared point for point with the reference.
+//!
+//! `PROMQL_SEED` and `PROMQL_QUERIES` change the seed and the count
+//! (`PROMQL_QUERIES=20000 cargo test --test integration generated` for a long run).
+//!
+//! Left out on purpose: `topk`, `bottomk` and `limitk`. Among tied values
+//! Prometheus picks arbitrarily (one server asked twice answers differently),
+//! so no reference can tell right from wrong there.
+
+use crate::*;
+use fastrand::Rng;
+
+/// Builds one expression at a time from a seeded generator.
+struct Gen {
+    rng: Rng,
+}
+
+/// Range windows: every one of them, with any offset and subquery below,
+/// reads less than the 70 minutes between the two holes, so at every step
+/// some replica holds all the data the expression reads.
+const WINDOWS: [&str; 7] = ["30s", "1m", "2m", "5m", "10m", "15m", "30m"];
+
+impl Gen {
+    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[self.rng.usize(..xs.len())]
+    }
+
+    fn selector(&mut self, kind: usize) -> String {
+        let (name, matchers): (&str, &[&str]) = match kind {
+            0 => (
+                "http_requests_total",
+                &[
+                    "",
+                    r#"{code="200"}"#,
+                    r#"{method=~"G.*"}"#,
+                    r#"{instance!="host-1:9100"}"#,
+                    r#"{code="500",method="POST"}"#,
+                ],
+            ),
+            1 => (
+                "temperature_celsius",
+                &["", r#"{room="room-1"}"#, r#"{room=~"room-[02]"}"#],
+            ),
+            2 => (
+                "request_duration_seconds_sum",
+                &["", r#"{instance="host-0:9100"}"#],
+            ),
+            3 => (
+                "request_duration_seconds_bucket",
+                &["", r#"{le="+Inf"}"#, r#"{instance="host-1:9100"}"#],
+            ),
+            _ => ("up", &["", r#"{instance="host-2:9100"}"#]),
+        };
+        format!("{name}{}", self.pick(matchers))
+    }
+
+    fn modifier(&mut self) -> &'static str {
+        self.pick(&[
+            "",
+            "",
+            "",
+            "",
+            " offset 5m",
+            " offset 30s",
+            " offset -2m",
+            " @ end()",
+            " @ start()",
+        ])
+    }
+
+    /// A function of a range selector.
+    fn over_range(&mut self) -> String {
+        let (f, s) = if self.rng.bool() {
+            let f = self.pick(&[
+                "rate",
+                "increase",
+                "irate",
+                "resets",
+                "changes",
+                "delta",
+                "idelta",
+                "deriv",
+                "count_over_time",
+                "last_over_time",
+                "present_over_time",
+            ]);
+            (f, self.selector(0))
+        } else {
+            let f = self.pick(&[
+                "avg_over_time",
+                "min_over_time",
+                "max_over_time",
+                "sum_over_time",
+                "count_over_time",
+                "stddev_over_time",
+                "stdvar_over_time",
+                "last_over_time",
+                "changes",
+                "deriv",
+                "delta",
+                "idelta",
+                "quantile_over_time",
+                "predict_linear",
+                "absent_over_time",
+                "holt_winters",
+            ]);
+            let kind = [1, 2, 4][self.rng.usize(..3)];
+            (f, self.selector(kind))
+        };
+        let range = format!("{s}[{}]{}", self.pick(&WINDOWS), self.modifier());
+        match f {
+            "quantile_over_time" => {
+                format!("{f}({}, {range})", self.pick(&["0", "0.5", "0.9", "1"]))
+            }
+            "predict_linear" => format!("{f}({range}, {})", self.pick(&["60", "600"])),
+            "holt_winters" => format!("{f}({range}, 0.5, 0.5)"),
+            _ => format!("{f}({range})"),
+        }
+    }
+
+    /// An expression of instant-vector (or scalar) type.
+    fn expr(&mut self, depth: usize) -> String {
+        let r = self.rng.f64();
+        if depth > 2 || r < 0.25 {
+            return if self.rng.usize(..3) == 0 {
+                let kind = self.rng.usize(..5);
+                format!("{}{}", self.selector(kind), self.modifier())
+            } else {
+                self.over_range()
+            };
+        }
+        let sub = |g: &mut Gen| g.expr(depth + 1);
+        match r {
+            r if r < 0.45 => {
+                let agg = self.pick(&[
+                    "sum", "avg", "min", "max", "count", "group", "stddev", "stdvar",
+                ]);
+                let by = self.pick(&[
+                    "",
+                    " by (instance)",
+                    " by (code)",
+                    " without (instance)",
+                    " by (job)",
+                    " by (le)",
+                    " by (room)",
+                ]);
+                format!("{agg}{by} ({})", sub(self))
+            }
+            r if r < 0.52 => format!("{}({})", self.pick(&["sort", "sort_desc"]), sub(self)),
+            r if r < 0.56 => format!("quantile({}, {})", self.pick(&["0.5", "0.9"]), sub(self)),
+            r if r < 0.60 => format!(
+                r#"count_values("v", {})"#,
+                self.pick(&["up", "changes(up[10m])", "round(temperature_celsius)"])
+            ),
+            r if r < 0.68 => {
+                let f = self.pick(&[
+                    "abs",
+                    "ceil",
+                    "floor",
+                    "round",
+                    "sqrt",
+                    "exp",
+                    "ln",
+                    "log2",
+                    "sgn",
+                    "timestamp",
+                ]);
+                let x = sub(self);
+                match f {
+                    "exp" => format!("exp(({x}) / 1e6)"),
+                    _ => format!("{f}({x})"),
+                }
+            }
+            r if r < 0.72 => format!(
+                "clamp_max({}, {})",
+                sub(self),
+                self.pick(&["1", "20", "100"])
+            ),
+            r if r < 0.76 => format!(
+                "histogram_quantile({}, {}(request_duration_seconds_bucket{}[{}]))",
+                self.pick(&["0.5", "0.9", "0.99"]),
+                self.pick(&["rate", "increase"]),
+                self.pick(&["", r#"{instance="host-0:9100"}"#]),
+                self.pick(&["1m", "5m", "10m"]),
+            ),
+            r if r < 0.80 => {
+                let inner = if self.rng.bool() {
+                    let kind = self.rng.usize(..5);
+                    self.selector(kind)
+                } else {
+                    self.over_range()
+                };
+                format!("absent({inner})")
+            }
+            r if r < 0.86 => {
+                let op = self.pick(&[
+                    "+", "-", "*", "/", ">", "<", ">=", "== bool", "> bool", "and", "or", "unless",
+                ]);
+                let a = sub(self);
+                let b = if self.rng.bool() {
+                    sub(self)
+                } else {
+                    self.pick(&["1", "10", "0.5"]).to_string()
+                };
+                format!("({a}) {op} ({b})")
+            }
+            r if r < 0.90 => {
+                let f = self.pick(&[
+                    "max_over_time",
+                    "avg_over_time",
+                    "min_over_time",
+                    "count_over_time",
+                ]);
+                let inner = self.over_range();
+                let inner = if self.rng.bool() {
+                    inner
+                } else {
+                    format!("sum({inner})")
+                };
+                format!(
+                    "{f}(({inner})[{}:{}])",
+                    self.pick(&["5m", "10m", "20m"]),
+                    self.pick(&["30s", "1m", "2m"])
+                )
+            }
+            r if r < 0.93 => format!(
+                r#"label_replace({}, "x", "$1", "instance", "host-(.*):.*")"#,
+                sub(self)
+            ),
+            r if r < 0.95 => self
+                .pick(&[
+                    "vector(1)",
+                    "time()",
+                    "scalar(sum(up))",
+                    "1+1",
+                    "vector(time())",
+                    "minute()",
+                    "hour(timestamp(up))",
+                ])
+                .to_string(),
+            r if r < 0.97 => "sum by (instance) (rate(http_requests_total[5m])) / on (instance) group_left sum by (instance) (up)".to_string(),
+            _ => format!("{} {} {}", sub(self), self.pick(&[">", "<"]), self.pick(&["15", "20", "0.1"])),
+        }
+    }
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The status and JSON body of a GET; errors are answers too here.
+fn get(base: &str, path: &str, params: &[(&str, String)]) -> (u16, Value) {
+    let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let url = format!("{base}{path}?{}", query_string(&params));
+    let (status, body) = http_get(&url).unwrap();
+    let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: {e}: {body}"));
+    (status, v)
+}
+
+#[test]
+fn generated_queries_through_the_proxy_equal_the_reference() {
+    let c = cluster();
+    let tl = c.tl;
+    let seed = env_or("PROMQL_SEED", 20261202);
+    let count = env_or("PROMQL_QUERIES", 1000);
+    let mut g = Gen {
+        rng: Rng::with_seed(seed),
+    };
+    let (ha, hb) = (tl.hole_a, tl.hole_b);
+    let instants_ms = [
+        ha.start * 1000 - 1000,
+        ha.start * 1000 + 17_500,
+        (ha.start + 30) * 1000,
+        (ha.start + 7 * 60) * 1000,
+        (ha.end - 15) * 1000,
+        (ha.end + 1) * 1000,
+        (ha.end + 59) * 1000,
+        (ha.end + 5 * 60) * 1000,
+        (hb.start + 1) * 1000,
+        (hb.start + 7 * 60) * 1000,
+        (hb.end + 30) * 1000,
+        (hb.end + 200) * 1000,
+    ];
+    let (mut points_compared, mut rejected, mut differing) = (0usize, 0, Vec::new());
+    for i in 0..count {
+        let q = g.expr(0);
+        let (path, params) = if g.rng.bool() {
+            let step = [7, 15, 30, 45, 60, 120, 300][g.rng.usize(..7)];
+            // `@ start()` and `@ end()` pin a read to the range's ends: those
+            // stay outside the holes, or the one expression would read both
+            // holes (one through the pin), and no replica could answer it.
+            let pinned = q.contains('@');
+            let start = tl.start + [0, 17, 600, 3000][g.rng.usize(..if pinned { 2 } else { 4 })];
+            let end = tl.end - [0, 33, 1200][g.rng.usize(..if pinned { 2 } else { 3 })];
+            (
+                "/api/v1/query_range",
+                vec![
+                    ("query", q.clone()),
+                    ("start", start.to_string()),
+                    ("end", end.to_string()),
+                    ("step", step.to_string()),
+                ],
+            )
+        } else {
+            let t_ms = if g.rng.usize(..4) == 0 {
+                g.rng.i64((tl.start + 600) * 1000..tl.end * 1000)
+            } else {
+                instants_ms[g.rng.usize(..instants_ms.len())]
+            };
+            let t = format!("{}.{:03}", t_ms / 1000, t_ms % 1000);
+            ("/api/v1/query", vec![("query", q.clone()), ("time", t)])
+        };
+        let ((status, got_v), (want_status, want_v)) = (
+            get(&c.proxy.url, path, &params),
+            get(&c.reference.url, path, &params),
+        );
+        if want_status != 200 {
+            // An expression Prometheus rejects: the proxy passes the same error on.
+            assert_eq!(
+                (status, &got_v["errorType"]),
+                (want_status, &want_v["errorType"]),
+                "{q}: {got_v}"
+            );
+            rejected += 1;
+            continue;
+        }
+        assert_eq!(status, 200, "{q}: {got_v}");
+        assert!(
+            got_v.get("warnings").is_none(),
+            "{q}: nothing degraded, yet warnings: {got_v}"
+        );
+        let (got, want) = (points(&got_v), points(&want_v));
+        points_compared += want.values().map(BTreeMap::len).sum::<usize>();
+        let diffs = differences(&got, &want);
+        if let Some((key, t)) = diffs.first() {
+            let near = |p: &Points| {
+                p.get(key).map(|s| {
+                    s.range((t - 1) * 1000..(t + 1) * 1000)
+                        .map(|(t, v)| (*t, *v))
+                        .collect::<Vec<_>>()
+                })
+            };
+            differing.push(format!(
+                "#{i} {path} {params:?}: {} points differ, first {key} at {t}: got {:?}, want {:?}",
+                diffs.len(),
+                near(&got),
+                near(&want),
+            ));
+        }
+    }
+    println!(
+        "seed {seed}: {count} generated queries ({rejected} rejected alike), {points_compared} reference points compared"
+    );
+    assert!(
+        rejected * 5 < count,
+        "{rejected} of {count} generated queries are invalid: the generator is off"
+    );
+    assert!(
+        points_compared > count as usize * 50,
+        "too few points ({points_compared}) for the check to mean much"
+    );
+    assert!(
+        differing.is_empty(),
+        "seed {seed}: {} of {count} queries differ from the reference:\n{}",
+        differing.len(),
+        differing.join("\n")
+    );
+}
