@@ -314,7 +314,13 @@ fn generated_queries_through_the_proxy_equal_the_reference() {
             } else {
                 instants_ms[g.rng.usize(..instants_ms.len())]
             };
-            let t = format!("{}.{:03}", t_ms / 1000, t_ms % 1000);
+            // As Grafana sends it (seconds), or as RFC 3339, which Prometheus takes too.
+            let t = match g.rng.usize(..3) {
+                0 => chrono::DateTime::from_timestamp_millis(t_ms)
+                    .unwrap()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                _ => format!("{}.{:03}", t_ms / 1000, t_ms % 1000),
+            };
             ("/api/v1/query", vec![("query", q.clone()), ("time", t)])
         };
         let ((status, got_v), (want_status, want_v)) = (

@@ -106,15 +106,20 @@ pub fn seconds(ms: i64) -> String {
     format!("{sign}{}.{:03}", abs / 1000, abs % 1000)
 }
 
-/// A time parameter in seconds (`1700000000.123`) as milliseconds, rounded as
-/// Prometheus rounds it; None for other forms (RFC 3339).
-pub fn parse_seconds(text: &str) -> Option<i64> {
-    let t: f64 = text.trim().parse().ok()?;
-    if !t.is_finite() || t.abs() > 1e15 {
-        return None;
+/// A time parameter as milliseconds, read as Prometheus reads it: seconds
+/// (`1700000000.123`, rounded to the millisecond) or RFC 3339
+/// (`2023-11-14T22:13:20.123Z`, cut to the millisecond); None otherwise.
+pub fn parse_time(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if let Ok(t) = text.parse::<f64>() {
+        if !t.is_finite() || t.abs() > 1e15 {
+            return None;
+        }
+        let whole = t.trunc();
+        return Some(whole as i64 * 1000 + ((t - whole) * 1000.0).round() as i64);
     }
-    let whole = t.trunc();
-    Some(whole as i64 * 1000 + ((t - whole) * 1000.0).round() as i64)
+    let t = chrono::DateTime::parse_from_rfc3339(text).ok()?;
+    Some(t.timestamp_millis())
 }
 
 /// Why one upstream gave no usable answer.
@@ -1111,12 +1116,17 @@ mod tests {
 
     #[test]
     fn time_parameters_are_read_as_prometheus_reads_them() {
-        assert_eq!(parse_seconds("1700000000"), Some(1_700_000_000_000));
-        assert_eq!(parse_seconds("1700000000.1236"), Some(1_700_000_000_124));
-        assert_eq!(parse_seconds("-1.5"), Some(-1500));
-        assert_eq!(parse_seconds("2023-11-14T22:13:20Z"), None);
+        assert_eq!(parse_time("1700000000"), Some(1_700_000_000_000));
+        assert_eq!(parse_time("1700000000.1236"), Some(1_700_000_000_124));
+        assert_eq!(parse_time("-1.5"), Some(-1500));
+        assert_eq!(parse_time("2023-11-14T22:13:20Z"), Some(1_700_000_000_000));
+        assert_eq!(
+            parse_time("2023-11-14T23:13:20.1239+01:00"),
+            Some(1_700_000_000_123)
+        );
+        assert_eq!(parse_time("yesterday"), None);
         assert_eq!(seconds(-1500), "-1.500");
-        assert_eq!(parse_seconds(&seconds(-1500)), Some(-1500));
+        assert_eq!(parse_time(&seconds(-1500)), Some(-1500));
         assert_eq!(seconds(1_700_000_000_124), "1700000000.124");
     }
 

@@ -466,7 +466,7 @@ async fn answer_query(
             request.query_string.push_str(&crate::backend::seconds(now));
             Some(now)
         }
-        ("/api/v1/query", Some(t)) => crate::backend::parse_seconds(t),
+        ("/api/v1/query", Some(t)) => crate::backend::parse_time(t),
         _ => None,
     };
     let query = Query {
