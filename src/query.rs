@@ -41,6 +41,13 @@ pub struct Stretch {
     pub to_ms: i64,
 }
 
+impl Stretch {
+    /// How many milliseconds it spans; at least 1, as PromQL has no empty range.
+    pub fn width_ms(&self) -> i64 {
+        (self.to_ms - self.from_ms).max(1)
+    }
+}
+
 /// Reads the shape of `query`, with `lookback` the look-back delta a plain
 /// selector reaches back; an unparsable query has the default shape.
 pub fn analyse(query: &str, lookback: Duration) -> QueryShape {
@@ -225,7 +232,7 @@ pub fn coverage_query(selector: &str, stretches: &[Stretch]) -> String {
     let terms: Vec<String> = stretches
         .iter()
         .map(|s| {
-            let width = (s.to_ms - s.from_ms).max(1);
+            let width = s.width_ms();
             let at = s.at.as_deref().map(|a| format!(" {a}")).unwrap_or_default();
             let offset = match -s.to_ms {
                 0 => String::new(),
@@ -255,7 +262,7 @@ pub fn moving_width_ms(stretches: &[Stretch]) -> i64 {
     stretches
         .iter()
         .filter(|s| s.at.is_none())
-        .map(|s| (s.to_ms - s.from_ms).max(1))
+        .map(Stretch::width_ms)
         .sum()
 }
 

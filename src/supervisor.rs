@@ -243,27 +243,27 @@ impl Handler<Query> for Supervisor {
     fn handle(&mut self, query: Query, _: &mut Self::Context) -> Self::Result {
         // The coverage query goes out with the user's, to every upstream at once.
         let (coverage_request, coverage_window_ms) = match (&self.coverage, &query.shape.reads) {
-            (Some(cov), Reads::Stretches(stretches)) => match query.instant_ms {
-                // An instant's coverage over the steps before it too, to learn
-                // each upstream's usual deficit as over a range.
-                Some(t) => {
-                    let stretches = query::at_instant(stretches);
-                    let coverage = query::coverage_query(&cov.selector, &stretches);
-                    let step = query::INSTANT_HISTORY_STEP_MS;
-                    let start = t - query::INSTANT_HISTORY_STEPS * step;
-                    (
-                        Some(Arc::new(query.request.as_range(&coverage, start, t, step))),
-                        Some(query::moving_width_ms(&stretches)),
-                    )
-                }
-                None => (
-                    Some(Arc::new(query.request.with_query(&query::coverage_query(
-                        &cov.selector,
-                        stretches,
-                    )))),
-                    Some(query::moving_width_ms(stretches)),
-                ),
-            },
+            (Some(cov), Reads::Stretches(stretches)) => {
+                let stretches: std::borrow::Cow<'_, [query::Stretch]> = match query.instant_ms {
+                    Some(_) => query::at_instant(stretches).into(),
+                    None => stretches.into(),
+                };
+                let coverage = query::coverage_query(&cov.selector, &stretches);
+                let request = match query.instant_ms {
+                    // An instant's coverage over the steps before it too, to
+                    // learn each upstream's usual deficit as over a range.
+                    Some(t) => {
+                        let step = query::INSTANT_HISTORY_STEP_MS;
+                        let start = t - query::INSTANT_HISTORY_STEPS * step;
+                        query.request.as_range(&coverage, start, t, step)
+                    }
+                    None => query.request.with_query(&coverage),
+                };
+                (
+                    Some(Arc::new(request)),
+                    Some(query::moving_width_ms(&stretches)),
+                )
+            }
             _ => (None, None),
         };
         let request = Arc::new(query.request);

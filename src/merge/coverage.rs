@@ -19,9 +19,10 @@
 //! steps that opens or closes the range, never more than one sample per
 //! target), and a small deficit within one scrape interval of a step short by
 //! more than that is the edge of a hole. Lockstep replicas get no tolerance;
-//! the first step of a hole is caught whatever the phases and the step. An instant query has one step of its own, so
-//! its coverage is asked as a short range ending at that instant (see
-//! `query::INSTANT_HISTORY`): the same rules apply at its last step.
+//! the first step of a hole is caught whatever the phases and the step. An
+//! instant query has one step of its own, so its coverage is asked as a short
+//! range ending at that instant (see `query::INSTANT_HISTORY`): the same rules
+//! apply at its last step.
 
 use super::Eligibility;
 use super::answer::Answer;
@@ -109,11 +110,9 @@ impl StepMask {
                 (t, counts, best, per_target)
             })
             .collect();
+        let deficit = |i: usize, u: usize| steps[i].2 - steps[i].1[u].samples;
         // Short by more than one scrape per target: inside a hole, whatever the phases.
-        let beyond = |i: usize, u: usize| {
-            let (_, c, best, per_target) = &steps[i];
-            best - c[u].samples > *per_target
-        };
+        let beyond = |i: usize, u: usize| deficit(i, u) > steps[i].3;
         // Learnt from the steps outside holes only: a hole filling a fifth of
         // the range would otherwise make its own deficit look usual. Nor from
         // a run of short steps that starts or ends the range: a hole that
@@ -125,7 +124,7 @@ impl StepMask {
                 if steps.len() < LEARN_FROM_STEPS {
                     return f64::INFINITY;
                 }
-                let deficit = |i: usize| steps[i].2 - steps[i].1[u].samples;
+                let deficit = |i: usize| deficit(i, u);
                 let lead = (0..steps.len()).take_while(|&i| deficit(i) > 0.0).count();
                 let trail = (0..steps.len())
                     .rev()
@@ -192,11 +191,11 @@ impl StepMask {
             .collect();
         let by_t = (0..steps.len())
             .map(|i| {
-                let (t, counts, best, per_target) = &steps[i];
+                let (t, _, _, per_target) = &steps[i];
                 let reach = reach(i);
                 let mask = (0..n)
                     .filter(|&u| {
-                        let deficit = best - counts[u].samples;
+                        let deficit = deficit(i, u);
                         let at_edge = deficit > 0.0 && to_beyond[u][i] <= reach;
                         known[u] && deficit <= per_target.min(usual[u]) && !at_edge
                     })
