@@ -93,24 +93,37 @@ impl StepMask {
         let known: Vec<bool> = (0..n)
             .map(|u| answered[u] && coverage[u].is_some())
             .collect();
-        // Per step: the best count, and one sample per target of the best as the widest tolerance.
+        // Per step: the most series any upstream holds (one that holds fewer
+        // lacks a target's every sample in the window, which no scrape offset
+        // explains once the window spans a scrape interval, and which a
+        // deficit in samples alone misses where the window holds one sample
+        // per target, or where a pinned `@` stretch short the same way at
+        // every step looks usual); among those, the best count of samples;
+        // and one sample per target of the best as the widest tolerance.
         let mut table: Vec<(i64, Vec<Counts>)> = table.into_iter().collect();
         table.sort_unstable_by_key(|(t, _)| *t);
         let steps: Vec<(i64, Vec<Counts>, f64, f64)> = table
             .into_iter()
             .map(|(t, counts)| {
-                let best = (0..n)
-                    .filter(|&u| known[u])
-                    .map(|u| counts[u].samples)
-                    .fold(0.0, f64::max);
                 let per_target = (0..n)
-                    .filter(|&u| known[u] && counts[u].samples == best)
+                    .filter(|&u| known[u])
                     .map(|u| counts[u].series)
+                    .fold(0.0, f64::max);
+                let best = (0..n)
+                    .filter(|&u| known[u] && counts[u].series == per_target)
+                    .map(|u| counts[u].samples)
                     .fold(0.0, f64::max);
                 (t, counts, best, per_target)
             })
             .collect();
-        let deficit = |i: usize, u: usize| steps[i].2 - steps[i].1[u].samples;
+        // Fewer series is short beyond any tolerance, however many samples.
+        let deficit = |i: usize, u: usize| {
+            if steps[i].1[u].series < steps[i].3 {
+                f64::INFINITY
+            } else {
+                steps[i].2 - steps[i].1[u].samples
+            }
+        };
         // Short by more than one scrape per target: inside a hole, whatever the phases.
         let beyond = |i: usize, u: usize| deficit(i, u) > steps[i].3;
         // Learnt from the steps outside holes only: a hole filling a fifth of
@@ -273,6 +286,36 @@ mod tests {
         assert!(m.allows(0, 4000));
         // Unknown steps are open.
         assert!(m.allows(0, 9000));
+    }
+
+    #[test]
+    fn an_upstream_lacking_a_series_is_short_whatever_its_samples() {
+        // A window pinned by `@ start()` where `late` had no data yet: the
+        // same one sample per target short at every step, which would pass
+        // for an offset; and a step where `late` has more samples of fewer series.
+        let late: Vec<(i64, f64, f64)> = (1..=20)
+            .map(|t| {
+                if t == 20 {
+                    (t, 9.0, 1.0)
+                } else {
+                    (t, 0.0, 0.0)
+                }
+            })
+            .collect();
+        let full: Vec<(i64, f64, f64)> = (1..=20).map(|t| (t, 2.0, 2.0)).collect();
+        let (late, full) = (coverage(&late), coverage(&full));
+        let m = StepMask::from_coverage(&[Some(&late), Some(&full)], &[true, true], "c", None);
+        assert_eq!(
+            m.excluded_steps(0),
+            20,
+            "late holds fewer series at every step"
+        );
+        assert_eq!(m.excluded_steps(1), 0);
+        // An instant query's few steps: the same.
+        let late = coverage(&[(1, 0.0, 0.0), (2, 0.0, 0.0)]);
+        let full = coverage(&[(1, 2.0, 2.0), (2, 2.0, 2.0)]);
+        let m = StepMask::from_coverage(&[Some(&late), Some(&full)], &[true, true], "c", None);
+        assert!(!m.allows(0, 2000) && m.allows(1, 2000));
     }
 
     #[test]
