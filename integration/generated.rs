@@ -13,6 +13,7 @@
 
 use crate::*;
 use fastrand::Rng;
+use harness::Hole;
 
 /// Builds one expression at a time from a seeded generator.
 struct Gen {
@@ -184,11 +185,25 @@ impl Gen {
                     _ => format!("{f}({x})"),
                 }
             }
-            r if r < 0.72 => format!(
+            r if r < 0.70 => format!(
                 "clamp_max({}, {})",
                 sub(self),
                 self.pick(&["1", "20", "100"])
             ),
+            r if r < 0.72 => match self.rng.usize(..5) {
+                0 => format!("clamp({}, 0, {})", sub(self), self.pick(&["1", "20"])),
+                1 => format!("clamp_min({}, 10)", sub(self)),
+                2 => format!("-({})", sub(self)),
+                3 => format!(
+                    r#"label_join({}, "y", "-", "instance", "job")"#,
+                    sub(self)
+                ),
+                _ => format!(
+                    "{}(timestamp({}))",
+                    self.pick(&["day_of_week", "day_of_month", "days_in_month", "month", "year"]),
+                    sub(self)
+                ),
+            },
             r if r < 0.76 => format!(
                 "histogram_quantile({}, {}(request_duration_seconds_bucket{}[{}]))",
                 self.pick(&["0.5", "0.9", "0.99"]),
@@ -207,7 +222,26 @@ impl Gen {
             }
             r if r < 0.86 => {
                 let op = self.pick(&[
-                    "+", "-", "*", "/", ">", "<", ">=", "== bool", "> bool", "and", "or", "unless",
+                    "+",
+                    "-",
+                    "*",
+                    "/",
+                    "%",
+                    "^",
+                    "atan2",
+                    ">",
+                    "<",
+                    ">=",
+                    "!=",
+                    "== bool",
+                    "> bool",
+                    "and",
+                    "or",
+                    "unless",
+                    "+ ignoring (code)",
+                    "and on (instance)",
+                    "or ignoring (le)",
+                    "* on (instance) group_left",
                 ]);
                 let a = sub(self);
                 let b = if self.rng.bool() {
@@ -223,6 +257,10 @@ impl Gen {
                     "avg_over_time",
                     "min_over_time",
                     "count_over_time",
+                    "rate",
+                    "deriv",
+                    "changes",
+                    "last_over_time",
                 ]);
                 let inner = self.over_range();
                 let inner = if self.rng.bool() {
@@ -233,7 +271,7 @@ impl Gen {
                 format!(
                     "{f}(({inner})[{}:{}])",
                     self.pick(&["5m", "10m", "20m"]),
-                    self.pick(&["30s", "1m", "2m"])
+                    self.pick(&["30s", "1m", "2m", ""])
                 )
             }
             r if r < 0.93 => format!(
@@ -279,31 +317,125 @@ fn get(base: &str, path: &str, params: &[(&str, String)]) -> (u16, Value) {
     (status, v)
 }
 
+/// The status and JSON body of a form POST, as Grafana sends queries.
+fn post(base: &str, path: &str, params: &[(&str, String)]) -> (u16, Value) {
+    let form: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let url = format!("{base}{path}");
+    let (status, body) = http_post_form(&url, &form).unwrap();
+    let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url} {form:?}: {e}: {body}"));
+    (status, v)
+}
+
+/// Where a layout's replicas have holes, and what answers for them.
+struct Layout<'a> {
+    name: &'a str,
+    tl: Timeline,
+    holes: &'a [Hole],
+    proxy: &'a str,
+    reference: &'a str,
+}
+
+/// Instants in and around each hole: its first missing scrape and the one
+/// before, inside, its last moments, and the steps after its end where look-back
+/// windows still reach into it.
+fn instants_around(holes: &[Hole]) -> Vec<i64> {
+    holes
+        .iter()
+        .flat_map(|h| {
+            [
+                h.start * 1000 - 1000,
+                h.start * 1000 + 17_500,
+                (h.start + 30) * 1000,
+                (h.start + 7 * 60) * 1000,
+                (h.end - 15) * 1000,
+                (h.end + 1) * 1000,
+                (h.end + 59) * 1000,
+                (h.end + 5 * 60) * 1000,
+            ]
+        })
+        .collect()
+}
+
 #[test]
 fn generated_queries_through_the_proxy_equal_the_reference() {
     let c = cluster();
+    let (ha, hb) = (c.tl.hole_a, c.tl.hole_b);
+    // Two more instants well after each hole (b's second is near the data's end).
+    let holes = [ha, hb];
+    let layout = Layout {
+        name: "a and b",
+        tl: c.tl,
+        holes: &holes,
+        proxy: &c.proxy.url,
+        reference: &c.reference.url,
+    };
+    let extra = [(ha.end + 1800) * 1000, (hb.end + 200) * 1000];
+    run(&layout, &extra, env_or("PROMQL_QUERIES", 1000));
+}
+
+/// Three replicas, as a team adding one would have: `late` was started 40
+/// minutes after the others, `restarted` misses three scrapes (a quick
+/// restart), `upgraded` misses 10 minutes; priority in that order.
+#[test]
+fn generated_queries_through_three_replicas_with_other_holes_equal_the_reference() {
+    let c = cluster();
     let tl = c.tl;
+    let holes = [
+        Hole {
+            start: tl.start - 60,
+            end: tl.start + 2400,
+        },
+        Hole {
+            start: tl.start + 5400,
+            end: tl.start + 5445,
+        },
+        Hole {
+            start: tl.start + 8000,
+            end: tl.start + 8600,
+        },
+    ];
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("three");
+    let names = ["late", "restarted", "upgraded"];
+    let replicas: Vec<Prometheus> = std::thread::scope(|s| {
+        let started: Vec<_> = names
+            .iter()
+            .zip(&holes)
+            .map(|(name, hole)| {
+                let dir = root.join(name);
+                s.spawn(move || Prometheus::start(name, &dir, &openmetrics(&tl, &[*hole], PHASE_S)))
+            })
+            .collect();
+        started.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let urls: Vec<&str> = replicas.iter().map(|p| p.url.as_str()).collect();
+    let proxy = Proxy::start(proxy_binary(), &urls, &[]);
+    let layout = Layout {
+        name: "three replicas",
+        tl,
+        holes: &holes[1..],
+        proxy: &proxy.url,
+        reference: &c.reference.url,
+    };
+    // The late start: instants in its first minutes of data and just after.
+    let extra = [
+        (tl.start + 600) * 1000,
+        (tl.start + 2400 - 15) * 1000,
+        (tl.start + 2400 + 1) * 1000,
+        (tl.start + 2400 + 90) * 1000,
+        (tl.start + 2400 + 300) * 1000,
+    ];
+    run(&layout, &extra, env_or("PROMQL_QUERIES", 1000) / 2);
+}
+
+fn run(layout: &Layout, extra_instants_ms: &[i64], count: u64) {
+    let tl = layout.tl;
     let seed = env_or("PROMQL_SEED", 20261202);
-    let count = env_or("PROMQL_QUERIES", 1000);
     let mut g = Gen {
         rng: Rng::with_seed(seed),
         ranged: false,
     };
-    let (ha, hb) = (tl.hole_a, tl.hole_b);
-    let instants_ms = [
-        ha.start * 1000 - 1000,
-        ha.start * 1000 + 17_500,
-        (ha.start + 30) * 1000,
-        (ha.start + 7 * 60) * 1000,
-        (ha.end - 15) * 1000,
-        (ha.end + 1) * 1000,
-        (ha.end + 59) * 1000,
-        (ha.end + 5 * 60) * 1000,
-        (hb.start + 1) * 1000,
-        (hb.start + 7 * 60) * 1000,
-        (hb.end + 30) * 1000,
-        (hb.end + 200) * 1000,
-    ];
+    let mut instants_ms = instants_around(layout.holes);
+    instants_ms.extend_from_slice(extra_instants_ms);
     let (mut points_compared, mut rejected, mut differing) = (0usize, 0, Vec::new());
     for i in 0..count {
         g.ranged = g.rng.bool();
@@ -346,10 +478,13 @@ fn generated_queries_through_the_proxy_equal_the_reference() {
             };
             ("/api/v1/query", vec![("query", q.clone()), ("time", t)])
         };
-        let ((status, got_v), (want_status, want_v)) = (
-            get(&c.proxy.url, path, &params),
-            get(&c.reference.url, path, &params),
-        );
+        // A third go as Grafana's form POST; the reference is always asked by GET.
+        let got = if g.rng.usize(..3) == 0 {
+            post(layout.proxy, path, &params)
+        } else {
+            get(layout.proxy, path, &params)
+        };
+        let ((status, got_v), (want_status, want_v)) = (got, get(layout.reference, path, &params));
         if want_status != 200 {
             // An expression Prometheus rejects: the proxy passes the same error on.
             assert_eq!(
@@ -385,7 +520,8 @@ fn generated_queries_through_the_proxy_equal_the_reference() {
         }
     }
     println!(
-        "seed {seed}: {count} generated queries ({rejected} rejected alike), {points_compared} reference points compared"
+        "{}: seed {seed}: {count} generated queries ({rejected} rejected alike), {points_compared} reference points compared",
+        layout.name
     );
     assert!(
         rejected * 5 < count,
@@ -397,7 +533,8 @@ fn generated_queries_through_the_proxy_equal_the_reference() {
     );
     assert!(
         differing.is_empty(),
-        "seed {seed}: {} of {count} queries differ from the reference:\n{}",
+        "{}: seed {seed}: {} of {count} queries differ from the reference:\n{}",
+        layout.name,
         differing.len(),
         differing.join("\n")
     );
