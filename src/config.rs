@@ -127,14 +127,14 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Settings of the coverage-aware merge (see README, "Right answers across a hole").
 #[derive(Debug, Clone, PartialEq)]
 pub struct CoverageConfig {
-    /// A plain selector every replica scrapes alike, one sample per target per scrape.
-    pub selector: String,
+    /// A plain selector every replica scrapes alike (say `up`), counted in
+    /// place of the query's own selectors; None counts the query's own.
+    pub selector: Option<String>,
     /// The upstreams' look-back delta (`--query.lookback-delta`), used when the
     /// client sends no `lookback_delta`.
     pub lookback_delta: Duration,
 }
 
-pub const DEFAULT_COVERAGE_SELECTOR: &str = "up";
 pub const DEFAULT_LOOKBACK_DELTA: Duration = Duration::from_secs(300);
 
 /// What the command line may set over the file and environment.
@@ -317,7 +317,8 @@ impl Config {
             ),
         ];
         if let Some(c) = &self.coverage {
-            rows.push(("coverage.selector".into(), c.selector.clone()));
+            let selector = c.selector.as_deref().unwrap_or("(the query's own)");
+            rows.push(("coverage.selector".into(), selector.to_string()));
             rows.push(("coverage.lookback_delta".into(), d(c.lookback_delta)));
         }
         let h = &self.health;
@@ -510,17 +511,18 @@ impl RawConfig {
 
 impl RawCoverage {
     fn resolve(self) -> Result<Option<CoverageConfig>, ConfigError> {
-        let selector = self
-            .selector
-            .unwrap_or_else(|| DEFAULT_COVERAGE_SELECTOR.to_string());
-        match promql_parser::parser::parse(&selector) {
-            Ok(promql_parser::parser::Expr::VectorSelector(vs))
-                if vs.offset.is_none() && vs.at.is_none() => {}
-            _ => {
-                return Err(invalid(
-                    "coverage.selector",
-                    format!("{selector:?} is not a plain selector like up{{job=\"node\"}}"),
-                ));
+        // Empty is the default: the query's own selectors.
+        let selector = self.selector.filter(|s| !s.is_empty());
+        if let Some(selector) = &selector {
+            match promql_parser::parser::parse(selector) {
+                Ok(promql_parser::parser::Expr::VectorSelector(vs))
+                    if vs.offset.is_none() && vs.at.is_none() => {}
+                _ => {
+                    return Err(invalid(
+                        "coverage.selector",
+                        format!("{selector:?} is not a plain selector like up{{job=\"node\"}}"),
+                    ));
+                }
             }
         }
         let lookback_delta = duration_key(
@@ -808,8 +810,8 @@ mod tests {
         .unwrap();
         let cov = c.coverage.unwrap();
         assert_eq!(
-            (cov.selector.as_str(), cov.lookback_delta),
-            ("up", Duration::from_secs(300))
+            (cov.selector, cov.lookback_delta),
+            (None, Duration::from_secs(300))
         );
         let c = load(
             "[upstreams.a]\nurl='http://a:1'\n",

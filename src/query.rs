@@ -26,16 +26,18 @@ pub enum Reads {
     Unknown,
     /// No selector at all (`1+1`, `time()`): no stored data is read.
     Nothing,
-    /// These stretches of history, at most one relative to `t` and one per
-    /// distinct `@` time.
+    /// These stretches of history: per selector, at most one relative to
+    /// `t` and one per distinct `@` time.
     Stretches(Vec<Stretch>),
 }
 
-/// Samples in `[T + from_ms, T + to_ms]`, where T is the step's time, or the
-/// time of the `@` modifier when `at` is set (as PromQL text, `@ 1700000000.000`
-/// or `@ start()`).
+/// Samples of `selector` in `[T + from_ms, T + to_ms]`, where T is the
+/// step's time, or the time of the `@` modifier when `at` is set (as PromQL
+/// text, `@ 1700000000.000` or `@ start()`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stretch {
+    /// The selector as PromQL, without its offset and `@`: `x{job="a"}`.
+    pub selector: String,
     pub at: Option<String>,
     pub from_ms: i64,
     pub to_ms: i64,
@@ -61,16 +63,18 @@ pub fn analyse(query: &str, lookback: Duration) -> QueryShape {
             acc.add(&expr, lookback.as_millis() as i64);
             let stretches: Vec<Stretch> = acc
                 .relative
-                .map(|(from_ms, to_ms)| Stretch {
+                .into_iter()
+                .map(|(selector, (from_ms, to_ms))| Stretch {
+                    selector,
                     at: None,
                     from_ms,
                     to_ms,
                 })
-                .into_iter()
                 .chain(
                     acc.pinned
                         .into_iter()
-                        .map(|(at, (from_ms, to_ms))| Stretch {
+                        .map(|((at, selector), (from_ms, to_ms))| Stretch {
+                            selector,
                             at: Some(at),
                             from_ms,
                             to_ms,
@@ -133,36 +137,65 @@ fn union(a: Option<(i64, i64)>, b: (i64, i64)) -> (i64, i64) {
     }
 }
 
-/// The stretches an expression reads: one relative to the step, one per `@` time.
+/// What a selector that names no one metric is counted as: `count_over_time`
+/// drops metric names, and fails on two series that differ only in theirs.
+pub const NAMELESS_STAND_IN: &str = "up";
+
+/// The selector of `vs` as PromQL, without its offset and `@`; or, if it may
+/// match more than one metric name, [`NAMELESS_STAND_IN`].
+fn selector_text(vs: &parser::VectorSelector) -> String {
+    let named =
+        vs.name.is_some()
+            || vs.matchers.matchers.iter().any(|m| {
+                m.name == "__name__" && matches!(m.op, promql_parser::label::MatchOp::Equal)
+            });
+    if !named || !vs.matchers.or_matchers.is_empty() {
+        return NAMELESS_STAND_IN.to_string();
+    }
+    parser::VectorSelector {
+        offset: None,
+        at: None,
+        ..vs.clone()
+    }
+    .to_string()
+}
+
+/// The stretches an expression reads, per selector: one relative to the
+/// step, one per `@` time.
 #[derive(Default)]
 struct Acc {
-    relative: Option<(i64, i64)>,
-    pinned: std::collections::BTreeMap<String, (i64, i64)>,
+    relative: std::collections::BTreeMap<String, (i64, i64)>,
+    /// By (`@` time, selector).
+    pinned: std::collections::BTreeMap<(String, String), (i64, i64)>,
 }
 
 impl Acc {
-    fn read(&mut self, at: &Option<parser::AtModifier>, window: (i64, i64)) {
+    fn read(&mut self, selector: String, at: &Option<parser::AtModifier>, window: (i64, i64)) {
         match at {
-            None => self.relative = Some(union(self.relative, window)),
-            Some(at) => self.pin(at.to_string(), window),
+            None => {
+                let slot = self.relative.get(&selector).copied();
+                self.relative.insert(selector, union(slot, window));
+            }
+            Some(at) => self.pin((at.to_string(), selector), window),
         }
     }
 
-    /// Widens the stretch read at the `@` time `at` to cover `window`.
-    fn pin(&mut self, at: String, window: (i64, i64)) {
-        let slot = self.pinned.get(&at).copied();
-        self.pinned.insert(at, union(slot, window));
+    /// Widens the stretch read at the `@` time of `key` to cover `window`.
+    fn pin(&mut self, key: (String, String), window: (i64, i64)) {
+        let slot = self.pinned.get(&key).copied();
+        self.pinned.insert(key, union(slot, window));
     }
 
     fn add(&mut self, expr: &Expr, lookback_ms: i64) {
         match expr {
             Expr::VectorSelector(vs) => {
                 let o = offset_ms(&vs.offset);
-                self.read(&vs.at, (-o - lookback_ms, -o));
+                self.read(selector_text(vs), &vs.at, (-o - lookback_ms, -o));
             }
             Expr::MatrixSelector(ms) => {
                 let o = offset_ms(&ms.vs.offset);
-                self.read(&ms.vs.at, (-o - ms.range.as_millis() as i64, -o));
+                let window = (-o - ms.range.as_millis() as i64, -o);
+                self.read(selector_text(&ms.vs), &ms.vs.at, window);
             }
             Expr::Subquery(sq) => {
                 // The inner expression is evaluated at steps across (T-o-range, T-o]:
@@ -170,11 +203,12 @@ impl Acc {
                 let mut inner = Acc::default();
                 inner.add(&sq.expr, lookback_ms);
                 let o = offset_ms(&sq.offset);
-                if let Some((from, to)) = inner.relative {
-                    self.read(&sq.at, (from - o - sq.range.as_millis() as i64, to - o));
+                for (selector, (from, to)) in inner.relative {
+                    let window = (from - o - sq.range.as_millis() as i64, to - o);
+                    self.read(selector, &sq.at, window);
                 }
-                for (at, window) in inner.pinned {
-                    self.pin(at, window);
+                for (key, window) in inner.pinned {
+                    self.pin(key, window);
                 }
             }
             Expr::Aggregate(agg) => {
@@ -223,15 +257,36 @@ pub fn at_instant(stretches: &[Stretch]) -> Vec<Stretch> {
         .collect()
 }
 
+/// The stretches counted when the coverage counts one configured `selector`
+/// (say `up`) instead of the query's own: per `@` time, the union of what the
+/// query reads there.
+pub fn with_selector(selector: &str, stretches: &[Stretch]) -> Vec<Stretch> {
+    let mut out: Vec<Stretch> = Vec::new();
+    for s in stretches {
+        match out.iter_mut().find(|o| o.at == s.at) {
+            Some(o) => {
+                o.from_ms = o.from_ms.min(s.from_ms);
+                o.to_ms = o.to_ms.max(s.to_ms);
+            }
+            None => out.push(Stretch {
+                selector: selector.to_string(),
+                ..s.clone()
+            }),
+        }
+    }
+    out
+}
+
 /// The coverage query for the stretches a query reads: per step, how many
-/// samples of `selector` an upstream holds in exactly those stretches, and
-/// how many series they belong to, summed over the stretches (the tolerance:
-/// replicas scrape at different moments, so two complete ones may differ by
-/// one sample per target and stretch).
-pub fn coverage_query(selector: &str, stretches: &[Stretch]) -> String {
+/// samples of each stretch's selector an upstream holds in exactly that
+/// stretch, and how many series they belong to, summed over the stretches
+/// (the tolerance: replicas scrape at different moments, so two complete
+/// ones may differ by one sample per series and stretch).
+pub fn coverage_query(stretches: &[Stretch]) -> String {
     let terms: Vec<String> = stretches
         .iter()
         .map(|s| {
+            let selector = &s.selector;
             let width = s.width_ms();
             let at = s.at.as_deref().map(|a| format!(" {a}")).unwrap_or_default();
             let offset = match -s.to_ms {
@@ -256,14 +311,12 @@ pub fn coverage_query(selector: &str, stretches: &[Stretch]) -> String {
     )
 }
 
-/// How wide the stretches that move with the step are, in all: the width of
-/// what a step's coverage counts, pinned (`@`) stretches aside.
-pub fn moving_width_ms(stretches: &[Stretch]) -> i64 {
-    stretches
-        .iter()
-        .filter(|s| s.at.is_none())
-        .map(Stretch::width_ms)
-        .sum()
+/// How wide a stretch the coverage counts is, on average: the counts are
+/// summed over stretches, samples and series alike, so samples per series is
+/// an average over the stretches, and this is the width it spans.
+pub fn mean_width_ms(stretches: &[Stretch]) -> Option<i64> {
+    let n = stretches.len() as i64;
+    (n > 0).then(|| stretches.iter().map(Stretch::width_ms).sum::<i64>() / n)
 }
 
 /// The label that tells the coverage query's two series apart.
@@ -329,7 +382,12 @@ mod tests {
     }
 
     fn rel(from_s: i64, to_s: i64) -> Stretch {
+        of("x", from_s, to_s)
+    }
+
+    fn of(selector: &str, from_s: i64, to_s: i64) -> Stretch {
         Stretch {
+            selector: selector.into(),
             at: None,
             from_ms: from_s * 1000,
             to_ms: to_s * 1000,
@@ -339,12 +397,14 @@ mod tests {
     #[test]
     fn read_windows_follow_ranges_offsets_and_subqueries() {
         let w = |from_s, to_s| Reads::Stretches(vec![rel(from_s, to_s)]);
-        assert_eq!(window("up"), w(-300, 0));
+        assert_eq!(window("x"), w(-300, 0));
         assert_eq!(window("rate(x[15m])"), w(-900, 0));
+        // Each selector its own stretch; one selector's reads in one.
         assert_eq!(
             window("sum(rate(x[1m])) / sum(y offset 1h)"),
-            w(-3600 - 300, 0)
+            Reads::Stretches(vec![rel(-60, 0), of("y", -3600 - 300, -3600)])
         );
+        assert_eq!(window("rate(x[1m]) / x offset 1h"), w(-3600 - 300, 0));
         assert_eq!(window("x offset -10m"), w(-300 + 600, 600));
         assert_eq!(
             window("max_over_time(rate(x[5m])[1h:1m])"),
@@ -462,6 +522,7 @@ mod tests {
     #[test]
     fn at_modifiers_pin_their_own_stretches() {
         let pinned = |at: &str, from_s: i64, to_s: i64| Stretch {
+            selector: "x".into(),
             at: Some(at.into()),
             from_ms: from_s * 1000,
             to_ms: to_s * 1000,
@@ -490,6 +551,7 @@ mod tests {
             vec![
                 rel(-300, 0),
                 Stretch {
+                    selector: "y".into(),
                     at: Some("@ end()".into()),
                     from_ms: -60_000,
                     to_ms: 0,
@@ -497,11 +559,19 @@ mod tests {
             ],
         ];
         for stretches in cases {
-            let q = coverage_query("up{job=\"node\"}", &stretches);
+            let q = coverage_query(&stretches);
+            assert!(parser::parse(&q).is_ok(), "{q}");
+            let q = coverage_query(&with_selector("up{job=\"node\"}", &stretches));
             assert!(parser::parse(&q).is_ok(), "{q}");
         }
-        assert!(coverage_query("up", &[rel(-300, -60)]).contains("[240000ms] offset 60000ms"));
+        assert!(coverage_query(&[rel(-300, -60)]).contains("x[240000ms] offset 60000ms"));
+        // A configured selector: one stretch per `@` time, the union of the reads there.
+        assert_eq!(
+            with_selector("up", &[rel(-300, 0), of("y", -600, -60)]),
+            vec![of("up", -600, 0)]
+        );
         let pinned = |at: &str| Stretch {
+            selector: "x".into(),
             at: Some(at.into()),
             from_ms: -60_000,
             to_ms: 0,
@@ -514,6 +584,30 @@ mod tests {
             ]),
             vec![rel(-60, 0), rel(-60, 0), pinned("@ 1700000000.000")]
         );
+    }
+
+    #[test]
+    fn selectors_are_counted_as_written_without_offset_or_at() {
+        let selectors = |q: &str| match window(q) {
+            Reads::Stretches(s) => s.into_iter().map(|s| s.selector).collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            selectors(r#"rate(x{job="a",code=~"5.."}[5m] offset 1m) + {__name__="y"} @ 100"#),
+            vec![r#"x{code=~"5..",job="a"}"#, r#"{__name__="y"}"#]
+        );
+        // Counting these would fail where two metrics share the other labels.
+        assert_eq!(selectors(r#"{__name__=~"x|y"}"#), vec![NAMELESS_STAND_IN]);
+        assert_eq!(selectors(r#"{job="a"}"#), vec![NAMELESS_STAND_IN]);
+        for q in [
+            r#"x{a!="b\"c",d!~"e|f"}"#,
+            r#"{__name__=~"x|y", job="a"}"#,
+            r#"count_over_time(x{le="+Inf"}[1m:15s])"#,
+        ] {
+            for s in selectors(q) {
+                assert!(parser::parse(&s).is_ok(), "{q}: {s}");
+            }
+        }
     }
 
     #[test]

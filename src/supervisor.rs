@@ -248,7 +248,11 @@ impl Handler<Query> for Supervisor {
                     Some(_) => query::at_instant(stretches).into(),
                     None => stretches.into(),
                 };
-                let coverage = query::coverage_query(&cov.selector, &stretches);
+                let stretches = match &cov.selector {
+                    Some(selector) => query::with_selector(selector, &stretches).into(),
+                    None => stretches,
+                };
+                let coverage = query::coverage_query(&stretches);
                 let request = match query.instant_ms {
                     // An instant's coverage over the steps before it too, to
                     // learn each upstream's usual deficit as over a range.
@@ -259,10 +263,7 @@ impl Handler<Query> for Supervisor {
                     }
                     None => query.request.with_query(&coverage),
                 };
-                (
-                    Some(Arc::new(request)),
-                    Some(query::moving_width_ms(&stretches)),
-                )
+                (Some(Arc::new(request)), query::mean_width_ms(&stretches))
             }
             _ => (None, None),
         };
