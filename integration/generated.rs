@@ -374,45 +374,43 @@ fn generated_queries_through_the_proxy_equal_the_reference() {
 }
 
 /// Three replicas, as a team adding one would have: `late` was started 40
-/// minutes after the others, `restarted` misses three scrapes (a quick
-/// restart), `upgraded` misses 10 minutes; priority in that order.
+/// minutes after the others; `restarted` misses three scrapes (a quick
+/// restart) and the last 10 minutes (it still answers, but its scrapes
+/// fail); `upgraded` misses 10 minutes. Priority in that order.
 #[test]
 fn generated_queries_through_three_replicas_with_other_holes_equal_the_reference() {
     let c = cluster();
     let tl = c.tl;
-    let holes = [
-        Hole {
-            start: tl.start - 60,
-            end: tl.start + 2400,
-        },
-        Hole {
-            start: tl.start + 5400,
-            end: tl.start + 5445,
-        },
-        Hole {
-            start: tl.start + 8000,
-            end: tl.start + 8600,
-        },
+    let hole = |start: i64, end: i64| Hole { start, end };
+    let late = [hole(tl.start - 60, tl.start + 2400)];
+    let restarted = [
+        hole(tl.start + 5400, tl.start + 5445),
+        hole(tl.end - 600, tl.end + 60),
+    ];
+    let upgraded = [hole(tl.start + 8000, tl.start + 8600)];
+    let replicas = [
+        ("late", &late[..]),
+        ("restarted", &restarted),
+        ("upgraded", &upgraded),
     ];
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("three");
-    let names = ["late", "restarted", "upgraded"];
     let replicas: Vec<Prometheus> = std::thread::scope(|s| {
-        let started: Vec<_> = names
+        let started: Vec<_> = replicas
             .iter()
-            .zip(&holes)
-            .map(|(name, hole)| {
+            .map(|(name, holes)| {
                 let dir = root.join(name);
-                s.spawn(move || Prometheus::start(name, &dir, &openmetrics(&tl, &[*hole], PHASE_S)))
+                s.spawn(move || Prometheus::start(name, &dir, &openmetrics(&tl, holes, PHASE_S)))
             })
             .collect();
         started.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let urls: Vec<&str> = replicas.iter().map(|p| p.url.as_str()).collect();
     let proxy = Proxy::start(proxy_binary(), &urls, &[]);
+    let holes = [restarted[0], restarted[1], upgraded[0]];
     let layout = Layout {
         name: "three replicas",
         tl,
-        holes: &holes[1..],
+        holes: &holes,
         proxy: &proxy.url,
         reference: &c.reference.url,
     };
@@ -425,6 +423,96 @@ fn generated_queries_through_three_replicas_with_other_holes_equal_the_reference
         (tl.start + 2400 + 300) * 1000,
     ];
     run(&layout, &extra, env_or("PROMQL_QUERIES", 1000) / 2);
+}
+
+/// `openmetrics` text without the samples of series matching `labels` (a
+/// substring of their label set) inside `hole`: one target unscraped.
+fn without_target(om: &str, labels: &str, hole: Hole) -> String {
+    om.lines()
+        .filter(|line| {
+            let t = line.rsplit(' ').next().and_then(|t| t.parse::<i64>().ok());
+            !(line.contains(labels) && t.is_some_and(|t| hole.contains(t)))
+        })
+        .flat_map(|line| [line, "\n"])
+        .collect()
+}
+
+/// Two replicas each missing some targets only, as when one replica cannot
+/// reach a host for a while: `a` loses `host-1` for 20 minutes and, near the
+/// end, room-2 for 5; `b` loses `host-0` for 10 minutes, then `host-2` for 5.
+/// An hour apart, so no window sees a hole of each.
+#[test]
+fn generated_queries_through_replicas_missing_single_targets_equal_the_reference() {
+    let c = cluster();
+    let tl = c.tl;
+    let hole = |from: i64, minutes: i64| Hole {
+        start: tl.start + from,
+        end: tl.start + from + minutes * 60,
+    };
+    let full = openmetrics(&tl, &[], PHASE_S);
+    let a_holes = [hole(1200, 20), hole(10200, 5)];
+    let b_holes = [hole(6000, 10), hole(6600, 5)];
+    let om_a = without_target(
+        &without_target(&full, r#"instance="host-1:9100""#, a_holes[0]),
+        r#"room="room-2""#,
+        a_holes[1],
+    );
+    let om_b = without_target(
+        &without_target(&full, r#"instance="host-0:9100""#, b_holes[0]),
+        r#"instance="host-2:9100""#,
+        b_holes[1],
+    );
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("targets");
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| Prometheus::start("a", &root.join("a"), &om_a));
+        let b = Prometheus::start("b", &root.join("b"), &om_b);
+        (a.join().unwrap(), b)
+    });
+    let proxy = Proxy::start(proxy_binary(), &[&a.url, &b.url], &[]);
+    let holes = [a_holes[0], a_holes[1], b_holes[0], b_holes[1]];
+    let layout = Layout {
+        name: "single targets",
+        tl,
+        holes: &holes,
+        proxy: &proxy.url,
+        reference: &c.reference.url,
+    };
+    run(&layout, &[], env_or("PROMQL_QUERIES", 1000) / 2);
+}
+
+/// The core layout's holes in data that has no `up` series at all, as a data
+/// set backfilled by hand may well have: the coverage counts the query's own
+/// selectors, not a scrape's `up`.
+#[test]
+fn generated_queries_through_replicas_without_up_equal_the_reference() {
+    let c = cluster();
+    let tl = c.tl;
+    let without_up = |holes: &[Hole]| -> String {
+        openmetrics(&tl, holes, PHASE_S)
+            .lines()
+            .filter(|l| !l.starts_with("up{") && !l.starts_with("# TYPE up "))
+            .flat_map(|l| [l, "\n"])
+            .collect()
+    };
+    let (om_a, om_b) = (without_up(&[tl.hole_a]), without_up(&[tl.hole_b]));
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("no-up");
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| Prometheus::start("a", &root.join("a"), &om_a));
+        let b = Prometheus::start("b", &root.join("b"), &om_b);
+        (a.join().unwrap(), b)
+    });
+    // The reference without `up` too, so queries of `up` compare alike.
+    let reference = Prometheus::start("reference", &root.join("reference"), &without_up(&[]));
+    let proxy = Proxy::start(proxy_binary(), &[&a.url, &b.url], &[]);
+    let holes = [tl.hole_a, tl.hole_b];
+    let layout = Layout {
+        name: "without up",
+        tl,
+        holes: &holes,
+        proxy: &proxy.url,
+        reference: &reference.url,
+    };
+    run(&layout, &[], env_or("PROMQL_QUERIES", 1000) / 2);
 }
 
 fn run(layout: &Layout, extra_instants_ms: &[i64], count: u64) {
