@@ -434,6 +434,29 @@ fn bad_promql_is_passed_on_as_bad_data() {
 }
 
 #[test]
+fn an_execution_error_the_data_causes_is_the_answer_even_where_a_replica_in_its_hole_evaluates_cleanly()
+ {
+    let c = cluster();
+    // Many series on the right of a one-to-one match: an error wherever the
+    // data is there, as in b and the reference; a, in its hole, has nothing.
+    let q = "vector(1) + on() http_requests_total";
+    let t = c.tl.hole_a.start + 600;
+    let ask = |base: &str| http_get(&format!("{base}{}", instant_path(q, t))).unwrap();
+    let (status_a, body_a) = ask(&c.a.url);
+    assert_eq!(status_a, 200, "{body_a}");
+    let (want_status, want) = ask(&c.reference.url);
+    assert_eq!(want_status, 422, "{want}");
+    let (status, body) = ask(&c.proxy.url);
+    assert_eq!(status, 422, "{body}");
+    let (got, want): (Value, Value) = (
+        serde_json::from_str(&body).unwrap(),
+        serde_json::from_str(&want).unwrap(),
+    );
+    assert_eq!(got["errorType"], "execution");
+    assert_eq!(got["error"], want["error"]);
+}
+
+#[test]
 fn malformed_requests_get_bad_data_400() {
     let c = cluster();
     let check = |(status, body): (u16, String), needle: &str| {

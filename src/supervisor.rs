@@ -330,7 +330,15 @@ impl Handler<Query> for Supervisor {
                 job.path,
                 asked.elapsed()
             );
-            if job.outcomes.iter().all(Result::is_err) {
+            // An execution error (422) comes from the data the query meets
+            // (duplicate series in a match group, say): a replica missing part
+            // of it can evaluate cleanly where a whole one fails, and one
+            // Prometheus holding all the data would fail too.
+            let data_failed = job.outcomes.iter().any(|o| {
+                matches!(o, Err(UpstreamError::Rejected { status: 422, error_type, .. })
+                    if error_type == "execution")
+            });
+            if data_failed || job.outcomes.iter().all(Result::is_err) {
                 return Err(ProxyError::AllFailed(failures(&job.names, &job.outcomes)));
             }
             if job.input_bytes() <= INLINE_BYTES {
