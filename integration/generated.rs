@@ -375,7 +375,7 @@ fn generated_queries_through_the_proxy_equal_the_reference() {
 
 /// Three replicas, as a team adding one would have: `late` was started 40
 /// minutes after the others; `restarted` misses three scrapes (a quick
-/// restart) and the last 10 minutes (it still answers, but its scrapes
+/// restart) and the last 5 minutes (it still answers, but its scrapes
 /// fail); `upgraded` misses 10 minutes. Priority in that order.
 #[test]
 fn generated_queries_through_three_replicas_with_other_holes_equal_the_reference() {
@@ -383,11 +383,14 @@ fn generated_queries_through_three_replicas_with_other_holes_equal_the_reference
     let tl = c.tl;
     let hole = |start: i64, end: i64| Hole { start, end };
     let late = [hole(tl.start - 60, tl.start + 2400)];
+    // With `@ start()` reading late's missing first minutes, late is out
+    // at every step: restarted's and upgraded's holes lie more than the
+    // longest window (55 minutes) apart, so one of them is whole.
     let restarted = [
-        hole(tl.start + 5400, tl.start + 5445),
-        hole(tl.end - 600, tl.end + 60),
+        hole(tl.start + 3000, tl.start + 3045),
+        hole(tl.end - 300, tl.end + 60),
     ];
-    let upgraded = [hole(tl.start + 8000, tl.start + 8600)];
+    let upgraded = [hole(tl.start + 6400, tl.start + 7000)];
     let replicas = [
         ("late", &late[..]),
         ("restarted", &restarted),
