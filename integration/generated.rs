@@ -466,11 +466,7 @@ fn generated_queries_through_replicas_missing_single_targets_equal_the_reference
         b_holes[1],
     );
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("targets");
-    let (a, b) = std::thread::scope(|s| {
-        let a = s.spawn(|| Prometheus::start("a", &root.join("a"), &om_a));
-        let b = Prometheus::start("b", &root.join("b"), &om_b);
-        (a.join().unwrap(), b)
-    });
+    let (a, b) = start_pair(&root, &om_a, &om_b);
     let proxy = Proxy::start(proxy_binary(), &[&a.url, &b.url], &[]);
     let holes = [a_holes[0], a_holes[1], b_holes[0], b_holes[1]];
     let layout = Layout {
@@ -499,11 +495,7 @@ fn generated_queries_through_replicas_without_up_equal_the_reference() {
     };
     let (om_a, om_b) = (without_up(&[tl.hole_a]), without_up(&[tl.hole_b]));
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("no-up");
-    let (a, b) = std::thread::scope(|s| {
-        let a = s.spawn(|| Prometheus::start("a", &root.join("a"), &om_a));
-        let b = Prometheus::start("b", &root.join("b"), &om_b);
-        (a.join().unwrap(), b)
-    });
+    let (a, b) = start_pair(&root, &om_a, &om_b);
     // The reference without `up` too, so queries of `up` compare alike.
     let reference = Prometheus::start("reference", &root.join("reference"), &without_up(&[]));
     let proxy = Proxy::start(proxy_binary(), &[&a.url, &b.url], &[]);

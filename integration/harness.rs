@@ -375,7 +375,9 @@ pub fn start_big_replicas(root: &Path, tl: &Timeline, series: usize) -> (Prometh
     )
 }
 
-fn start_pair(root: &Path, om_a: &str, om_b: &str) -> (Prometheus, Prometheus) {
+/// Replicas `a` and `b` of the given OpenMetrics texts, backfilled and started
+/// side by side under `root`.
+pub fn start_pair(root: &Path, om_a: &str, om_b: &str) -> (Prometheus, Prometheus) {
     std::thread::scope(|s| {
         let a = s.spawn(|| Prometheus::start("a", &root.join("a"), om_a));
         let b = Prometheus::start("b", &root.join("b"), om_b);
