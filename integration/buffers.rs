@@ -45,9 +45,14 @@ fn answers_read_into_kept_buffers_equal_those_of_a_proxy_keeping_none() {
         alone.len()
     );
     assert_eq!(kept_bytes(&keeping), 0);
-    let mut kept_after_first = 0;
-    // The smaller answer lands in buffers that held the larger one.
-    for (i, pq) in [&all, &fewer, &all, &fewer].into_iter().enumerate() {
+    let mut kept_after = 0;
+    // The smaller answer lands in buffers that held the larger one. Which
+    // of two answers arriving together takes which kept buffer depends on
+    // which grows first, so the second query may grow one of them, once
+    // (seen once in CI under load: +6 MiB); from the second query on, the
+    // kept set holds still.
+    let queries = [&all, &fewer, &all, &fewer, &all, &fewer];
+    for (i, pq) in queries.into_iter().enumerate() {
         let (status, got) = get_identity(&agent, &format!("{}{pq}", keeping.url));
         assert_eq!(status, 200, "{got}");
         let (status, want) = get_identity(&agent, &format!("{}{pq}", keeping_none.url));
@@ -61,18 +66,18 @@ fn answers_read_into_kept_buffers_equal_those_of_a_proxy_keeping_none() {
             assert!(got.len() > alone.len());
         }
         let kept = kept_bytes(&keeping);
-        if i == 0 {
-            assert!(
+        match i {
+            0 => assert!(
                 kept >= 2 * (4 << 20),
                 "two bodies and their tables kept: {kept}"
-            );
-            kept_after_first = kept;
-        } else {
-            assert_eq!(
-                kept, kept_after_first,
+            ),
+            1 => assert!(kept <= kept_after + (8 << 20), "{kept} after {kept_after}"),
+            _ => assert_eq!(
+                kept, kept_after,
                 "answer {i} took new buffers, not the kept ones"
-            );
+            ),
         }
+        kept_after = kept;
     }
     assert_eq!(kept_bytes(&keeping_none), 0);
 }
