@@ -160,6 +160,12 @@ fn selector_text(vs: &parser::VectorSelector) -> String {
     .to_string()
 }
 
+/// Widens the stretch read under `key` to cover `window`.
+fn widen<K: Ord>(map: &mut std::collections::BTreeMap<K, (i64, i64)>, key: K, window: (i64, i64)) {
+    let slot = map.get(&key).copied();
+    map.insert(key, union(slot, window));
+}
+
 /// The stretches an expression reads, per selector: one relative to the
 /// step, one per `@` time.
 #[derive(Default)]
@@ -172,18 +178,9 @@ struct Acc {
 impl Acc {
     fn read(&mut self, selector: String, at: &Option<parser::AtModifier>, window: (i64, i64)) {
         match at {
-            None => {
-                let slot = self.relative.get(&selector).copied();
-                self.relative.insert(selector, union(slot, window));
-            }
-            Some(at) => self.pin((at.to_string(), selector), window),
+            None => widen(&mut self.relative, selector, window),
+            Some(at) => widen(&mut self.pinned, (at.to_string(), selector), window),
         }
-    }
-
-    /// Widens the stretch read at the `@` time of `key` to cover `window`.
-    fn pin(&mut self, key: (String, String), window: (i64, i64)) {
-        let slot = self.pinned.get(&key).copied();
-        self.pinned.insert(key, union(slot, window));
     }
 
     fn add(&mut self, expr: &Expr, lookback_ms: i64) {
@@ -208,7 +205,7 @@ impl Acc {
                     self.read(selector, &sq.at, window);
                 }
                 for (key, window) in inner.pinned {
-                    self.pin(key, window);
+                    widen(&mut self.pinned, key, window);
                 }
             }
             Expr::Aggregate(agg) => {
@@ -265,8 +262,7 @@ pub fn with_selector(selector: &str, stretches: &[Stretch]) -> Vec<Stretch> {
     for s in stretches {
         match out.iter_mut().find(|o| o.at == s.at) {
             Some(o) => {
-                o.from_ms = o.from_ms.min(s.from_ms);
-                o.to_ms = o.to_ms.max(s.to_ms);
+                (o.from_ms, o.to_ms) = union(Some((o.from_ms, o.to_ms)), (s.from_ms, s.to_ms));
             }
             None => out.push(Stretch {
                 selector: selector.to_string(),
