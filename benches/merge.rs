@@ -13,7 +13,7 @@
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use prom_ha_proxy::merge::answer::{Answer, PADDING};
-use prom_ha_proxy::merge::coverage::StepMask;
+use prom_ha_proxy::merge::coverage::{Coverage, StepMask};
 use prom_ha_proxy::merge::meta::{self, MetaAnswer, MetaKind, MetaOptions};
 use prom_ha_proxy::merge::{AllEligible, Eligibility, MergeOptions, Upstream, merge};
 use std::fmt::Write;
@@ -162,23 +162,11 @@ fn answer(
     (out.into_bytes(), s)
 }
 
-/// A coverage answer saying `complete` samples over 4 targets at each of `points` steps.
-fn coverage(points: usize, complete: f64) -> Answer {
-    let series = |kind: &str, v: f64| {
-        let values: Vec<String> = (0..points)
-            .map(|p| format!("[{},\"{v}\"]", 1_700_000_000 + p * 15))
-            .collect();
-        format!(
-            "{{\"metric\":{{\"__prom_ha_proxy_coverage__\":\"{kind}\"}},\"values\":[{}]}}",
-            values.join(",")
-        )
-    };
-    let body = format!(
-        "{{\"status\":\"success\",\"data\":{{\"resultType\":\"matrix\",\"result\":[{},{}]}}}}",
-        series("samples", complete),
-        series("series", 4.0)
-    );
-    Answer::parse(body.into_bytes()).unwrap()
+/// Coverage saying `complete` samples over 4 targets at each of `points` steps.
+fn coverage(points: usize, complete: f64) -> Coverage {
+    Coverage::from_counts(
+        (0..points).map(|p| ((1_700_000_000 + p as i64 * 15) * 1000, complete, 4.0)),
+    )
 }
 
 /// Parses the bodies and merges them under `eligibility`.
@@ -325,16 +313,11 @@ fn bench(c: &mut Criterion) {
                     | Shape::Native { points } => points,
                     _ => 1,
                 };
-                let covs: Vec<Answer> = (0..n)
+                let covs: Vec<Coverage> = (0..n)
                     .map(|r| coverage(points, if r + 1 == n { 79.0 } else { 80.0 }))
                     .collect();
-                let cov_refs: Vec<Option<&Answer>> = covs.iter().map(Some).collect();
-                let mask = StepMask::from_coverage(
-                    &cov_refs,
-                    &vec![true; n],
-                    "__prom_ha_proxy_coverage__",
-                    None,
-                );
+                let cov_refs: Vec<Option<&Coverage>> = covs.iter().map(Some).collect();
+                let mask = StepMask::from_coverage(&cov_refs, &vec![true; n], None);
                 group.bench_function("merge_masked", |b| {
                     b.iter_batched(
                         fresh,

@@ -164,6 +164,52 @@ fn coverage_merge_equals_the_reference_across_both_holes_where_plain_priority_do
     );
 }
 
+/// How many requests the proxy at `base` has sent its upstreams, from its /metrics.
+fn upstream_requests(base: &str) -> f64 {
+    let (_, text) = http_get(&format!("{base}/metrics")).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("prom_ha_proxy_upstream_request_duration_seconds_count{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_range_clear_of_holes_is_settled_by_the_coarse_coverage_and_one_across_a_hole_is_not() {
+    let c = cluster();
+    let tl = c.tl;
+    // A proxy of this test's own, so that no other test's requests are counted.
+    let proxy = Proxy::start(proxy_binary(), &[&c.a.url, &c.b.url], &[]);
+    // Clear: the coarse windows (the widest here 15 min, reaching one window
+    // past the end at most) all end before hole a.
+    let clear = (tl.start + 1200, tl.hole_a.start - 1200);
+    let across = (tl.hole_a.start - 1800, tl.hole_a.end + 1800);
+    for q in [
+        "temperature_celsius",
+        "sum by (job) (rate(http_requests_total[5m]))",
+        "max_over_time(temperature_celsius[15m])",
+        "avg_over_time(temperature_celsius[5m] offset 10m)",
+    ] {
+        // Per upstream: the query and the coarse coverage; across the hole,
+        // the coarse counts differ and the coverage over every step follows.
+        for ((from, to), per_upstream) in [(clear, 2.0), (across, 3.0)] {
+            let before = upstream_requests(&proxy.url);
+            let got = points(&range(&proxy.url, q, from, to, STEP_S));
+            let asked = upstream_requests(&proxy.url) - before;
+            let want = points(&range(&c.reference.url, q, from, to, STEP_S));
+            assert_eq!(differences(&got, &want), vec![], "{q} over {from}..{to}");
+            assert_eq!(
+                asked,
+                2.0 * per_upstream,
+                "{q} over {from}..{to}: requests sent"
+            );
+        }
+    }
+    // Steps too far apart for coarse windows to save anything: one coverage query.
+    let before = upstream_requests(&proxy.url);
+    range(&proxy.url, "temperature_celsius", clear.0, clear.1, 120);
+    assert_eq!(upstream_requests(&proxy.url) - before, 4.0);
+}
+
 /// Replica b scraping 5 seconds after a, as real replicas do.
 struct Offset {
     b: Prometheus,

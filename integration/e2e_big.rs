@@ -96,6 +96,20 @@ fn main() {
         .collect();
     let t = tl.end - 60;
     let range = |q: &str| range_path(&tl, q);
+    // Between the two holes, its coverage windows clear of both: a
+    // dashboard's range long after the last restart.
+    let (clear_start, clear_end) = (tl.hole_a.end + 300, tl.hole_b.start - 600);
+    let clear = |q: &str| {
+        format!(
+            "/api/v1/query_range?{}",
+            query_string(&[
+                ("query", q),
+                ("start", &clear_start.to_string()),
+                ("end", &clear_end.to_string()),
+                ("step", "15"),
+            ])
+        )
+    };
     let instant = |q: &str| instant_path(q, t);
     // Each case with how many times a round asks each column for it: quick
     // queries many times, so the CPU time read from /proc (in 10 ms ticks)
@@ -106,6 +120,16 @@ fn main() {
         (
             "range, sum by shard (rate) x 720",
             range("sum by (shard) (rate(big_series[5m]))"),
+            1,
+        ),
+        (
+            "range clear of holes, every series x 221 steps",
+            clear("big_series"),
+            1,
+        ),
+        (
+            "range clear of holes, sum by shard (rate) x 221",
+            clear("sum by (shard) (rate(big_series[5m]))"),
             1,
         ),
         ("range, 10 series x 720 steps", range(ten), 20),

@@ -528,8 +528,17 @@ fn run(layout: &Layout, extra_instants_ms: &[i64], count: u64) {
             // `@ start()` pins a read to the range's start: at the data's start
             // that reads no hole.
             let pinned = q.contains('@');
-            let start = tl.start + [0, 17, 600, 3000][g.rng.usize(..if pinned { 2 } else { 4 })];
-            let end = tl.end - [0, 33, 1200][g.rng.usize(..3)];
+            let mut start =
+                tl.start + [0, 17, 600, 3000][g.rng.usize(..if pinned { 2 } else { 4 })];
+            let mut end = tl.end - [0, 33, 1200][g.rng.usize(..3)];
+            // A third of ranges span 15 to 60 minutes somewhere, often clear
+            // of every hole (a dashboard's last hour, long after a restart):
+            // there the coarse coverage alone decides.
+            if !pinned && g.rng.usize(..3) == 0 {
+                let minutes = g.rng.i64(15..=60);
+                start = g.rng.i64(tl.start..=tl.end - minutes * 60);
+                end = start + minutes * 60;
+            }
             // Seconds, as Grafana sends them, or the other forms Prometheus takes.
             let (start, end, step) = match g.rng.usize(..4) {
                 0 => (

@@ -469,13 +469,32 @@ async fn answer_query(
         ("/api/v1/query", Some(t)) => crate::backend::parse_time(t),
         _ => None,
     };
+    let range_ms = match path {
+        "/api/v1/query_range" => range_ms(&params),
+        _ => None,
+    };
     let query = Query {
         request,
         client_timeout,
         shape,
         instant_ms,
+        range_ms,
     };
     ask(&state.supervisor, query).await
+}
+
+/// A range query's `start`, `end` and `step` in milliseconds, if all three
+/// read (times as Unix seconds or RFC 3339, the step as seconds or a
+/// duration, as Prometheus takes them); else None, and upstreams judge them.
+fn range_ms(params: &Params) -> Option<(i64, i64, i64)> {
+    let time = |key| params.first(key).and_then(crate::backend::parse_time);
+    let step = params.first("step").and_then(|t| {
+        t.parse::<f64>()
+            .ok()
+            .and_then(|_| crate::backend::parse_time(t))
+            .or_else(|| crate::config::parse_duration(t).map(|d| d.as_millis() as i64))
+    })?;
+    Some((time("start")?, time("end")?, step))
 }
 
 async fn meta_query(
@@ -614,6 +633,21 @@ impl Params {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_range_reads_in_seconds_rfc_3339_and_durations() {
+        let params = |q: &str| Params(serde_urlencoded::from_str(q).unwrap());
+        assert_eq!(
+            range_ms(&params("start=1700000000&end=1700003600.5&step=15")),
+            Some((1_700_000_000_000, 1_700_003_600_500, 15_000))
+        );
+        assert_eq!(
+            range_ms(&params("start=2023-11-14T22:13:20Z&end=1700000060&step=1m")),
+            Some((1_700_000_000_000, 1_700_000_060_000, 60_000))
+        );
+        assert_eq!(range_ms(&params("start=1&end=2&step=x")), None);
+        assert_eq!(range_ms(&params("start=1&step=15")), None);
+    }
 
     #[test]
     fn a_bad_query_is_passed_on_as_the_upstream_said() {

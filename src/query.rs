@@ -277,7 +277,10 @@ pub fn with_selector(selector: &str, stretches: &[Stretch]) -> Vec<Stretch> {
 /// samples of each stretch's selector an upstream holds in exactly that
 /// stretch, and how many series they belong to, summed over the stretches
 /// (the tolerance: replicas scrape at different moments, so two complete
-/// ones may differ by one sample per series and stretch).
+/// ones may differ by one sample per series and stretch). Two aggregations
+/// of one argument cost its evaluation twice; one aggregation of both, as
+/// `sum(c + 2^32)` or `count_values`, costs more (measured with Prometheus
+/// 2.42: per-series label work at every step, 1.5 and 2.2 s against 0.9 s).
 pub fn coverage_query(stretches: &[Stretch]) -> String {
     let terms: Vec<String> = stretches
         .iter()
@@ -307,6 +310,22 @@ pub fn coverage_query(stretches: &[Stretch]) -> String {
     )
 }
 
+/// The label that tells the coverage query's two series apart.
+pub const COVERAGE_LABEL: &str = "__prom_ha_proxy_coverage__";
+
+/// The step of a range's coarse coverage: the narrowest stretch that moves
+/// with the steps, so that its windows, one stretch apart, leave no sample
+/// the query reads uncounted (pinned stretches read one window whatever the
+/// step). None if no stretch moves.
+pub fn coarse_step_ms(stretches: &[Stretch]) -> Option<i64> {
+    stretches
+        .iter()
+        .filter(|s| s.at.is_none())
+        .map(Stretch::width_ms)
+        .filter(|w| *w > 0)
+        .min()
+}
+
 /// How wide a stretch the coverage counts is, on average: the counts are
 /// summed over stretches, samples and series alike, so samples per series is
 /// an average over the stretches, and this is the width it spans.
@@ -314,9 +333,6 @@ pub fn mean_width_ms(stretches: &[Stretch]) -> Option<i64> {
     let n = stretches.len() as i64;
     (n > 0).then(|| stretches.iter().map(Stretch::width_ms).sum::<i64>() / n)
 }
-
-/// The label that tells the coverage query's two series apart.
-pub const COVERAGE_LABEL: &str = "__prom_ha_proxy_coverage__";
 
 fn unparen(mut expr: &Expr) -> &Expr {
     while let Expr::Paren(p) = expr {
@@ -604,6 +620,23 @@ mod tests {
                 assert!(parser::parse(&s).is_ok(), "{q}: {s}");
             }
         }
+    }
+
+    #[test]
+    fn the_coarse_step_is_the_narrowest_moving_stretch() {
+        let pinned = Stretch {
+            at: Some("@ end()".into()),
+            ..rel(-60, 0)
+        };
+        assert_eq!(
+            coarse_step_ms(&[rel(-300, 0), rel(-900, -600)]),
+            Some(300_000)
+        );
+        assert_eq!(
+            coarse_step_ms(&[rel(-900, 0), pinned.clone()]),
+            Some(900_000)
+        );
+        assert_eq!(coarse_step_ms(&[pinned]), None);
     }
 
     #[test]

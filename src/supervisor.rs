@@ -12,7 +12,7 @@ use crate::backend::{
 use crate::budget::{Budget, Held};
 use crate::config::{Config, CoverageConfig, HealthConfig, UpstreamConfig};
 use crate::merge::answer::Answer;
-use crate::merge::coverage::StepMask;
+use crate::merge::coverage::{Coverage, StepMask};
 use crate::merge::meta::{self, MetaAnswer, MetaKind, MetaOptions};
 use crate::merge::reorder::Reorder;
 use crate::merge::{self, AllEligible, Eligibility, MergeOptions, MergeReport, Upstream};
@@ -36,6 +36,9 @@ pub struct Query {
     /// For an instant query, its `time` in milliseconds, when it is given in
     /// seconds (the HTTP edge adds it when the client sends none).
     pub instant_ms: Option<i64>,
+    /// For a range query, its `start`, `end` and `step` in milliseconds,
+    /// when the edge could read them (upstreams judge the rest).
+    pub range_ms: Option<(i64, i64, i64)>,
 }
 
 /// One request to a merged endpoint other than the queries (series, labels, …).
@@ -241,8 +244,7 @@ impl Handler<Query> for Supervisor {
     type Result = ResponseFuture<Result<Merged, ProxyError>>;
 
     fn handle(&mut self, query: Query, _: &mut Self::Context) -> Self::Result {
-        // The coverage query goes out with the user's, to every upstream at once.
-        let (coverage_request, coverage_window_ms) = match (&self.coverage, &query.shape.reads) {
+        let (plan, coverage_window_ms) = match (&self.coverage, &query.shape.reads) {
             (Some(cov), Reads::Stretches(stretches)) => {
                 let stretches: std::borrow::Cow<'_, [query::Stretch]> = match query.instant_ms {
                     Some(_) => query::at_instant(stretches).into(),
@@ -253,7 +255,7 @@ impl Handler<Query> for Supervisor {
                     None => stretches,
                 };
                 let coverage = query::coverage_query(&stretches);
-                let request = match query.instant_ms {
+                let fine = match query.instant_ms {
                     // An instant's coverage over the steps before it too, to
                     // learn each upstream's usual deficit as over a range.
                     Some(t) => {
@@ -263,43 +265,99 @@ impl Handler<Query> for Supervisor {
                     }
                     None => query.request.with_query(&coverage),
                 };
-                (Some(Arc::new(request)), query::mean_width_ms(&stretches))
+                let coarse = match (query.range_ms, query::coarse_step_ms(&stretches)) {
+                    (Some((start, end, step)), Some(width))
+                        if step > 0 && end >= start && width >= COARSE_STEPS * step =>
+                    {
+                        // Windows one stretch apart from `start` on, the last
+                        // reaching `end` or past it.
+                        let tiles = (end - start + width - 1) / width;
+                        let coarse_end = start + tiles * width;
+                        Some(query.request.as_range(&coverage, start, coarse_end, width))
+                    }
+                    _ => None,
+                };
+                let plan = CoveragePlan {
+                    fine: Arc::new(fine),
+                    coarse: coarse.map(Arc::new),
+                };
+                (Some(plan), query::mean_width_ms(&stretches))
             }
             _ => (None, None),
         };
         let request = Arc::new(query.request);
-        let fetches: Vec<_> = self
+        let straggler_timeout = self.health.straggler_timeout;
+        let asked = Instant::now();
+        // Who is asked, and within what: the down are not.
+        let routing = self.routing();
+        let legs: Vec<Option<(Addr<Backend>, Duration)>> = self
             .backends
             .iter()
-            .zip(self.routing())
-            .map(|(b, down_reason)| {
-                let skip = down_reason.is_some();
-                let deadline = deadline(query.client_timeout, &b.config);
-                let fetch = |request: Arc<ApiRequest>| {
-                    let send = b.addr.send(Fetch { request, deadline });
-                    async move { send.await.unwrap_or(Err(UpstreamError::Unavailable)) }
-                };
-                let main = (!skip).then(|| fetch(request.clone()));
-                let coverage = (!skip)
-                    .then(|| coverage_request.clone().map(fetch))
-                    .flatten();
+            .zip(&routing)
+            .map(|(b, down)| {
+                down.is_none()
+                    .then(|| (b.addr.clone(), deadline(query.client_timeout, &b.config)))
+            })
+            .collect();
+        let fetch = move |addr: &Addr<Backend>, deadline: Duration, request: Arc<ApiRequest>| {
+            let send = addr.send(Fetch {
+                request,
+                deadline: deadline.saturating_sub(asked.elapsed()),
+            });
+            async move { send.await.unwrap_or(Err(UpstreamError::Unavailable)) }
+        };
+        let mains: Vec<_> = legs
+            .iter()
+            .zip(routing)
+            .map(|(leg, down)| {
+                let main = leg
+                    .as_ref()
+                    .map(|(addr, deadline)| fetch(addr, *deadline, request.clone()));
                 async move {
-                    let Some(main) = main else {
-                        return (
-                            Err(UpstreamError::Down(down_reason.unwrap_or_default())),
-                            None,
-                        );
-                    };
-                    match coverage {
-                        Some(c) => {
-                            let (m, c) = futures_util::future::join(main, c).await;
-                            (m, Some(c))
-                        }
-                        None => (main.await, None),
+                    match main {
+                        Some(main) => main.await,
+                        None => Err(UpstreamError::Down(down.unwrap_or_default())),
                     }
                 }
             })
             .collect();
+        // The coverage goes out with the user's query, to every upstream at
+        // once: the coarse one first where there is one, and the one over the
+        // query's own steps only if the coarse counts differ.
+        let n = legs.len();
+        let coverage = async move {
+            let Some(plan) = plan else {
+                return (0..n).map(|_| None).collect();
+            };
+            let ask_all = |request: &Arc<ApiRequest>| {
+                let asks: Vec<_> = legs
+                    .iter()
+                    .map(|leg| {
+                        let ask = leg
+                            .as_ref()
+                            .map(|(addr, deadline)| fetch(addr, *deadline, request.clone()));
+                        async move {
+                            match ask {
+                                Some(ask) => Some(ask.await),
+                                None => None,
+                            }
+                        }
+                    })
+                    .collect();
+                gather(
+                    asks,
+                    straggler_timeout,
+                    |c| matches!(c, Some(Ok(_))),
+                    || Some(Err(UpstreamError::Straggler(straggler_timeout))),
+                )
+            };
+            if let Some(coarse) = &plan.coarse
+                && all_alike(&ask_all(coarse).await)
+            {
+                return (0..n).map(|_| None).collect();
+            }
+            ask_all(&plan.fine).await
+        };
         let job = MergeJob {
             names: self.names.clone(),
             replica_labels: self.replica_labels.clone(),
@@ -311,20 +369,13 @@ impl Handler<Query> for Supervisor {
             coverage: Vec::new(),
             coverage_window_ms,
         };
-        let straggler_timeout = self.health.straggler_timeout;
         let piece_bytes = self.piece_bytes;
-        let asked = Instant::now();
         Box::pin(async move {
             let mut job = job;
-            (job.outcomes, job.coverage) = gather(
-                fetches,
-                straggler_timeout,
-                |(main, _)| main.is_ok(),
-                || (Err(UpstreamError::Straggler(straggler_timeout)), None),
-            )
-            .await
-            .into_iter()
-            .unzip();
+            let mains = gather(mains, straggler_timeout, Result::is_ok, || {
+                Err(UpstreamError::Straggler(straggler_timeout))
+            });
+            (job.outcomes, job.coverage) = futures_util::future::join(mains, coverage).await;
             log::debug!(
                 "{}: every answer in {:?} after the request",
                 job.path,
@@ -367,6 +418,40 @@ impl Handler<Query> for Supervisor {
             }
         })
     }
+}
+
+/// A range asks its coverage coarsely first when its narrowest moving
+/// stretch spans at least this many steps: windows one stretch apart then
+/// count every sample the query reads in 1/COARSE_STEPS of the evaluations
+/// or fewer.
+const COARSE_STEPS: i64 = 4;
+
+/// How a query's coverage is asked.
+struct CoveragePlan {
+    /// Over the query's own steps (for an instant, the steps before it).
+    fine: Arc<ApiRequest>,
+    /// For a range of many steps: the same counts in windows one stretch
+    /// wide and one stretch apart, asked first; `fine` is asked only if the
+    /// upstreams' coarse counts differ.
+    coarse: Option<Arc<ApiRequest>>,
+}
+
+/// Whether every upstream asked answered the coarse coverage with the very
+/// same counts in every window: then no upstream lacks a sample another
+/// holds (short of two holes of one size within one window), every step's
+/// mask would admit them all, and the plain priority merge is the answer.
+/// Costs the replicas one evaluation over every series in the query's
+/// steps / `COARSE_STEPS` or fewer, against one over all steps.
+fn all_alike(coarse: &[Option<Outcome>]) -> bool {
+    let mut read = coarse.iter().flatten().map(|c| {
+        c.as_ref()
+            .ok()
+            .and_then(|held| Coverage::read(held, query::COVERAGE_LABEL))
+    });
+    let Some(Some(first)) = read.next() else {
+        return false;
+    };
+    read.all(|c| c.as_ref() == Some(&first))
 }
 
 /// One query's upstream answers and what their merge needs.
@@ -656,30 +741,35 @@ fn step_mask(
         return None;
     }
     let answered: Vec<bool> = outcomes.iter().map(Result::is_ok).collect();
-    let mut known = 0;
-    for ((name, cov), answered) in names.iter().zip(coverage).zip(&answered) {
-        match cov {
-            Some(Ok(_)) if *answered => known += 1,
-            Some(Err(e)) if *answered => warnings.push(format!(
-                "upstream {name}: coverage query failed ({e}); its data is used only where no other upstream's completeness is known"
-            )),
-            _ => {}
-        }
-    }
-    if known == 0 {
+    let read: Vec<Option<Coverage>> = names
+        .iter()
+        .zip(coverage)
+        .zip(&answered)
+        .map(|((name, cov), answered)| match cov {
+            Some(Ok(held)) if *answered => {
+                let read = Coverage::read(held, query::COVERAGE_LABEL);
+                if read.is_none() {
+                    warnings.push(format!(
+                        "upstream {name}: coverage answer unreadable; its data is used only where no other upstream's completeness is known"
+                    ));
+                }
+                read
+            }
+            Some(Err(e)) if *answered => {
+                warnings.push(format!(
+                    "upstream {name}: coverage query failed ({e}); its data is used only where no other upstream's completeness is known"
+                ));
+                None
+            }
+            _ => None,
+        })
+        .collect();
+    if read.iter().all(Option::is_none) {
         warnings.push(
             "completeness unknown on every upstream: answered by plain priority merge".to_string(),
         );
         return None;
     }
-    let answers: Vec<Option<&Answer>> = coverage
-        .iter()
-        .map(|c| c.as_ref().and_then(|r| r.as_ref().ok()).map(|held| &**held))
-        .collect();
-    Some(StepMask::from_coverage(
-        &answers,
-        &answered,
-        query::COVERAGE_LABEL,
-        window_ms,
-    ))
+    let read: Vec<Option<&Coverage>> = read.iter().map(Option::as_ref).collect();
+    Some(StepMask::from_coverage(&read, &answered, window_ms))
 }

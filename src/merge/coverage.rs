@@ -3,8 +3,8 @@
 //! contribute.
 //!
 //! Each upstream answered a coverage query with two series per step, told
-//! apart by a label: `samples` (how many samples of the coverage selector it
-//! holds in the window) and `series` (how many series those are). Replicas
+//! apart by a label: `samples` (how many samples of the query's selectors it
+//! holds in the windows read) and `series` (how many series those are). Replicas
 //! scrape the same targets at different offsets, so two complete replicas can
 //! differ by one sample per target: whoever is within `series` of the best
 //! counts as complete, and priority decides among those. This module knows
@@ -42,14 +42,61 @@ pub struct StepMask {
     by_t: HashMap<i64, u64, ahash::RandomState>,
 }
 
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 struct Counts {
     samples: f64,
     series: f64,
 }
 
+/// One upstream's coverage answer, read: its counts at each step.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Coverage {
+    by_t: Vec<(i64, Counts)>,
+}
+
+impl Coverage {
+    /// Reads a coverage answer: at each step, one sample of the series whose
+    /// `label` says `samples` and one of the series whose `label` says
+    /// `series`. None if a count is no whole number, which no count is.
+    pub fn read(answer: &Answer, label: &str) -> Option<Coverage> {
+        let mut at: HashMap<i64, Counts, ahash::RandomState> = HashMap::default();
+        for s in &answer.series {
+            let kind = answer
+                .series_labels(s)
+                .iter()
+                .find(|l| answer.text(l.name) == label)
+                .map(|l| answer.text(l.value));
+            for sample in answer.floats(s) {
+                let v = answer.sample_value(sample);
+                if !(v >= 0.0 && v.fract() == 0.0) {
+                    return None;
+                }
+                let counts = at.entry(answer.t(sample)).or_default();
+                match kind {
+                    Some("samples") => counts.samples = v,
+                    Some("series") => counts.series = v,
+                    _ => {}
+                }
+            }
+        }
+        let mut by_t: Vec<(i64, Counts)> = at.into_iter().collect();
+        by_t.sort_by_key(|(t, _)| *t);
+        Some(Coverage { by_t })
+    }
+
+    /// Counts given as `(t_ms, samples, series)`, for tests and benchmarks.
+    pub fn from_counts(points: impl IntoIterator<Item = (i64, f64, f64)>) -> Coverage {
+        let mut by_t: Vec<(i64, Counts)> = points
+            .into_iter()
+            .map(|(t, samples, series)| (t, Counts { samples, series }))
+            .collect();
+        by_t.sort_by_key(|(t, _)| *t);
+        Coverage { by_t }
+    }
+}
+
 impl StepMask {
-    /// Builds the mask. `coverage[u]` is upstream u's coverage answer (None if
+    /// Builds the mask. `coverage[u]` is upstream u's coverage (None if
     /// that query failed); `answered[u]` says whether u's main answer exists,
     /// since the coverage of an upstream that gave no answer is beside the point.
     /// An upstream whose coverage failed ranks below every other at every step
@@ -59,35 +106,20 @@ impl StepMask {
     /// over the stretches that move with the step (None if not known): with
     /// the counts it tells how many steps one scrape interval spans.
     pub fn from_coverage(
-        coverage: &[Option<&Answer>],
+        coverage: &[Option<&Coverage>],
         answered: &[bool],
-        label: &str,
         window_ms: Option<i64>,
     ) -> StepMask {
         let n = coverage.len().min(MAX_UPSTREAMS);
         let mut table: HashMap<i64, Vec<Counts>, ahash::RandomState> = HashMap::default();
-        for (u, answer) in coverage.iter().enumerate().take(n) {
-            let Some(a) = answer.filter(|_| answered[u]) else {
+        for (u, cov) in coverage.iter().enumerate().take(n) {
+            let Some(c) = cov.filter(|_| answered[u]) else {
                 continue;
             };
-            for s in &a.series {
-                let kind = a
-                    .series_labels(s)
-                    .iter()
-                    .find(|l| a.text(l.name) == label)
-                    .map(|l| a.text(l.value));
-                for sample in a.floats(s) {
-                    let counts = &mut table
-                        .entry(a.t(sample))
-                        .or_insert_with(|| vec![Counts::default(); n])[u];
-                    let v = a.sample_value(sample);
-                    let v = if v.is_finite() { v } else { 0.0 };
-                    match kind {
-                        Some("samples") => counts.samples = v,
-                        Some("series") => counts.series = v,
-                        _ => {}
-                    }
-                }
+            for (t, counts) in &c.by_t {
+                table
+                    .entry(*t)
+                    .or_insert_with(|| vec![Counts::default(); n])[u] = *counts;
             }
         }
         let known: Vec<bool> = (0..n)
@@ -241,23 +273,26 @@ impl Eligibility for StepMask {
 mod tests {
     use super::*;
 
-    fn coverage(points: &[(i64, f64, f64)]) -> Answer {
-        let series = |kind: &str, pick: fn(&(i64, f64, f64)) -> f64| {
-            let values: Vec<String> = points
-                .iter()
-                .map(|p| format!("[{},\"{}\"]", p.0, pick(p)))
-                .collect();
-            format!(
-                "{{\"metric\":{{\"c\":\"{kind}\"}},\"values\":[{}]}}",
-                values.join(",")
-            )
+    fn coverage(points: &[(i64, f64, f64)]) -> Coverage {
+        Coverage::from_counts(points.iter().map(|p| (p.0 * 1000, p.1, p.2)))
+    }
+
+    #[test]
+    fn a_coverage_answer_reads_as_samples_and_series_per_step() {
+        let body = |result: &str| {
+            let body = format!(
+                "{{\"status\":\"success\",\"data\":{{\"resultType\":\"matrix\",\"result\":[{result}]}}}}"
+            );
+            Answer::parse(body.into_bytes()).unwrap()
         };
-        let body = format!(
-            "{{\"status\":\"success\",\"data\":{{\"resultType\":\"matrix\",\"result\":[{},{}]}}}}",
-            series("samples", |p| p.1),
-            series("series", |p| p.2)
+        let a = body(
+            r#"{"metric":{"c":"samples"},"values":[[1,"80"],[2,"79"]]},{"metric":{"c":"series"},"values":[[1,"4"],[2,"4"]]}"#,
         );
-        Answer::parse(body.into_bytes()).unwrap()
+        let read = Coverage::read(&a, "c");
+        assert_eq!(read, Some(coverage(&[(1, 80.0, 4.0), (2, 79.0, 4.0)])));
+        assert_ne!(read, Some(coverage(&[(1, 80.0, 4.0), (2, 80.0, 4.0)])));
+        let fraction = body(r#"{"metric":{"c":"samples"},"values":[[1,"1.5"]]}"#);
+        assert_eq!(Coverage::read(&fraction, "c"), None);
     }
 
     #[test]
@@ -277,7 +312,7 @@ mod tests {
             (4, 80.0, 4.0),
             (5, 80.0, 4.0),
         ]);
-        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], "c", None);
+        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], None);
         // t=1: both within one scrape per target; t=2: a one short, nothing missing around it.
         assert!(m.allows(0, 1000) && m.allows(1, 1000));
         assert!(m.allows(0, 2000) && m.allows(1, 2000));
@@ -304,7 +339,7 @@ mod tests {
             .collect();
         let full: Vec<(i64, f64, f64)> = (1..=20).map(|t| (t, 2.0, 2.0)).collect();
         let (late, full) = (coverage(&late), coverage(&full));
-        let m = StepMask::from_coverage(&[Some(&late), Some(&full)], &[true, true], "c", None);
+        let m = StepMask::from_coverage(&[Some(&late), Some(&full)], &[true, true], None);
         assert_eq!(
             m.excluded_steps(0),
             20,
@@ -314,7 +349,7 @@ mod tests {
         // An instant query's few steps: the same.
         let late = coverage(&[(1, 0.0, 0.0), (2, 0.0, 0.0)]);
         let full = coverage(&[(1, 2.0, 2.0), (2, 2.0, 2.0)]);
-        let m = StepMask::from_coverage(&[Some(&late), Some(&full)], &[true, true], "c", None);
+        let m = StepMask::from_coverage(&[Some(&late), Some(&full)], &[true, true], None);
         assert!(!m.allows(0, 2000) && m.allows(1, 2000));
     }
 
@@ -325,7 +360,7 @@ mod tests {
         a[10].1 = 80.0;
         let b: Vec<(i64, f64, f64)> = (1..=20).map(|t| (t, 84.0, 4.0)).collect();
         let (a, b) = (coverage(&a), coverage(&b));
-        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], "c", None);
+        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], None);
         assert!(
             !m.allows(0, 11_000),
             "one scrape short in lockstep is a hole"
@@ -340,7 +375,7 @@ mod tests {
         a[10].1 = 76.0;
         let b: Vec<(i64, f64, f64)> = (1..=20).map(|t| (t, 84.0, 4.0)).collect();
         let (a, b) = (coverage(&a), coverage(&b));
-        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], "c", None);
+        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], None);
         // Only the step a really misses a scrape, and its two edges: no flipping elsewhere.
         assert_eq!(
             m.excluded_steps(0),
@@ -362,7 +397,7 @@ mod tests {
         .collect();
         let a = coverage(&pts);
         let b = coverage(&pts.iter().map(|p| (p.0, 84.0, 4.0)).collect::<Vec<_>>());
-        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], "c", None);
+        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], None);
         assert!(m.allows(0, 3000));
         assert!(!m.allows(0, 4000), "one short, next to a hole");
         assert_eq!(m.excluded_steps(0), 9);
@@ -384,7 +419,7 @@ mod tests {
             .collect();
         let b: Vec<(i64, f64, f64)> = (0..100).map(|i| (i, 80.0, 4.0)).collect();
         let (a, b) = (coverage(&a), coverage(&b));
-        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], "c", None);
+        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], None);
         // Steps 60 and 61, one scrape short, are the hole's start.
         assert!(!m.allows(0, 60_000) && !m.allows(0, 61_000));
         assert!(m.allows(0, 59_000) && m.allows(0, 90_000));
@@ -406,13 +441,13 @@ mod tests {
         let b: Vec<(i64, f64, f64)> = (0..60).map(|i| (i * 5, 80.0, 4.0)).collect();
         let (a, b) = (coverage(&a), coverage(&b));
         let covs = [Some(&a), Some(&b)];
-        let m = StepMask::from_coverage(&covs, &[true, true], "c", Some(300_000));
+        let m = StepMask::from_coverage(&covs, &[true, true], Some(300_000));
         // Steps 30 to 32 look like the lag, but lie within one scrape of the
         // first step short by more (33): they are the hole's edge.
         assert!((30..=32).all(|i| !m.allows(0, i * 5000)));
         assert!(m.allows(0, 27 * 5000), "the lag alone is tolerated");
         // Not knowing the window, only the step next to it is caught.
-        let m = StepMask::from_coverage(&covs, &[true, true], "c", None);
+        let m = StepMask::from_coverage(&covs, &[true, true], None);
         assert!(m.allows(0, 30 * 5000) && m.allows(0, 31 * 5000) && !m.allows(0, 32 * 5000));
     }
 
@@ -433,11 +468,11 @@ mod tests {
         };
         let b = coverage(&pts(&[]));
         let a = coverage(&pts(&[6, 7, 8]));
-        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], "c", Some(300_000));
+        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], Some(300_000));
         assert!(!m.allows(0, 56_000));
         // The same deficit recurring, as a lagging replica's does, is usual.
         let a = coverage(&pts(&[0, 2, 4, 6, 7, 8]));
-        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], "c", Some(300_000));
+        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], Some(300_000));
         assert!(m.allows(0, 56_000) && m.allows(0, 28_000));
     }
 
@@ -449,7 +484,7 @@ mod tests {
             .collect();
         let a = coverage(&pts);
         let b = coverage(&pts.iter().map(|p| (p.0, 84.0, 4.0)).collect::<Vec<_>>());
-        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], "c", None);
+        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], None);
         assert_eq!(m.excluded_steps(0), 0);
     }
 
@@ -457,18 +492,18 @@ mod tests {
     fn no_coverage_at_a_step_means_zero() {
         let a = coverage(&[(1, 80.0, 4.0)]);
         let b = coverage(&[(1, 80.0, 4.0), (2, 80.0, 4.0)]);
-        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], "c", None);
+        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], None);
         assert!(!m.allows(0, 2000));
     }
 
     #[test]
     fn failed_coverage_ranks_lowest_and_absent_answers_do_not_count() {
         let b = coverage(&[(1, 80.0, 4.0)]);
-        let m = StepMask::from_coverage(&[None, Some(&b)], &[true, true], "c", None);
+        let m = StepMask::from_coverage(&[None, Some(&b)], &[true, true], None);
         assert!(!m.allows(0, 1000) && m.allows(1, 1000));
         // b's main query failed: its coverage does not make a look incomplete.
         let a = coverage(&[(1, 10.0, 4.0)]);
-        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, false], "c", None);
+        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, false], None);
         assert!(m.allows(0, 1000));
     }
 }
