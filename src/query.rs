@@ -280,9 +280,20 @@ pub fn with_selector(selector: &str, stretches: &[Stretch]) -> Vec<Stretch> {
 /// ones may differ by one sample per series and stretch). Two aggregations
 /// of one argument cost its evaluation twice; one aggregation of both, as
 /// `sum(c + 2^32)` or `count_values`, costs more (measured with Prometheus
-/// 2.42: per-series label work at every step, 1.5 and 2.2 s against 0.9 s).
+/// 2.42, 2,400 series × 720 steps: per-series label work at every step,
+/// 1.5 and 2.2 s against 0.9 s).
 pub fn coverage_query(stretches: &[Stretch]) -> String {
-    let terms: Vec<String> = stretches
+    let terms = count_terms(stretches);
+    format!(
+        "label_replace({}, \"{COVERAGE_LABEL}\", \"samples\", \"\", \"\") or label_replace({}, \"{COVERAGE_LABEL}\", \"series\", \"\", \"\")",
+        total("sum", &terms),
+        total("count", &terms)
+    )
+}
+
+/// Per stretch, `count_over_time` of its selector over exactly that stretch.
+fn count_terms(stretches: &[Stretch]) -> Vec<String> {
+    stretches
         .iter()
         .map(|s| {
             let selector = &s.selector;
@@ -294,20 +305,28 @@ pub fn coverage_query(stretches: &[Stretch]) -> String {
             };
             format!("count_over_time({selector}[{width}ms]{at}{offset})")
         })
-        .collect();
-    let total = |agg: &str| match terms.as_slice() {
+        .collect()
+}
+
+/// The coarse round's query: the samples alone. Each aggregation reads
+/// every sample of its selector over the whole range again (measured with
+/// Prometheus 2.42, 2,400 series over 55 min: 86 ms for the sum in 13
+/// windows, 170 ms with the count of series beside it, 380 ms both at 221
+/// steps), and upstreams holding the very same samples in every window
+/// hold the same series too, barring coincidence.
+pub fn coverage_samples_query(stretches: &[Stretch]) -> String {
+    total("sum", &count_terms(stretches))
+}
+
+fn total(agg: &str, terms: &[String]) -> String {
+    match terms {
         [one] => format!("{agg}({one})"),
         many => many
             .iter()
             .map(|t| format!("({agg}({t}) or vector(0))"))
             .collect::<Vec<_>>()
             .join(" + "),
-    };
-    format!(
-        "label_replace({}, \"{COVERAGE_LABEL}\", \"samples\", \"\", \"\") or label_replace({}, \"{COVERAGE_LABEL}\", \"series\", \"\", \"\")",
-        total("sum"),
-        total("count")
-    )
+    }
 }
 
 /// The label that tells the coverage query's two series apart.
@@ -574,6 +593,8 @@ mod tests {
             let q = coverage_query(&stretches);
             assert!(parser::parse(&q).is_ok(), "{q}");
             let q = coverage_query(&with_selector("up{job=\"node\"}", &stretches));
+            assert!(parser::parse(&q).is_ok(), "{q}");
+            let q = coverage_samples_query(&stretches);
             assert!(parser::parse(&q).is_ok(), "{q}");
         }
         assert!(coverage_query(&[rel(-300, -60)]).contains("x[240000ms] offset 60000ms"));

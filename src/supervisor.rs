@@ -12,7 +12,7 @@ use crate::backend::{
 use crate::budget::{Budget, Held};
 use crate::config::{Config, CoverageConfig, HealthConfig, UpstreamConfig};
 use crate::merge::answer::Answer;
-use crate::merge::coverage::{Coverage, StepMask};
+use crate::merge::coverage::{self, Coverage, StepMask};
 use crate::merge::meta::{self, MetaAnswer, MetaKind, MetaOptions};
 use crate::merge::reorder::Reorder;
 use crate::merge::{self, AllEligible, Eligibility, MergeOptions, MergeReport, Upstream};
@@ -273,7 +273,8 @@ impl Handler<Query> for Supervisor {
                         // reaching `end` or past it.
                         let tiles = (end - start + width - 1) / width;
                         let coarse_end = start + tiles * width;
-                        Some(query.request.as_range(&coverage, start, coarse_end, width))
+                        let samples = query::coverage_samples_query(&stretches);
+                        Some(query.request.as_range(&samples, start, coarse_end, width))
                     }
                     _ => None,
                 };
@@ -437,17 +438,16 @@ struct CoveragePlan {
 }
 
 /// Whether every upstream asked answered the coarse coverage with the very
-/// same counts in every window: then no upstream lacks a sample another
-/// holds (short of two holes of one size within one window), every step's
-/// mask would admit them all, and the plain priority merge is the answer.
-/// Costs the replicas one evaluation over every series in the query's
-/// steps / `COARSE_STEPS` or fewer, against one over all steps.
+/// same sample counts in every window: then no upstream lacks a sample
+/// another holds (short of two holes of one size within one window), every
+/// step's mask would admit them all, and the plain priority merge is the
+/// answer. Costs each replica one read of the selectors' samples, against
+/// two plus a count at every step for the coverage over the query's steps.
 fn all_alike(coarse: &[Option<Outcome>]) -> bool {
-    let mut read = coarse.iter().flatten().map(|c| {
-        c.as_ref()
-            .ok()
-            .and_then(|held| Coverage::read(held, query::COVERAGE_LABEL))
-    });
+    let mut read = coarse
+        .iter()
+        .flatten()
+        .map(|c| c.as_ref().ok().and_then(|held| coverage::totals(held)));
     let Some(Some(first)) = read.next() else {
         return false;
     };

@@ -95,6 +95,24 @@ impl Coverage {
     }
 }
 
+/// A coarse coverage answer's numbers: per step, the sum of its series'
+/// values, in time order. None if one is no whole count.
+pub fn totals(answer: &Answer) -> Option<Vec<(i64, f64)>> {
+    let mut at: HashMap<i64, f64, ahash::RandomState> = HashMap::default();
+    for s in &answer.series {
+        for sample in answer.floats(s) {
+            let v = answer.sample_value(sample);
+            if !(v >= 0.0 && v.fract() == 0.0) {
+                return None;
+            }
+            *at.entry(answer.t(sample)).or_default() += v;
+        }
+    }
+    let mut totals: Vec<(i64, f64)> = at.into_iter().collect();
+    totals.sort_by_key(|(t, _)| *t);
+    Some(totals)
+}
+
 impl StepMask {
     /// Builds the mask. `coverage[u]` is upstream u's coverage (None if
     /// that query failed); `answered[u]` says whether u's main answer exists,
@@ -176,7 +194,25 @@ impl StepMask {
                     .take_while(|&i| deficit(i) > 0.0)
                     .count();
                 let outside = |i: usize| !beyond(i, u);
-                let inner = (lead..steps.len().saturating_sub(trail)).filter(|&i| outside(i));
+                // A run of short steps beside a step beyond is a hole's ramp
+                // (its first or last missing scrapes): were it learnt from, a
+                // short range would take a hole's edges for the usual.
+                let mut ramp = vec![false; steps.len()];
+                let mut i = 0;
+                while i < steps.len() {
+                    let run = (i..steps.len())
+                        .take_while(|&j| outside(j) && deficit(j) > 0.0)
+                        .count();
+                    let (from, to) = (i, i + run);
+                    let beside =
+                        (from > 0 && beyond(from - 1, u)) || (to < steps.len() && beyond(to, u));
+                    if run > 0 && beside {
+                        ramp[from..to].fill(true);
+                    }
+                    i = to + 1;
+                }
+                let inner =
+                    (lead..steps.len().saturating_sub(trail)).filter(|&i| outside(i) && !ramp[i]);
                 let mut deficits: Vec<f64> = inner.map(deficit).collect();
                 if deficits.is_empty() {
                     deficits = (0..steps.len())
@@ -293,6 +329,9 @@ mod tests {
         assert_ne!(read, Some(coverage(&[(1, 80.0, 4.0), (2, 80.0, 4.0)])));
         let fraction = body(r#"{"metric":{"c":"samples"},"values":[[1,"1.5"]]}"#);
         assert_eq!(Coverage::read(&fraction, "c"), None);
+        assert_eq!(totals(&fraction), None);
+        // A coarse answer: values summed per step, whatever the labels.
+        assert_eq!(totals(&a), Some(vec![(1000, 84.0), (2000, 83.0)]));
     }
 
     #[test]
@@ -424,6 +463,34 @@ mod tests {
         assert!(!m.allows(0, 60_000) && !m.allows(0, 61_000));
         assert!(m.allows(0, 59_000) && m.allows(0, 90_000));
         assert_eq!(m.excluded_steps(0), 30);
+    }
+
+    #[test]
+    fn a_short_range_does_not_learn_a_holes_ramps_as_usual() {
+        // Seen in a generated query: 53 steps of 30 s, windows of 2 min, 8
+        // series scraped every 15 s in lockstep; a loses two series' scrapes
+        // for 20 min. Its ramps in and out (one and two scrapes short per
+        // lost series) are a large share of the steps outside the hole.
+        let samples = |i: usize| match i {
+            ..8 | 51.. => 64.0,
+            8..=10 => 60.0 - 4.0 * (i - 8) as f64,
+            48..=50 => 52.0 + 4.0 * (i - 48) as f64,
+            _ => 48.0,
+        };
+        let series = |i: usize| if (11..48).contains(&i) { 6.0 } else { 8.0 };
+        let a: Vec<(i64, f64, f64)> = (0..53)
+            .map(|i| (i as i64 * 30, samples(i), series(i)))
+            .collect();
+        let b: Vec<(i64, f64, f64)> = (0..53).map(|i| (i as i64 * 30, 64.0, 8.0)).collect();
+        let (a, b) = (coverage(&a), coverage(&b));
+        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], Some(120_000));
+        assert!(
+            !m.allows(0, 8 * 30_000),
+            "one scrape short of two series, into the hole"
+        );
+        assert!(!m.allows(0, 50 * 30_000), "and out of it");
+        assert!(m.allows(0, 7 * 30_000) && m.allows(0, 51 * 30_000));
+        assert_eq!(m.excluded_steps(0), (8..=50).count());
     }
 
     #[test]
