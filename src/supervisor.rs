@@ -423,8 +423,9 @@ impl Handler<Query> for Supervisor {
 
 /// A range asks its coverage coarsely first when its narrowest moving
 /// stretch spans at least this many steps: windows one stretch apart then
-/// count every sample the query reads in 1/COARSE_STEPS of the evaluations
-/// or fewer.
+/// count every sample the query reads at a quarter of its steps or fewer,
+/// with one aggregation (the samples read dominate the replicas' cost; see
+/// `query::coverage_samples_query`).
 const COARSE_STEPS: i64 = 4;
 
 /// How a query's coverage is asked.
