@@ -300,11 +300,8 @@ impl Handler<Query> for Supervisor {
                     .then(|| (b.addr.clone(), deadline(query.client_timeout, &b.config)))
             })
             .collect();
-        let fetch = move |addr: &Addr<Backend>, deadline: Duration, request: Arc<ApiRequest>| {
-            let send = addr.send(Fetch {
-                request,
-                deadline: deadline.saturating_sub(asked.elapsed()),
-            });
+        let fetch = |addr: &Addr<Backend>, deadline: Duration, request: Arc<ApiRequest>| {
+            let send = addr.send(Fetch { request, deadline });
             async move { send.await.unwrap_or(Err(UpstreamError::Unavailable)) }
         };
         let mains: Vec<_> = legs
@@ -330,13 +327,14 @@ impl Handler<Query> for Supervisor {
             let Some(plan) = plan else {
                 return (0..n).map(|_| None).collect();
             };
-            let ask_all = |request: &Arc<ApiRequest>| {
+            // `spent`: of each upstream's deadline, what an earlier round used.
+            let ask_all = |request: &Arc<ApiRequest>, spent: Duration| {
                 let asks: Vec<_> = legs
                     .iter()
                     .map(|leg| {
-                        let ask = leg
-                            .as_ref()
-                            .map(|(addr, deadline)| fetch(addr, *deadline, request.clone()));
+                        let ask = leg.as_ref().map(|(addr, deadline)| {
+                            fetch(addr, deadline.saturating_sub(spent), request.clone())
+                        });
                         async move {
                             match ask {
                                 Some(ask) => Some(ask.await),
@@ -353,11 +351,15 @@ impl Handler<Query> for Supervisor {
                 )
             };
             if let Some(coarse) = &plan.coarse
-                && all_alike(&ask_all(coarse).await)
+                && all_alike(&ask_all(coarse, Duration::ZERO).await)
             {
                 return (0..n).map(|_| None).collect();
             }
-            ask_all(&plan.fine).await
+            let spent = match plan.coarse {
+                Some(_) => asked.elapsed(),
+                None => Duration::ZERO,
+            };
+            ask_all(&plan.fine, spent).await
         };
         let job = MergeJob {
             names: self.names.clone(),
