@@ -99,17 +99,7 @@ fn main() {
     // Between the two holes, its coverage windows clear of both: a
     // dashboard's range long after the last restart.
     let (clear_start, clear_end) = (tl.hole_a.end + 300, tl.hole_b.start - 600);
-    let clear = |q: &str| {
-        format!(
-            "/api/v1/query_range?{}",
-            query_string(&[
-                ("query", q),
-                ("start", &clear_start.to_string()),
-                ("end", &clear_end.to_string()),
-                ("step", "15"),
-            ])
-        )
-    };
+    let clear = |q: &str| range_path_over(q, clear_start, clear_end);
     let instant = |q: &str| instant_path(q, t);
     // Each case with how many times a round asks each column for it: quick
     // queries many times, so the CPU time read from /proc (in 10 ms ticks)

@@ -567,12 +567,17 @@ pub fn median_ms(base: &str, path_and_query: &str, rounds: usize) -> (f64, usize
 
 /// The path and query of a range query of `q` over the whole timeline, every 15 s.
 pub fn range_path(tl: &Timeline, q: &str) -> String {
+    range_path_over(q, tl.start, tl.end)
+}
+
+/// The path and query of a range query of `q` from `start` to `end` (seconds), every 15 s.
+pub fn range_path_over(q: &str, start: i64, end: i64) -> String {
     format!(
         "/api/v1/query_range?{}",
         query_string(&[
             ("query", q),
-            ("start", &tl.start.to_string()),
-            ("end", &tl.end.to_string()),
+            ("start", &start.to_string()),
+            ("end", &end.to_string()),
             ("step", "15"),
         ])
     )

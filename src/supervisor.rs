@@ -324,8 +324,10 @@ impl Handler<Query> for Supervisor {
         // query's own steps only if the coarse counts differ.
         let n = legs.len();
         let coverage = async move {
+            // No coverage for anyone: the plain priority merge.
+            let none = || (0..n).map(|_| None).collect();
             let Some(plan) = plan else {
-                return (0..n).map(|_| None).collect();
+                return none();
             };
             // `spent`: of each upstream's deadline, what an earlier round used.
             let ask_all = |request: &Arc<ApiRequest>, spent: Duration| {
@@ -353,7 +355,7 @@ impl Handler<Query> for Supervisor {
             if let Some(coarse) = &plan.coarse
                 && all_alike(&ask_all(coarse, Duration::ZERO).await)
             {
-                return (0..n).map(|_| None).collect();
+                return none();
             }
             let spent = match plan.coarse {
                 Some(_) => asked.elapsed(),

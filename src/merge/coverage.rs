@@ -25,7 +25,7 @@
 //! apply at its last step.
 
 use super::Eligibility;
-use super::answer::Answer;
+use super::answer::{Answer, Series};
 use std::collections::HashMap;
 
 /// How many steps it takes to learn an upstream's usual deficit; with fewer
@@ -59,28 +59,18 @@ impl Coverage {
     /// `label` says `samples` and one of the series whose `label` says
     /// `series`. None if a count is no whole number, which no count is.
     pub fn read(answer: &Answer, label: &str) -> Option<Coverage> {
-        let mut at: HashMap<i64, Counts, ahash::RandomState> = HashMap::default();
-        for s in &answer.series {
+        let by_t = per_step(answer, |counts: &mut Counts, s, v| {
             let kind = answer
                 .series_labels(s)
                 .iter()
                 .find(|l| answer.text(l.name) == label)
                 .map(|l| answer.text(l.value));
-            for sample in answer.floats(s) {
-                let v = answer.sample_value(sample);
-                if !(v >= 0.0 && v.fract() == 0.0) {
-                    return None;
-                }
-                let counts = at.entry(answer.t(sample)).or_default();
-                match kind {
-                    Some("samples") => counts.samples = v,
-                    Some("series") => counts.series = v,
-                    _ => {}
-                }
+            match kind {
+                Some("samples") => counts.samples = v,
+                Some("series") => counts.series = v,
+                _ => {}
             }
-        }
-        let mut by_t: Vec<(i64, Counts)> = at.into_iter().collect();
-        by_t.sort_by_key(|(t, _)| *t);
+        })?;
         Some(Coverage { by_t })
     }
 
@@ -98,19 +88,29 @@ impl Coverage {
 /// A coarse coverage answer's numbers: per step, the sum of its series'
 /// values, in time order. None if one is no whole count.
 pub fn totals(answer: &Answer) -> Option<Vec<(i64, f64)>> {
-    let mut at: HashMap<i64, f64, ahash::RandomState> = HashMap::default();
+    per_step(answer, |total: &mut f64, _, v| *total += v)
+}
+
+/// Per step, in time order, what `add` makes of the values of an answer's
+/// series (each with the series it belongs to). None if a value is no whole
+/// count, as every coverage value is.
+fn per_step<T: Default>(
+    answer: &Answer,
+    mut add: impl FnMut(&mut T, &Series, f64),
+) -> Option<Vec<(i64, T)>> {
+    let mut at: HashMap<i64, T, ahash::RandomState> = HashMap::default();
     for s in &answer.series {
         for sample in answer.floats(s) {
             let v = answer.sample_value(sample);
             if !(v >= 0.0 && v.fract() == 0.0) {
                 return None;
             }
-            *at.entry(answer.t(sample)).or_default() += v;
+            add(at.entry(answer.t(sample)).or_default(), s, v);
         }
     }
-    let mut totals: Vec<(i64, f64)> = at.into_iter().collect();
-    totals.sort_by_key(|(t, _)| *t);
-    Some(totals)
+    let mut by_t: Vec<(i64, T)> = at.into_iter().collect();
+    by_t.sort_by_key(|(t, _)| *t);
+    Some(by_t)
 }
 
 impl StepMask {
