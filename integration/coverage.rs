@@ -210,6 +210,78 @@ fn a_range_clear_of_holes_is_settled_by_the_coarse_coverage_and_one_across_a_hol
     assert_eq!(upstream_requests(&proxy.url) - before, 4.0);
 }
 
+/// The coverage-over-steps queries an upstream logged in its query log
+/// (Prometheus' `query_log_file`), as (start, end) in seconds, in the order asked.
+fn fine_rounds_logged(log: &Path) -> Vec<(i64, i64)> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let seconds = |v: &Value| {
+        let t = chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+        t.timestamp_millis() / 1000
+    };
+    text.lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| {
+            let q = e["params"]["query"].as_str().unwrap_or_default();
+            // The coarse round counts samples alone; the one over steps, series too.
+            q.contains("__prom_ha_proxy_coverage__\", \"series\"")
+        })
+        .map(|e| (seconds(&e["params"]["start"]), seconds(&e["params"]["end"])))
+        .collect()
+}
+
+#[test]
+fn across_two_holes_the_coverage_over_steps_is_asked_around_each_hole_only() {
+    let c = cluster();
+    let tl = c.tl;
+    // A pair of this test's own, each logging the queries it is asked.
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("logged");
+    let (log_a, log_b) = (root.join("a/queries.log"), root.join("b/queries.log"));
+    let start = |name: &str, hole: Hole, log: &Path| {
+        let config = format!(
+            "global:\n  scrape_interval: 15s\n  query_log_file: {}\nscrape_configs: []\n",
+            log.display()
+        );
+        let om = openmetrics(&tl, &[hole], PHASE_S);
+        Prometheus::start_with(name, &root.join(name), &om, &config, &[])
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| start("a", tl.hole_a, &log_a));
+        let b = start("b", tl.hole_b, &log_b);
+        (a.join().unwrap(), b)
+    });
+    let proxy = Proxy::start(proxy_binary(), &[&a.url, &b.url], &[]);
+    let span_s = tl.end - tl.start;
+    for q in [
+        "temperature_celsius",
+        "sum by (job) (rate(http_requests_total[5m]))",
+    ] {
+        let before = (
+            fine_rounds_logged(&log_a).len(),
+            fine_rounds_logged(&log_b).len(),
+        );
+        let got = points(&range(&proxy.url, q, tl.start, tl.end, STEP_S));
+        let want = points(&range(&c.reference.url, q, tl.start, tl.end, STEP_S));
+        assert_eq!(differences(&got, &want), vec![], "{q}");
+        for (log, before) in [(&log_a, before.0), (&log_b, before.1)] {
+            let mut rounds = fine_rounds_logged(log)[before..].to_vec();
+            rounds.sort();
+            // One span around each hole, each within the range, far short of it together.
+            assert_eq!(rounds.len(), 2, "{q}: {rounds:?}");
+            for (hole, (from, to)) in [tl.hole_a, tl.hole_b].iter().zip(&rounds) {
+                assert!(
+                    tl.start <= *from && *from < hole.start && hole.end < *to && *to <= tl.end,
+                    "{q}: span {from}..{to} should hold its hole {hole:?} within the range"
+                );
+            }
+            let asked: i64 = rounds.iter().map(|(from, to)| to - from).sum();
+            assert!(
+                asked * 2 < span_s,
+                "{q}: {asked} s of the {span_s} s range asked step by step"
+            );
+        }
+    }
+}
+
 /// Replica b scraping 5 seconds after a, as real replicas do.
 struct Offset {
     b: Prometheus,

@@ -254,6 +254,24 @@ pub fn at_instant(stretches: &[Stretch]) -> Vec<Stretch> {
         .collect()
 }
 
+/// The stretches a range query from `start_ms` to `end_ms` reads, with
+/// `@ start()` and `@ end()` written as those times: the coverage is asked
+/// over other ranges (the coarse round's reaches past `end`, the steps
+/// asked apart start later), where they would pin other times.
+pub fn pinned_to_range(stretches: &[Stretch], start_ms: i64, end_ms: i64) -> Vec<Stretch> {
+    stretches
+        .iter()
+        .map(|s| {
+            let at = match s.at.as_deref() {
+                Some("@ start()") => Some(format!("@ {}", crate::backend::seconds(start_ms))),
+                Some("@ end()") => Some(format!("@ {}", crate::backend::seconds(end_ms))),
+                _ => s.at.clone(),
+            };
+            Stretch { at, ..s.clone() }
+        })
+        .collect()
+}
+
 /// The stretches counted when the coverage counts one configured `selector`
 /// (say `up`) instead of the query's own: per `@` time, the union of what the
 /// query reads there.
@@ -337,12 +355,20 @@ pub const COVERAGE_LABEL: &str = "__prom_ha_proxy_coverage__";
 /// the query reads uncounted (pinned stretches read one window whatever the
 /// step). None if no stretch moves.
 pub fn coarse_step_ms(stretches: &[Stretch]) -> Option<i64> {
+    moving_widths_ms(stretches).min()
+}
+
+/// The widest stretch that moves with the steps: a window counted at `c`
+/// holds samples that steps less than this far from `c` read.
+pub fn widest_moving_ms(stretches: &[Stretch]) -> Option<i64> {
+    moving_widths_ms(stretches).max()
+}
+
+fn moving_widths_ms(stretches: &[Stretch]) -> impl Iterator<Item = i64> + '_ {
     stretches
         .iter()
         .filter(|s| s.at.is_none())
         .map(Stretch::width_ms)
-        .filter(|w| *w > 0)
-        .min()
 }
 
 /// How wide a stretch the coverage counts is, on average: the counts are
@@ -617,6 +643,28 @@ mod tests {
             ]),
             vec![rel(-60, 0), rel(-60, 0), pinned("@ 1700000000.000")]
         );
+        // Over a range, they are its start and end, whatever range the coverage is asked over.
+        let resolved = pinned_to_range(
+            &[
+                pinned("@ end()"),
+                pinned("@ start()"),
+                pinned("@ 1.500"),
+                rel(-60, 0),
+            ],
+            1_700_000_000_000,
+            1_700_003_600_250,
+        );
+        assert_eq!(
+            resolved,
+            vec![
+                pinned("@ 1700003600.250"),
+                pinned("@ 1700000000.000"),
+                pinned("@ 1.500"),
+                rel(-60, 0)
+            ]
+        );
+        let q = coverage_query(&resolved);
+        assert!(parser::parse(&q).is_ok(), "{q}");
     }
 
     #[test]
@@ -657,7 +705,12 @@ mod tests {
             coarse_step_ms(&[rel(-900, 0), pinned.clone()]),
             Some(900_000)
         );
-        assert_eq!(coarse_step_ms(&[pinned]), None);
+        assert_eq!(
+            widest_moving_ms(&[rel(-300, 0), rel(-1200, -600), pinned.clone()]),
+            Some(600_000)
+        );
+        assert_eq!(coarse_step_ms(std::slice::from_ref(&pinned)), None);
+        assert_eq!(widest_moving_ms(&[pinned]), None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::backend::{
 use crate::budget::{Budget, Held};
 use crate::config::{Config, CoverageConfig, HealthConfig, UpstreamConfig};
 use crate::merge::answer::Answer;
-use crate::merge::coverage::{self, Coverage, StepMask};
+use crate::merge::coverage::{self, Coverage, Differs, StepMask, Steps};
 use crate::merge::meta::{self, MetaAnswer, MetaKind, MetaOptions};
 use crate::merge::reorder::Reorder;
 use crate::merge::{self, AllEligible, Eligibility, MergeOptions, MergeReport, Upstream};
@@ -246,10 +246,14 @@ impl Handler<Query> for Supervisor {
     fn handle(&mut self, query: Query, _: &mut Self::Context) -> Self::Result {
         let (plan, coverage_window_ms) = match (&self.coverage, &query.shape.reads) {
             (Some(cov), Reads::Stretches(stretches)) => {
-                let stretches: std::borrow::Cow<'_, [query::Stretch]> = match query.instant_ms {
-                    Some(_) => query::at_instant(stretches).into(),
-                    None => stretches.into(),
-                };
+                let stretches: std::borrow::Cow<'_, [query::Stretch]> =
+                    match (query.instant_ms, query.range_ms) {
+                        (Some(_), _) => query::at_instant(stretches).into(),
+                        (None, Some((start, end, _))) => {
+                            query::pinned_to_range(stretches, start, end).into()
+                        }
+                        (None, None) => stretches.into(),
+                    };
                 let stretches = match &cov.selector {
                     Some(selector) => query::with_selector(selector, &stretches).into(),
                     None => stretches,
@@ -265,22 +269,39 @@ impl Handler<Query> for Supervisor {
                     }
                     None => query.request.with_query(&coverage),
                 };
-                let coarse = match (query.range_ms, query::coarse_step_ms(&stretches)) {
-                    (Some((start, end, step)), Some(width))
-                        if step > 0 && end >= start && width >= COARSE_STEPS * step =>
+                let coarse = match (
+                    query.range_ms,
+                    query::coarse_step_ms(&stretches),
+                    query::widest_moving_ms(&stretches),
+                ) {
+                    (Some((start_ms, end_ms, step_ms)), Some(width), Some(reach_ms))
+                        if step_ms > 0 && end_ms >= start_ms && width >= COARSE_STEPS * step_ms =>
                     {
                         // Windows one stretch apart from `start` on, the last
                         // reaching `end` or past it.
-                        let tiles = (end - start + width - 1) / width;
-                        let coarse_end = start + tiles * width;
+                        let tiles = (end_ms - start_ms + width - 1) / width;
+                        let coarse_end = start_ms + tiles * width;
                         let samples = query::coverage_samples_query(&stretches);
-                        Some(query.request.as_range(&samples, start, coarse_end, width))
+                        Some(CoarseRound {
+                            request: Arc::new(
+                                query
+                                    .request
+                                    .as_range(&samples, start_ms, coarse_end, width),
+                            ),
+                            steps: Steps {
+                                start_ms,
+                                end_ms,
+                                step_ms,
+                            },
+                            reach_ms,
+                            coverage: coverage.clone(),
+                        })
                     }
                     _ => None,
                 };
                 let plan = CoveragePlan {
                     fine: Arc::new(fine),
-                    coarse: coarse.map(Arc::new),
+                    coarse,
                 };
                 (Some(plan), query::mean_width_ms(&stretches))
             }
@@ -321,13 +342,12 @@ impl Handler<Query> for Supervisor {
             .collect();
         // The coverage goes out with the user's query, to every upstream at
         // once: the coarse one first where there is one, and the one over the
-        // query's own steps only if the coarse counts differ.
-        let n = legs.len();
+        // query's own steps only where the coarse counts differ. Each round
+        // asked step by step is one span of steps, and each upstream's answer to it.
         let coverage = async move {
             // No coverage for anyone: the plain priority merge.
-            let none = || (0..n).map(|_| None).collect();
             let Some(plan) = plan else {
-                return none();
+                return Vec::new();
             };
             // `spent`: of each upstream's deadline, what an earlier round used.
             let ask_all = |request: &Arc<ApiRequest>, spent: Duration| {
@@ -352,16 +372,22 @@ impl Handler<Query> for Supervisor {
                     || Some(Err(UpstreamError::Straggler(straggler_timeout))),
                 )
             };
-            if let Some(coarse) = &plan.coarse
-                && all_alike(&ask_all(coarse, Duration::ZERO).await)
-            {
-                return none();
-            }
-            let spent = match plan.coarse {
-                Some(_) => asked.elapsed(),
-                None => Duration::ZERO,
+            let (fine, spent) = match &plan.coarse {
+                None => (vec![plan.fine.clone()], Duration::ZERO),
+                Some(coarse) => {
+                    let answers = ask_all(&coarse.request, Duration::ZERO).await;
+                    let fine = match coarse.differs(&answers) {
+                        Differs::Nowhere => return Vec::new(),
+                        Differs::Throughout => vec![plan.fine.clone()],
+                        Differs::Within(spans) => spans
+                            .into_iter()
+                            .map(|(from, to)| Arc::new(coarse.over(&plan.fine, from, to)))
+                            .collect(),
+                    };
+                    (fine, asked.elapsed())
+                }
             };
-            ask_all(&plan.fine, spent).await
+            futures_util::future::join_all(fine.iter().map(|f| ask_all(f, spent))).await
         };
         let job = MergeJob {
             names: self.names.clone(),
@@ -432,31 +458,58 @@ impl Handler<Query> for Supervisor {
 /// `query::coverage_samples_query`).
 const COARSE_STEPS: i64 = 4;
 
+/// Steps learnt from on each side of a span asked apart, at the least (see
+/// `CoarseRound::differs`): an upstream's usual deficit is its 80th percentile
+/// over the steps outside holes, and a scrape offset recurs within a few steps.
+const LEARN_MARGIN_STEPS: i64 = 16;
+
 /// How a query's coverage is asked.
 struct CoveragePlan {
     /// Over the query's own steps (for an instant, the steps before it).
     fine: Arc<ApiRequest>,
     /// For a range of many steps: the same counts in windows one stretch
-    /// wide and one stretch apart, asked first; `fine` is asked only if the
-    /// upstreams' coarse counts differ.
-    coarse: Option<Arc<ApiRequest>>,
+    /// wide and one stretch apart, asked first; `fine` is asked only where
+    /// the upstreams' coarse counts differ.
+    coarse: Option<CoarseRound>,
 }
 
-/// Whether every upstream asked answered the coarse coverage with the very
-/// same sample counts in every window: then no upstream lacks a sample
-/// another holds (short of two holes of one size within one window), every
-/// step's mask would admit them all, and the plain priority merge is the
-/// answer. Costs each replica one read of the selectors' samples, against
-/// two plus a count at every step for the coverage over the query's steps.
-fn all_alike(coarse: &[Option<Outcome>]) -> bool {
-    let mut read = coarse
-        .iter()
-        .flatten()
-        .map(|c| c.as_ref().ok().and_then(|held| coverage::totals(held)));
-    let Some(Some(first)) = read.next() else {
-        return false;
-    };
-    read.all(|c| c.as_ref() == Some(&first))
+/// A range's coarse coverage round, and what it takes to ask the coverage
+/// over only some of the range's steps afterwards.
+struct CoarseRound {
+    request: Arc<ApiRequest>,
+    steps: Steps,
+    /// The widest stretch moving with the steps.
+    reach_ms: i64,
+    /// The coverage query over the steps.
+    coverage: String,
+}
+
+impl CoarseRound {
+    /// Where the upstreams asked answered the coarse coverage with other
+    /// counts. Where every upstream holds the very same samples in every
+    /// window a step reads, none lacks a sample another holds (short of two
+    /// holes of one size within one window), that step's mask would admit
+    /// them all, and it needs no coverage of its own; elsewhere the coverage
+    /// over the query's steps is asked, span by span (a span reaching
+    /// `LEARN_MARGIN_STEPS` steps, and one stretch, past what differs, to
+    /// learn each upstream's usual deficit from). Costs each replica one read
+    /// of the selectors' samples, against two plus a count at every step for
+    /// the coverage over the query's steps.
+    fn differs(&self, answers: &[Option<Outcome>]) -> Differs {
+        let totals: Vec<Option<Vec<(i64, f64)>>> = answers
+            .iter()
+            .flatten()
+            .map(|a| a.as_ref().ok().and_then(|held| coverage::totals(held)))
+            .collect();
+        let margin_ms = self.reach_ms.max(LEARN_MARGIN_STEPS * self.steps.step_ms);
+        coverage::differing_spans(&totals, self.steps, self.reach_ms, margin_ms)
+    }
+
+    /// `fine`, the coverage over the query's steps, over its steps from
+    /// `from_ms` to `to_ms` alone.
+    fn over(&self, fine: &ApiRequest, from_ms: i64, to_ms: i64) -> ApiRequest {
+        fine.as_range(&self.coverage, from_ms, to_ms, self.steps.step_ms)
+    }
 }
 
 /// One query's upstream answers and what their merge needs.
@@ -469,8 +522,10 @@ struct MergeJob {
     budget: Arc<Budget>,
     /// Each upstream's answer to the user's query, in priority order.
     outcomes: Vec<Outcome>,
-    /// Each upstream's answer to the coverage query, if one was asked.
-    coverage: Vec<Option<Outcome>>,
+    /// Per span of steps asked (the whole range, or the spans where the
+    /// coarse counts differ; none if no coverage was asked or needed), each
+    /// upstream's answer to the coverage query over it, if asked.
+    coverage: Vec<Vec<Option<Outcome>>>,
     /// How wide the coverage query's moving stretches are in all.
     coverage_window_ms: Option<i64>,
 }
@@ -480,7 +535,13 @@ impl MergeJob {
     fn input_bytes(&self) -> usize {
         let len = |o: &Outcome| o.as_ref().map_or(0, |held| held.body_len());
         self.outcomes.iter().map(len).sum::<usize>()
-            + self.coverage.iter().flatten().map(len).sum::<usize>()
+            + self
+                .coverage
+                .iter()
+                .flatten()
+                .flatten()
+                .map(len)
+                .sum::<usize>()
     }
 
     /// Merges the answers. With `pieces`, each `piece_bytes` of output is
@@ -733,48 +794,61 @@ impl Handler<Forward> for Supervisor {
     }
 }
 
-/// The per-step eligibility from the coverage answers, or None for the plain
-/// priority merge (no coverage asked, or none known). Says in `warnings` what degraded.
+/// The per-step eligibility from the coverage answers (per span of steps
+/// asked, each upstream's), or None for the plain priority merge (no coverage
+/// asked, or none known). Says in `warnings` what degraded, once.
 fn step_mask(
     names: &[String],
     outcomes: &[Outcome],
-    coverage: &[Option<Outcome>],
+    coverage: &[Vec<Option<Outcome>>],
     window_ms: Option<i64>,
     warnings: &mut Vec<String>,
 ) -> Option<StepMask> {
-    if coverage.iter().all(Option::is_none) {
+    if coverage.iter().flatten().all(Option::is_none) {
         return None;
     }
     let answered: Vec<bool> = outcomes.iter().map(Result::is_ok).collect();
-    let read: Vec<Option<Coverage>> = names
-        .iter()
-        .zip(coverage)
-        .zip(&answered)
-        .map(|((name, cov), answered)| match cov {
-            Some(Ok(held)) if *answered => {
-                let read = Coverage::read(held, query::COVERAGE_LABEL);
-                if read.is_none() {
-                    warnings.push(format!(
-                        "upstream {name}: coverage answer unreadable; its data is used only where no other upstream's completeness is known"
-                    ));
+    let mut warn = |warning: String| {
+        if !warnings.contains(&warning) {
+            warnings.push(warning);
+        }
+    };
+    let mut masks = Vec::with_capacity(coverage.len());
+    for span in coverage {
+        let read: Vec<Option<Coverage>> = names
+            .iter()
+            .zip(span)
+            .zip(&answered)
+            .map(|((name, cov), answered)| match cov {
+                Some(Ok(held)) if *answered => {
+                    let read = Coverage::read(held, query::COVERAGE_LABEL);
+                    if read.is_none() {
+                        warn(format!(
+                            "upstream {name}: coverage answer unreadable; its data is used only where no other upstream's completeness is known"
+                        ));
+                    }
+                    read
                 }
-                read
-            }
-            Some(Err(e)) if *answered => {
-                warnings.push(format!(
-                    "upstream {name}: coverage query failed ({e}); its data is used only where no other upstream's completeness is known"
-                ));
-                None
-            }
-            _ => None,
-        })
-        .collect();
-    if read.iter().all(Option::is_none) {
-        warnings.push(
+                Some(Err(e)) if *answered => {
+                    warn(format!(
+                        "upstream {name}: coverage query failed ({e}); its data is used only where no other upstream's completeness is known"
+                    ));
+                    None
+                }
+                _ => None,
+            })
+            .collect();
+        if read.iter().all(Option::is_none) {
+            continue;
+        }
+        let read: Vec<Option<&Coverage>> = read.iter().map(Option::as_ref).collect();
+        masks.push(StepMask::from_coverage(&read, &answered, window_ms));
+    }
+    if masks.is_empty() {
+        warn(
             "completeness unknown on every upstream: answered by plain priority merge".to_string(),
         );
         return None;
     }
-    let read: Vec<Option<&Coverage>> = read.iter().map(Option::as_ref).collect();
-    Some(StepMask::from_coverage(&read, &answered, window_ms))
+    Some(StepMask::join(masks))
 }

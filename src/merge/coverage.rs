@@ -113,6 +113,111 @@ fn per_step<T: Default>(
     Some(by_t)
 }
 
+/// The steps of a range query: `start_ms`, then every `step_ms` up to `end_ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Steps {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub step_ms: i64,
+}
+
+impl Steps {
+    /// The last step, or None if there is none.
+    fn last(&self) -> Option<i64> {
+        (self.step_ms > 0 && self.end_ms >= self.start_ms)
+            .then(|| self.start_ms + (self.end_ms - self.start_ms) / self.step_ms * self.step_ms)
+    }
+
+    /// How many steps lie in `[from, to]` (both steps of this range).
+    fn count(&self, (from, to): (i64, i64)) -> i64 {
+        (to - from) / self.step_ms + 1
+    }
+}
+
+/// Where the coarse round says a range's coverage must be asked step by step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Differs {
+    /// Every upstream counted the very same samples in every window.
+    Nowhere,
+    /// Only the steps in these spans (first and last step of each, ascending,
+    /// apart by more than a step) read a window whose counts differ.
+    Within(Vec<(i64, i64)>),
+    /// Across most of the range, or unknown (a count unreadable).
+    Throughout,
+}
+
+/// At most this many spans are asked apart; more, and the coverage is asked
+/// over every step (each span is a request to every upstream).
+const MAX_SPANS: usize = 4;
+
+/// Where upstreams' coarse counts differ, as spans of the range's steps.
+///
+/// `coarse[u]` is upstream u's coarse answer read by [`totals`] (None if
+/// unreadable), one point per window. A window's count at `c` covers what
+/// the query reads at steps less than `reach_ms` from `c` (the widest moving
+/// stretch: each selector's windows there are its own width wide), so those
+/// steps must be asked where an upstream's count there is not every
+/// other's (a point missing is a count of none). Each span is widened by
+/// `margin_ms` on both sides, steps outside the hole from which each
+/// upstream's usual deficit is learnt (see [`StepMask::from_coverage`]), and
+/// spans that meet are joined. Spans covering three quarters of the steps or
+/// more, or more than [`MAX_SPANS`] of them, are `Throughout`: asking them
+/// apart would save little.
+pub fn differing_spans(
+    coarse: &[Option<Vec<(i64, f64)>>],
+    steps: Steps,
+    reach_ms: i64,
+    margin_ms: i64,
+) -> Differs {
+    let Some(last) = steps.last() else {
+        return Differs::Throughout;
+    };
+    let Some(coarse) = coarse.iter().cloned().collect::<Option<Vec<_>>>() else {
+        return Differs::Throughout;
+    };
+    let mut at: std::collections::BTreeMap<i64, Vec<Option<f64>>> = Default::default();
+    for (u, points) in coarse.iter().enumerate() {
+        for (t, count) in points {
+            at.entry(*t).or_insert_with(|| vec![None; coarse.len()])[u] = Some(*count);
+        }
+    }
+    let differing = at
+        .into_iter()
+        .filter(|(_, counts)| counts.iter().any(|c| *c != counts[0]))
+        .map(|(t, _)| t);
+    // Each differing window's steps, widened and snapped to the steps.
+    let on_step_at_or_after = |t: i64| {
+        let k = (t - steps.start_ms).max(0);
+        steps.start_ms + (k + steps.step_ms - 1) / steps.step_ms * steps.step_ms
+    };
+    let on_step_at_or_before = |t: i64| {
+        let k = (t - steps.start_ms).max(0);
+        (steps.start_ms + k / steps.step_ms * steps.step_ms).min(last)
+    };
+    let widen = reach_ms + margin_ms;
+    let mut spans: Vec<(i64, i64)> = Vec::new();
+    for c in differing {
+        let (from, to) = (
+            on_step_at_or_after(c - widen),
+            on_step_at_or_before(c + widen),
+        );
+        if from > to || c + widen < steps.start_ms {
+            continue;
+        }
+        match spans.last_mut() {
+            Some(span) if from <= span.1 + steps.step_ms => span.1 = span.1.max(to),
+            _ => spans.push((from, to)),
+        }
+    }
+    let asked: i64 = spans.iter().map(|s| steps.count(*s)).sum();
+    let all = steps.count((steps.start_ms, last));
+    match spans.len() {
+        0 => Differs::Nowhere,
+        n if n > MAX_SPANS || asked * 4 >= all * 3 => Differs::Throughout,
+        _ => Differs::Within(spans),
+    }
+}
+
 impl StepMask {
     /// Builds the mask. `coverage[u]` is upstream u's coverage (None if
     /// that query failed); `answered[u]` says whether u's main answer exists,
@@ -285,6 +390,16 @@ impl StepMask {
             })
             .collect();
         StepMask { by_t }
+    }
+
+    /// One mask from masks over disjoint spans of steps (a range's coverage
+    /// asked span by span): each span's steps as its own mask says.
+    pub fn join(masks: impl IntoIterator<Item = StepMask>) -> StepMask {
+        let mut joined = StepMask::default();
+        for mask in masks {
+            joined.by_t.extend(mask.by_t);
+        }
+        joined
     }
 
     /// Steps at which `upstream` may not contribute, for tests and metrics.
@@ -553,6 +668,129 @@ mod tests {
         let b = coverage(&pts.iter().map(|p| (p.0, 84.0, 4.0)).collect::<Vec<_>>());
         let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], None);
         assert_eq!(m.excluded_steps(0), 0);
+    }
+
+    /// A range of 15 s steps over 3 hours, its coarse windows 5 minutes apart.
+    const RANGE: Steps = Steps {
+        start_ms: 0,
+        end_ms: 3 * 3_600_000,
+        step_ms: 15_000,
+    };
+    const FIVE_MIN: i64 = 300_000;
+
+    fn windows(counts: impl Fn(i64) -> f64) -> Option<Vec<(i64, f64)>> {
+        Some(
+            (0..=36)
+                .map(|k| k * FIVE_MIN)
+                .map(|t| (t, counts(t)))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn steps_are_asked_only_where_coarse_counts_differ() {
+        let full = windows(|_| 400.0);
+        // a misses the windows ending at 65 to 85 minutes (a 20-minute hole from 60).
+        let a = windows(|t| {
+            if (65..=85).contains(&(t / 60_000)) {
+                100.0
+            } else {
+                400.0
+            }
+        });
+        assert_eq!(
+            differing_spans(&[full.clone(), full.clone()], RANGE, FIVE_MIN, FIVE_MIN),
+            Differs::Nowhere
+        );
+        // Each differing window reaches one stretch each way, and the margin one more.
+        let minute = 60_000;
+        assert_eq!(
+            differing_spans(&[a.clone(), full.clone()], RANGE, FIVE_MIN, FIVE_MIN),
+            Differs::Within(vec![(55 * minute, 95 * minute)])
+        );
+        // A second hole far off is a second span; one near the end stops at the last step.
+        let b = windows(|t| if t / 60_000 >= 175 { 0.0 } else { 400.0 });
+        assert_eq!(
+            differing_spans(&[a.clone(), b.clone()], RANGE, FIVE_MIN, FIVE_MIN),
+            Differs::Within(vec![
+                (55 * minute, 95 * minute),
+                (165 * minute, 180 * minute)
+            ])
+        );
+        // A window only one upstream answered differs (no samples is no point).
+        let mut gap = full.clone().unwrap();
+        gap.remove(10);
+        assert_eq!(
+            differing_spans(&[full.clone(), Some(gap)], RANGE, FIVE_MIN, FIVE_MIN),
+            Differs::Within(vec![(40 * minute, 60 * minute)])
+        );
+        // Spans that meet are one; steps off the grid snap inward onto it.
+        let steps = Steps {
+            start_ms: 7_000,
+            ..RANGE
+        };
+        assert_eq!(
+            differing_spans(&[a.clone(), full.clone()], steps, FIVE_MIN, FIVE_MIN + 1),
+            Differs::Within(vec![(55 * minute + 7_000, 95 * minute - 8_000)])
+        );
+    }
+
+    #[test]
+    fn most_of_the_range_or_an_unreadable_count_is_asked_throughout() {
+        let full = windows(|_| 400.0);
+        // An offset shows in most windows.
+        let offset = windows(|t| {
+            if t % (2 * FIVE_MIN) == 0 {
+                399.0
+            } else {
+                400.0
+            }
+        });
+        assert_eq!(
+            differing_spans(&[full.clone(), offset], RANGE, FIVE_MIN, FIVE_MIN),
+            Differs::Throughout
+        );
+        assert_eq!(
+            differing_spans(&[full.clone(), None], RANGE, FIVE_MIN, FIVE_MIN),
+            Differs::Throughout
+        );
+        // Many holes far apart: more spans than are worth asking apart.
+        let holes = windows(|t| if t % (6 * FIVE_MIN) == 0 { 0.0 } else { 400.0 });
+        assert_eq!(
+            differing_spans(&[full.clone(), holes], RANGE, FIVE_MIN, 0),
+            Differs::Throughout
+        );
+        // One hole, a quarter of the range: asked apart; a wider reach makes it most.
+        let quarter = windows(|t| {
+            if (60..=95).contains(&(t / 60_000)) {
+                0.0
+            } else {
+                400.0
+            }
+        });
+        assert!(matches!(
+            differing_spans(&[full.clone(), quarter.clone()], RANGE, FIVE_MIN, FIVE_MIN),
+            Differs::Within(_)
+        ));
+        assert_eq!(
+            differing_spans(&[full, quarter], RANGE, 60 * 60_000, FIVE_MIN),
+            Differs::Throughout
+        );
+    }
+
+    #[test]
+    fn masks_over_spans_join() {
+        let (a, b) = (coverage(&[(1, 10.0, 1.0)]), coverage(&[(1, 20.0, 1.0)]));
+        let first = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], None);
+        let (a, b) = (coverage(&[(9, 20.0, 1.0)]), coverage(&[(9, 10.0, 1.0)]));
+        let second = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], None);
+        let m = StepMask::join([first, second]);
+        assert!(!m.allows(0, 1000) && m.allows(1, 1000));
+        assert!(m.allows(0, 9000) && !m.allows(1, 9000));
+        assert!(
+            m.allows(0, 5000) && m.allows(1, 5000),
+            "between spans: open"
+        );
     }
 
     #[test]
