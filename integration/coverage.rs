@@ -174,7 +174,7 @@ fn upstream_requests(base: &str) -> f64 {
 }
 
 #[test]
-fn a_range_clear_of_holes_is_settled_by_the_coarse_coverage_and_one_across_a_hole_is_not() {
+fn a_query_clear_of_holes_is_settled_by_the_coarse_coverage_and_one_across_a_hole_is_not() {
     let c = cluster();
     let tl = c.tl;
     // A proxy of this test's own, so that no other test's requests are counted.
@@ -208,6 +208,26 @@ fn a_range_clear_of_holes_is_settled_by_the_coarse_coverage_and_one_across_a_hol
     let before = upstream_requests(&proxy.url);
     range(&proxy.url, "temperature_celsius", clear.0, clear.1, 120);
     assert_eq!(upstream_requests(&proxy.url) - before, 4.0);
+    // An instant's coarse round is its own window: clear of holes, its
+    // history is not asked; in a hole, and just after one, it is.
+    for q in [
+        "temperature_celsius",
+        "sum by (job) (rate(http_requests_total[5m]))",
+        "absent_over_time(temperature_celsius[10m])",
+    ] {
+        for (t, per_upstream) in [
+            (tl.hole_a.start - 1200, 2.0),
+            (tl.hole_a.start + 600, 3.0),
+            (tl.hole_a.end + 60, 3.0),
+        ] {
+            let before = upstream_requests(&proxy.url);
+            let got = points(&instant(&proxy.url, q, t));
+            let asked = upstream_requests(&proxy.url) - before;
+            let want = points(&instant(&c.reference.url, q, t));
+            assert_eq!(differences(&got, &want), vec![], "{q} at {t}");
+            assert_eq!(asked, 2.0 * per_upstream, "{q} at {t}: requests sent");
+        }
+    }
 }
 
 /// The coverage-over-steps queries an upstream logged in its query log

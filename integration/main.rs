@@ -741,9 +741,10 @@ fn prefix_auth_headers_and_every_parameter_reach_the_upstream_unchanged() {
         .find(|r| r.ends_with(form))
         .expect("the user's request, unchanged");
     let coverage = seen.iter().find(|r| !r.ends_with(form)).unwrap();
-    // An instant's coverage: a range over the 56 s before the instant, every 7 s.
+    // An instant's coarse coverage: its own window at its time (one
+    // upstream's counts differ from no other's, so its history is not asked).
     assert!(
-        coverage.starts_with("POST /prefix/api/v1/query_range?from_url=1 HTTP/1.1\r\n"),
+        coverage.starts_with("POST /prefix/api/v1/query?from_url=1 HTTP/1.1\r\n"),
         "{coverage}"
     );
     assert!(
@@ -751,9 +752,7 @@ fn prefix_auth_headers_and_every_parameter_reach_the_upstream_unchanged() {
         "look-back 1m: {coverage}"
     );
     assert!(
-        coverage.ends_with(
-            "&lookback_delta=1m&unknown_param=x%2By&start=1699999944.000&end=1700000000.000&step=7.000"
-        ),
+        coverage.ends_with("&time=1700000000&lookback_delta=1m&unknown_param=x%2By"),
         "{coverage}"
     );
     assert!(
@@ -771,9 +770,12 @@ fn prefix_auth_headers_and_every_parameter_reach_the_upstream_unchanged() {
 
 #[test]
 fn an_instant_query_without_time_is_asked_at_the_proxys_now_everywhere() {
+    // x holds a sample that y lacks, so the coarse round's counts differ and
+    // the coverage over the instant's history is asked too.
     let answer = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+    let one = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"1"]}]}}"#;
     let (x, y) = (
-        fake::start(fake::Behaviour::Answer(200, answer.into())),
+        fake::start(fake::Behaviour::Answer(200, one.into())),
         fake::start(fake::Behaviour::Answer(200, answer.into())),
     );
     let proxy = fake::start_proxy_without_readiness(proxy_binary(), &[&x.url, &y.url]);
@@ -796,16 +798,22 @@ fn an_instant_query_without_time_is_asked_at_the_proxys_now_everywhere() {
     let mut times = Vec::new();
     for f in [&x, &y] {
         let seen = f.requests.lock().unwrap().clone();
-        let user = seen
+        let instants: Vec<&String> = seen
             .iter()
-            .find(|r| r.starts_with("GET /api/v1/query?"))
-            .expect("the query");
+            .filter(|r| r.starts_with("GET /api/v1/query?"))
+            .collect();
+        assert_eq!(instants.len(), 2, "the query and its coarse coverage");
         let coverage = seen
             .iter()
             .find(|r| r.starts_with("GET /api/v1/query_range?"))
-            .expect("its coverage");
-        let time = param(user, "time");
+            .expect("its coverage over the instant's history");
+        let time = param(instants[0], "time");
+        assert_eq!(param(instants[1], "time"), time, "both at one instant");
+        // The 56 s before the instant, every 7 s.
         assert_eq!(param(coverage, "end"), time, "coverage ends at the instant");
+        let start: f64 = param(coverage, "start").parse().unwrap();
+        assert_eq!(time.parse::<f64>().unwrap() - start, 56.0);
+        assert_eq!(param(coverage, "step"), "7.000");
         times.push(time);
     }
     assert_eq!(times[0], times[1], "both upstreams asked at one instant");

@@ -331,9 +331,14 @@ fn count_terms(stretches: &[Stretch]) -> Vec<String> {
 /// Prometheus 2.42, 2,400 series over 55 min: 86 ms for the sum in 13
 /// windows, 170 ms with the count of series beside it, 380 ms both at 221
 /// steps), and upstreams holding the very same samples in every window
-/// hold the same series too, barring coincidence.
+/// hold the same series too, barring coincidence. Labelled as the other
+/// coverage query is, so that an upstream's query log (and a test's fake
+/// upstream) tells the proxy's coverage rounds from the user's queries.
 pub fn coverage_samples_query(stretches: &[Stretch]) -> String {
-    total("sum", &count_terms(stretches))
+    format!(
+        "label_replace({}, \"{COVERAGE_LABEL}\", \"samples\", \"\", \"\")",
+        total("sum", &count_terms(stretches))
+    )
 }
 
 fn total(agg: &str, terms: &[String]) -> String {
@@ -624,6 +629,12 @@ mod tests {
             assert!(parser::parse(&q).is_ok(), "{q}");
         }
         assert!(coverage_query(&[rel(-300, -60)]).contains("x[240000ms] offset 60000ms"));
+        assert_eq!(
+            coverage_samples_query(&[rel(-300, 0)]),
+            format!(
+                "label_replace(sum(count_over_time(x[300000ms])), \"{COVERAGE_LABEL}\", \"samples\", \"\", \"\")"
+            )
+        );
         // A configured selector: one stretch per `@` time, the union of the reads there.
         assert_eq!(
             with_selector("up", &[rel(-300, 0), of("y", -600, -60)]),

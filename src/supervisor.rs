@@ -269,19 +269,34 @@ impl Handler<Query> for Supervisor {
                     }
                     None => query.request.with_query(&coverage),
                 };
+                let samples = || query::coverage_samples_query(&stretches);
                 let coarse = match (
+                    query.instant_ms,
                     query.range_ms,
                     query::coarse_step_ms(&stretches),
                     query::widest_moving_ms(&stretches),
                 ) {
-                    (Some((start_ms, end_ms, step_ms)), Some(width), Some(reach_ms))
+                    // An instant's coarse round is its own window, once: a
+                    // range of one step, so differing counts ask the
+                    // coverage over its history whole.
+                    (Some(t), ..) => Some(CoarseRound {
+                        request: Arc::new(query.request.with_query(&samples())),
+                        steps: Steps {
+                            start_ms: t,
+                            end_ms: t,
+                            step_ms: 1,
+                        },
+                        reach_ms: 0,
+                        coverage: coverage.clone(),
+                    }),
+                    (None, Some((start_ms, end_ms, step_ms)), Some(width), Some(reach_ms))
                         if step_ms > 0 && end_ms >= start_ms && width >= COARSE_STEPS * step_ms =>
                     {
                         // Windows one stretch apart from `start` on, the last
                         // reaching `end` or past it.
                         let tiles = (end_ms - start_ms + width - 1) / width;
                         let coarse_end = start_ms + tiles * width;
-                        let samples = query::coverage_samples_query(&stretches);
+                        let samples = samples();
                         Some(CoarseRound {
                             request: Arc::new(
                                 query
@@ -467,14 +482,16 @@ const LEARN_MARGIN_STEPS: i64 = 16;
 struct CoveragePlan {
     /// Over the query's own steps (for an instant, the steps before it).
     fine: Arc<ApiRequest>,
-    /// For a range of many steps: the same counts in windows one stretch
-    /// wide and one stretch apart, asked first; `fine` is asked only where
-    /// the upstreams' coarse counts differ.
+    /// For a range of many steps, the same counts in windows one stretch
+    /// wide and one stretch apart; for an instant, in its own window: asked
+    /// first, and `fine` is asked only where the upstreams' counts differ.
     coarse: Option<CoarseRound>,
 }
 
-/// A range's coarse coverage round, and what it takes to ask the coverage
-/// over only some of the range's steps afterwards.
+/// A query's coarse coverage round, and what it takes to ask the coverage
+/// over only some of a range's steps afterwards. An instant's is one window,
+/// its own, counted at its time (`steps` is that one step): where every
+/// upstream holds the very same samples there, its history is not asked.
 struct CoarseRound {
     request: Arc<ApiRequest>,
     steps: Steps,

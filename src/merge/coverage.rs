@@ -162,7 +162,9 @@ const MAX_SPANS: usize = 4;
 /// upstream's usual deficit is learnt (see [`StepMask::from_coverage`]), and
 /// spans that meet are joined. Spans covering three quarters of the steps or
 /// more, or more than [`MAX_SPANS`] of them, are `Throughout`: asking them
-/// apart would save little.
+/// apart would save little; so is a differing count at a time no step reads
+/// (an answer other than the one asked for). An instant is a range of one
+/// step: `Nowhere` or `Throughout`.
 pub fn differing_spans(
     coarse: &[Option<Vec<(i64, f64)>>],
     steps: Steps,
@@ -197,11 +199,16 @@ pub fn differing_spans(
     let widen = reach_ms + margin_ms;
     let mut spans: Vec<(i64, i64)> = Vec::new();
     for c in differing {
+        // A window no step reads is no window that was asked: the answer
+        // is not what it should be, and says nothing of where to look.
+        if c + widen < steps.start_ms || c - widen > last {
+            return Differs::Throughout;
+        }
         let (from, to) = (
             on_step_at_or_after(c - widen),
             on_step_at_or_before(c + widen),
         );
-        if from > to || c + widen < steps.start_ms {
+        if from > to {
             continue;
         }
         match spans.last_mut() {
@@ -447,6 +454,13 @@ mod tests {
         assert_eq!(totals(&fraction), None);
         // A coarse answer: values summed per step, whatever the labels.
         assert_eq!(totals(&a), Some(vec![(1000, 84.0), (2000, 83.0)]));
+        // An instant's: one vector sample.
+        let vector = Answer::parse(
+            br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[3,"80"]}]}}"#
+                .to_vec(),
+        )
+        .unwrap();
+        assert_eq!(totals(&vector), Some(vec![(3000, 80.0)]));
     }
 
     #[test]
@@ -732,6 +746,33 @@ mod tests {
         assert_eq!(
             differing_spans(&[a.clone(), full.clone()], steps, FIVE_MIN, FIVE_MIN + 1),
             Differs::Within(vec![(55 * minute + 7_000, 95 * minute - 8_000)])
+        );
+    }
+
+    #[test]
+    fn an_instant_is_asked_whole_where_its_one_window_differs() {
+        let instant = Steps {
+            start_ms: 60_000,
+            end_ms: 60_000,
+            step_ms: 1,
+        };
+        let at = |count| Some(vec![(60_000, count)]);
+        assert_eq!(
+            differing_spans(&[at(80.0), at(80.0)], instant, 0, 0),
+            Differs::Nowhere
+        );
+        assert_eq!(
+            differing_spans(&[at(80.0), at(79.0)], instant, 0, 0),
+            Differs::Throughout
+        );
+        assert_eq!(
+            differing_spans(&[at(80.0), Some(vec![])], instant, 0, 0),
+            Differs::Throughout
+        );
+        // Counts at another time than the one asked: not to be placed.
+        assert_eq!(
+            differing_spans(&[Some(vec![(1_000, 1.0)]), Some(vec![])], instant, 0, 0),
+            Differs::Throughout
         );
     }
 
