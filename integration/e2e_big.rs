@@ -125,10 +125,23 @@ fn main() {
         ("range, 10 series x 720 steps", range(ten), 20),
         ("instant 1+1", instant("1+1"), 20),
         ("instant 10-series vector", instant(ten), 20),
+        (
+            "instant, sum by shard (rate) over every series",
+            instant("sum by (shard) (rate(big_series[5m]))"),
+            5,
+        ),
+        (
+            "the same instant inside hole a",
+            instant_path(
+                "sum by (shard) (rate(big_series[5m]))",
+                tl.hole_a.start + 600,
+            ),
+            5,
+        ),
     ];
     println!(
         "{series} series; {rounds} rounds per row, each asking every column in turn \
-         (the last three rows 20 times each); medians in ms; no compression; \
+         (the quick rows 20 times each, the heavy instants 5); medians in ms; no compression; \
          a proxy's CPU is its user + system time per query\n"
     );
     let mut header = String::from("| query | answer bytes | a | b | a and b at once, slower |");
