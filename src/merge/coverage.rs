@@ -142,7 +142,8 @@ pub enum Differs {
     /// Only the steps in these spans (first and last step of each, ascending,
     /// apart by more than a step) read a window whose counts differ.
     Within(Vec<(i64, i64)>),
-    /// Across most of the range, or unknown (a count unreadable).
+    /// Across most of the range, or unknown (a count unreadable, or at a
+    /// time that was not asked).
     Throughout,
 }
 
@@ -174,12 +175,16 @@ pub fn differing_spans(
     let Some(last) = steps.last() else {
         return Differs::Throughout;
     };
-    let Some(coarse) = coarse.iter().cloned().collect::<Option<Vec<_>>>() else {
+    let Some(coarse) = coarse
+        .iter()
+        .map(Option::as_ref)
+        .collect::<Option<Vec<_>>>()
+    else {
         return Differs::Throughout;
     };
     let mut at: std::collections::BTreeMap<i64, Vec<Option<f64>>> = Default::default();
     for (u, points) in coarse.iter().enumerate() {
-        for (t, count) in points {
+        for (t, count) in points.iter() {
             at.entry(*t).or_insert_with(|| vec![None; coarse.len()])[u] = Some(*count);
         }
     }
