@@ -122,6 +122,16 @@ fn main() {
             clear("sum by (shard) (rate(big_series[5m]))"),
             1,
         ),
+        (
+            "range clear of holes, sum by shard (rate[30s]) x 221",
+            clear("sum by (shard) (rate(big_series[30s]))"),
+            1,
+        ),
+        (
+            "range, sum by shard (rate[2m]) at 1-minute steps x 180",
+            range("sum by (shard) (rate(big_series[2m]))").replace("step=15", "step=60"),
+            1,
+        ),
         ("range, 10 series x 720 steps", range(ten), 20),
         ("instant 1+1", instant("1+1"), 20),
         ("instant 10-series vector", instant(ten), 20),
