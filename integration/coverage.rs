@@ -314,6 +314,36 @@ fn across_two_holes_the_coverage_over_steps_is_asked_around_each_hole_only() {
     }
 }
 
+#[test]
+fn a_hole_in_one_targets_series_is_seen_at_its_edges_however_few_samples_it_takes() {
+    // a loses host-1 (4 of 16 `http_requests_total` series) for 20 minutes;
+    // b is whole. Instants at the hole's edges, where its deficit is within
+    // one sample per series of all the series read (generated seeds 14-16).
+    let c = cluster();
+    let tl = c.tl;
+    let hole = Hole {
+        start: tl.start + 1200,
+        end: tl.start + 2400,
+    };
+    let full = openmetrics(&tl, &[], PHASE_S);
+    let om_a = generated::without_target(&full, r#"instance="host-1:9100""#, hole);
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("one-target");
+    let (a, b) = start_pair(&root, &om_a, &full);
+    let proxy = Proxy::start(proxy_binary(), &[&a.url, &b.url], &[]);
+    for (q, t) in [
+        ("http_requests_total", hole.start + 66),
+        ("changes(http_requests_total[2m])", hole.end + 92),
+        (
+            "sum(delta(http_requests_total{code=\"200\"}[1m] offset 30s))",
+            hole.end + 59,
+        ),
+    ] {
+        let got = points(&instant(&proxy.url, q, t));
+        let want = points(&instant(&c.reference.url, q, t));
+        assert_eq!(differences(&got, &want), vec![], "{q} at {t}");
+    }
+}
+
 /// Replica b scraping 5 seconds after a, as real replicas do.
 struct Offset {
     b: Prometheus,

@@ -430,7 +430,7 @@ fn generated_queries_through_three_replicas_with_other_holes_equal_the_reference
 
 /// `openmetrics` text without the samples of series matching `labels` (a
 /// substring of their label set) inside `hole`: one target unscraped.
-fn without_target(om: &str, labels: &str, hole: Hole) -> String {
+pub fn without_target(om: &str, labels: &str, hole: Hole) -> String {
     om.lines()
         .filter(|line| {
             let t = line.rsplit(' ').next().and_then(|t| t.parse::<i64>().ok());

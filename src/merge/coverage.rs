@@ -2,13 +2,16 @@
 //! whose data in the queried window is as complete as the best one's may
 //! contribute.
 //!
-//! Each upstream answered a coverage query with two series per step, told
+//! Each upstream answered a coverage query with three series per step, told
 //! apart by a label: `samples` (how many samples of the query's selectors it
-//! holds in the windows read) and `series` (how many series those are). Replicas
-//! scrape the same targets at different offsets, so two complete replicas can
-//! differ by one sample per target: whoever is within `series` of the best
-//! counts as complete, and priority decides among those. This module knows
-//! nothing of PromQL; it reads numbers from answers.
+//! holds in the windows read), `series` (how many series those are) and
+//! `least` (how many the least-sampled of them holds). Replicas scrape the
+//! same targets at different offsets, so two complete replicas can differ by
+//! one sample per target: whoever is within `series` of the best counts as
+//! complete, and priority decides among those; but fewer series, or a least
+//! count two or more below the best's (a few targets' series missing two
+//! scrapes, which the total may hide), is short whatever the total. This
+//! module knows nothing of PromQL; it reads numbers from answers.
 //!
 //! That tolerance cannot tell "scrapes 5s later" from "missed its latest
 //! scrape": at one step, counts alone look the same. Over a range of steps
@@ -46,6 +49,8 @@ pub struct StepMask {
 struct Counts {
     samples: f64,
     series: f64,
+    /// The fewest samples any one series read holds (0: not known).
+    least: f64,
 }
 
 /// One upstream's coverage answer, read: its counts at each step.
@@ -55,9 +60,9 @@ pub struct Coverage {
 }
 
 impl Coverage {
-    /// Reads a coverage answer: at each step, one sample of the series whose
-    /// `label` says `samples` and one of the series whose `label` says
-    /// `series`. None if a count is no whole number, which no count is.
+    /// Reads a coverage answer: at each step, one sample of each of the
+    /// series whose `label` says `samples`, `series` and `least`. None if a
+    /// count is no whole number, which no count is.
     pub fn read(answer: &Answer, label: &str) -> Option<Coverage> {
         let by_t = per_step(answer, |counts: &mut Counts, s, v| {
             let kind = answer
@@ -68,6 +73,7 @@ impl Coverage {
             match kind {
                 Some("samples") => counts.samples = v,
                 Some("series") => counts.series = v,
+                Some("least") => counts.least = v,
                 _ => {}
             }
         })?;
@@ -78,7 +84,17 @@ impl Coverage {
     pub fn from_counts(points: impl IntoIterator<Item = (i64, f64, f64)>) -> Coverage {
         let mut by_t: Vec<(i64, Counts)> = points
             .into_iter()
-            .map(|(t, samples, series)| (t, Counts { samples, series }))
+            .map(|(t, samples, series)| {
+                let least = 0.0;
+                (
+                    t,
+                    Counts {
+                        samples,
+                        series,
+                        least,
+                    },
+                )
+            })
             .collect();
         by_t.sort_by_key(|(t, _)| *t);
         Coverage { by_t }
@@ -266,29 +282,38 @@ impl StepMask {
         // deficit in samples alone misses where the window holds one sample
         // per target, or where a pinned `@` stretch short the same way at
         // every step looks usual); among those, the best count of samples;
-        // and one sample per target of the best as the widest tolerance.
+        // and one sample per target of the best as the widest tolerance;
+        // and the most samples the least-sampled series holds, which differs
+        // by one sample at most between replicas scraping the same targets
+        // at any phases: by more, a series is short of two scrapes or more,
+        // a hole in some targets however few samples it takes of the total.
         let mut table: Vec<(i64, Vec<Counts>)> = table.into_iter().collect();
         table.sort_unstable_by_key(|(t, _)| *t);
-        let steps: Vec<(i64, Vec<Counts>, f64, f64)> = table
+        let steps: Vec<(i64, Vec<Counts>, f64, f64, f64)> = table
             .into_iter()
             .map(|(t, counts)| {
                 let per_target = (0..n)
                     .filter(|&u| known[u])
                     .map(|u| counts[u].series)
                     .fold(0.0, f64::max);
-                let best = (0..n)
-                    .filter(|&u| known[u] && counts[u].series == per_target)
-                    .map(|u| counts[u].samples)
-                    .fold(0.0, f64::max);
-                (t, counts, best, per_target)
+                let most = |of: fn(&Counts) -> f64| {
+                    (0..n)
+                        .filter(|&u| known[u] && counts[u].series == per_target)
+                        .map(|u| of(&counts[u]))
+                        .fold(0.0, f64::max)
+                };
+                let (best, least) = (most(|c| c.samples), most(|c| c.least));
+                (t, counts, best, per_target, least)
             })
             .collect();
-        // Fewer series is short beyond any tolerance, however many samples.
+        // Fewer series, or a series two samples short, is short beyond any
+        // tolerance, however many samples.
         let deficit = |i: usize, u: usize| {
-            if steps[i].1[u].series < steps[i].3 {
+            let counts = &steps[i].1[u];
+            if counts.series < steps[i].3 || counts.least + 1.0 < steps[i].4 {
                 f64::INFINITY
             } else {
-                steps[i].2 - steps[i].1[u].samples
+                steps[i].2 - counts.samples
             }
         };
         // Short by more than one scrape per target: inside a hole, whatever the phases.
@@ -353,7 +378,7 @@ impl StepMask {
         // How many steps one scrape interval spans at step i: a window holding
         // k samples per target is k scrape intervals wide. At least 1.
         let reach = |i: usize| -> usize {
-            let (_, _, best, per_target) = &steps[i];
+            let (_, _, best, per_target, _) = &steps[i];
             let per_window = best / per_target;
             match (window_ms, step_ms) {
                 (Some(w), Some(step)) if per_window >= 2.0 && w > 0 => {
@@ -389,7 +414,7 @@ impl StepMask {
             .collect();
         let by_t = (0..steps.len())
             .map(|i| {
-                let (t, _, _, per_target) = &steps[i];
+                let (t, _, _, per_target, _) = &steps[i];
                 let reach = reach(i);
                 let mask = (0..n)
                     .filter(|&u| {
@@ -837,6 +862,61 @@ mod tests {
             m.allows(0, 5000) && m.allows(1, 5000),
             "between spans: open"
         );
+    }
+
+    /// Coverage with the least-sampled series' count: `(t_s, samples, series, least)`.
+    fn with_least(points: &[(i64, f64, f64, f64)]) -> Coverage {
+        let by_t = points
+            .iter()
+            .map(|&(t, samples, series, least)| {
+                (
+                    t * 1000,
+                    Counts {
+                        samples,
+                        series,
+                        least,
+                    },
+                )
+            })
+            .collect();
+        Coverage { by_t }
+    }
+
+    #[test]
+    fn a_few_series_two_scrapes_short_are_short_however_few_samples_that_is() {
+        // Generated seed 16's instant, 66 s into a hole in one host's 4 of 16
+        // series, as two real replicas counted it over its history (nine
+        // steps 7 s apart): a's deficit grows to 16 samples, within one per
+        // series of all 16 at every step, so it passed for usual.
+        let a_samples = [
+            316.0, 316.0, 312.0, 312.0, 308.0, 308.0, 304.0, 304.0, 304.0,
+        ];
+        let a_least = [19.0, 19.0, 18.0, 18.0, 17.0, 17.0, 16.0, 16.0, 16.0];
+        let a: Vec<(i64, f64, f64, f64)> = (0..9)
+            .map(|i| (i as i64 * 7, a_samples[i], 16.0, a_least[i]))
+            .collect();
+        let b: Vec<(i64, f64, f64, f64)> = (0..9).map(|i| (i * 7, 320.0, 16.0, 20.0)).collect();
+        let (a, b) = (with_least(&a), with_least(&b));
+        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], Some(300_000));
+        assert!(
+            !m.allows(0, 56_000),
+            "a's host is four scrapes short at the instant"
+        );
+        assert!(m.allows(1, 56_000));
+        // A replica scraping later holds one sample less of some series: not short.
+        let late: Vec<(i64, f64, f64, f64)> = (0..9)
+            .map(|i| {
+                (
+                    i * 7,
+                    320.0 - (i % 2) as f64 * 12.0,
+                    16.0,
+                    20.0 - (i % 2) as f64,
+                )
+            })
+            .collect();
+        let late = with_least(&late);
+        let m = StepMask::from_coverage(&[Some(&late), Some(&b)], &[true, true], Some(300_000));
+        assert_eq!(m.excluded_steps(0), 0);
     }
 
     #[test]
