@@ -123,13 +123,13 @@ fn main() {
             1,
         ),
         (
-            "range clear of holes, sum by shard (rate[30s]) x 221",
-            clear("sum by (shard) (rate(big_series[30s]))"),
+            "range clear of holes, sum by shard (rate[30s]) at 10-second steps x 331",
+            clear("sum by (shard) (rate(big_series[30s]))").replace("step=15", "step=10"),
             1,
         ),
         (
-            "range, sum by shard (rate[2m]) at 1-minute steps x 180",
-            range("sum by (shard) (rate(big_series[2m]))").replace("step=15", "step=60"),
+            "range, sum by shard (rate[1m]) at 30-second steps x 360",
+            range("sum by (shard) (rate(big_series[1m]))").replace("step=15", "step=30"),
             1,
         ),
         ("range, 10 series x 720 steps", range(ten), 20),

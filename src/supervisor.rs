@@ -265,6 +265,7 @@ impl Handler<Query> for Supervisor {
                     Some(t) => {
                         let step = query::INSTANT_HISTORY_STEP_MS;
                         let start = t - query::INSTANT_HISTORY_STEPS * step;
+                        let coverage = query::instant_coverage_query(&stretches, t);
                         query.request.as_range(&coverage, start, t, step)
                     }
                     None => query.request.with_query(&coverage),
@@ -479,18 +480,21 @@ const COARSE_STEPS: i64 = 4;
 
 /// Whether a range asks its coverage coarsely first: where its narrowest
 /// moving stretch (`width_ms`) spans `COARSE_STEPS` steps or more (see
-/// there); or, with wider steps, where the range holds four times the steps
-/// that one hole's span asks (`CoarseRound::differs`). The coarse round then
-/// counts each sample once at no more points than the query has steps, with
-/// one aggregation against the two at every step of the coverage over the
-/// steps (2,400 series over 3 h at 5-minute steps, measured directly: 116
-/// against 195 ms); a range with a hole pays for both rounds, but over a
-/// quarter of its steps at most for each hole. Grafana's long ranges (a
-/// thousand steps or so, `$__rate_interval` about a step) are such ranges.
+/// there); or, with wider steps, where the range holds eight times the
+/// steps that one hole's span asks (`CoarseRound::differs`). The coarse
+/// round then counts each sample once at no more points than the query has
+/// steps, with one aggregation against the three at every step of the
+/// coverage over the steps (2,400 series over 3 h at 5-minute steps,
+/// measured directly with two: 116 against 195 ms); a range with two holes
+/// pays for both rounds, but over a quarter of its steps at most. With four
+/// times instead of eight, a 3-hour range at 1-minute steps across two
+/// holes cost 1.10× what it did without the coarse round (bench-e2e).
+/// Grafana's long ranges (a thousand steps or so, `$__rate_interval` about
+/// a step) are such ranges.
 fn coarse_pays(start_ms: i64, end_ms: i64, step_ms: i64, width_ms: i64, reach_ms: i64) -> bool {
     let steps = (end_ms - start_ms) / step_ms + 1;
     let one_span = 2 * (reach_ms + margin_ms(reach_ms, step_ms)) / step_ms + 1;
-    width_ms >= COARSE_STEPS * step_ms || steps >= 4 * one_span
+    width_ms >= COARSE_STEPS * step_ms || steps >= 8 * one_span
 }
 
 /// How far past what differs a span asked apart reaches on each side,
@@ -906,11 +910,11 @@ mod tests {
         let (minute, hour) = (60_000, 3_600_000);
         // A stretch of four steps or more: always (3 h at 15 s, 5-minute look-back).
         assert!(coarse_pays(0, 3 * hour, 15_000, 5 * minute, 5 * minute));
-        // A stretch of about a step: only over many steps. 3 h at 1 minute
-        // (181 steps) with `rate(x[2m])`: one hole's span asks 2 x (2 + 16)
-        // + 1 = 37 steps, a quarter of 148.
-        assert!(coarse_pays(0, 3 * hour, minute, 2 * minute, 2 * minute));
-        assert!(!coarse_pays(0, 2 * hour, minute, 2 * minute, 2 * minute));
+        // A stretch of about a step: only over many steps. 3 h at 30 s
+        // (361 steps) with `rate(x[1m])`: one hole's span asks 2 x (2 + 16)
+        // + 1 = 37 steps, an eighth of 296.
+        assert!(coarse_pays(0, 3 * hour, 30_000, minute, minute));
+        assert!(!coarse_pays(0, 3 * hour, minute, 2 * minute, 2 * minute));
         // 7 days at 10 minutes, `$__rate_interval` a little over a step.
         assert!(coarse_pays(0, 7 * 24 * hour, 10 * minute, 615_000, 615_000));
         // Steps wider than the stretch: the same rule.

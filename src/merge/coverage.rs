@@ -887,13 +887,13 @@ mod tests {
         // Generated seed 16's instant, 66 s into a hole in one host's 4 of 16
         // series, as two real replicas counted it over its history (nine
         // steps 7 s apart): a's deficit grows to 16 samples, within one per
-        // series of all 16 at every step, so it passed for usual.
+        // series of all 16 at every step, so it passed for usual. The least
+        // count is the instant's at every step (`query::instant_coverage_query`).
         let a_samples = [
             316.0, 316.0, 312.0, 312.0, 308.0, 308.0, 304.0, 304.0, 304.0,
         ];
-        let a_least = [19.0, 19.0, 18.0, 18.0, 17.0, 17.0, 16.0, 16.0, 16.0];
         let a: Vec<(i64, f64, f64, f64)> = (0..9)
-            .map(|i| (i as i64 * 7, a_samples[i], 16.0, a_least[i]))
+            .map(|i| (i as i64 * 7, a_samples[i], 16.0, 16.0))
             .collect();
         let b: Vec<(i64, f64, f64, f64)> = (0..9).map(|i| (i * 7, 320.0, 16.0, 20.0)).collect();
         let (a, b) = (with_least(&a), with_least(&b));
@@ -905,14 +905,7 @@ mod tests {
         assert!(m.allows(1, 56_000));
         // A replica scraping later holds one sample less of some series: not short.
         let late: Vec<(i64, f64, f64, f64)> = (0..9)
-            .map(|i| {
-                (
-                    i * 7,
-                    320.0 - (i % 2) as f64 * 12.0,
-                    16.0,
-                    20.0 - (i % 2) as f64,
-                )
-            })
+            .map(|i| (i * 7, 320.0 - (i % 2) as f64 * 12.0, 16.0, 19.0))
             .collect();
         let late = with_least(&late);
         let m = StepMask::from_coverage(&[Some(&late), Some(&b)], &[true, true], Some(300_000));
