@@ -483,9 +483,9 @@ const COARSE_STEPS: i64 = 4;
 /// there); or, with wider steps, where the range holds eight times the
 /// steps that one hole's span asks (`CoarseRound::differs`). The coarse
 /// round then counts each sample once at no more points than the query has
-/// steps, with one aggregation against the three at every step of the
+/// steps, with one aggregation against the two at every step of the
 /// coverage over the steps (2,400 series over 3 h at 5-minute steps,
-/// measured directly with two: 116 against 195 ms); a range with two holes
+/// measured directly: 116 against 195 ms); a range with two holes
 /// pays for both rounds, but over a quarter of its steps at most. With four
 /// times instead of eight, a 3-hour range at 1-minute steps across two
 /// holes cost 1.10× what it did without the coarse round (bench-e2e).

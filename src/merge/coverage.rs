@@ -2,10 +2,11 @@
 //! whose data in the queried window is as complete as the best one's may
 //! contribute.
 //!
-//! Each upstream answered a coverage query with three series per step, told
+//! Each upstream answered a coverage query with two series per step, told
 //! apart by a label: `samples` (how many samples of the query's selectors it
-//! holds in the windows read), `series` (how many series those are) and
-//! `least` (how many the least-sampled of them holds). Replicas scrape the
+//! holds in the windows read) and `series` (how many series those are); an
+//! instant's, with a third, `least` (how many the least-sampled of them
+//! holds at the instant, the same at every step). Replicas scrape the
 //! same targets at different offsets, so two complete replicas can differ by
 //! one sample per target: whoever is within `series` of the best counts as
 //! complete, and priority decides among those; but fewer series, or a least
@@ -85,15 +86,12 @@ impl Coverage {
         let mut by_t: Vec<(i64, Counts)> = points
             .into_iter()
             .map(|(t, samples, series)| {
-                let least = 0.0;
-                (
-                    t,
-                    Counts {
-                        samples,
-                        series,
-                        least,
-                    },
-                )
+                let counts = Counts {
+                    samples,
+                    series,
+                    ..Counts::default()
+                };
+                (t, counts)
             })
             .collect();
         by_t.sort_by_key(|(t, _)| *t);
