@@ -173,6 +173,15 @@ fn upstream_requests(base: &str) -> f64 {
         .sum()
 }
 
+/// How many answers the proxy at `base` has sent as one upstream gave them.
+fn verbatim_answers(base: &str) -> f64 {
+    let (_, text) = http_get(&format!("{base}/metrics")).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("prom_ha_proxy_verbatim_answers_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 #[test]
 fn a_query_clear_of_holes_is_settled_by_the_coarse_coverage_and_one_across_a_hole_is_not() {
     let c = cluster();
@@ -191,17 +200,34 @@ fn a_query_clear_of_holes_is_settled_by_the_coarse_coverage_and_one_across_a_hol
     ] {
         // Per upstream: the query and the coarse coverage; across the hole,
         // the coarse counts differ and the coverage over every step follows.
-        for ((from, to), per_upstream) in [(clear, 2.0), (across, 3.0)] {
-            let before = upstream_requests(&proxy.url);
-            let got = points(&range(&proxy.url, q, from, to, STEP_S));
-            let asked = upstream_requests(&proxy.url) - before;
-            let want = points(&range(&c.reference.url, q, from, to, STEP_S));
-            assert_eq!(differences(&got, &want), vec![], "{q} over {from}..{to}");
+        // Clear, the first replica's answer goes out as it came.
+        for ((from, to), per_upstream, verbatim) in [(clear, 2.0, 1.0), (across, 3.0, 0.0)] {
+            let before = (upstream_requests(&proxy.url), verbatim_answers(&proxy.url));
+            let got = range(&proxy.url, q, from, to, STEP_S);
+            let asked = upstream_requests(&proxy.url) - before.0;
+            let want = range(&c.reference.url, q, from, to, STEP_S);
+            assert_eq!(
+                differences(&points(&got), &points(&want)),
+                vec![],
+                "{q} over {from}..{to}"
+            );
             assert_eq!(
                 asked,
                 2.0 * per_upstream,
                 "{q} over {from}..{to}: requests sent"
             );
+            assert_eq!(
+                verbatim_answers(&proxy.url) - before.1,
+                verbatim,
+                "{q} over {from}..{to}: verbatim"
+            );
+            if verbatim > 0.0 {
+                assert_eq!(
+                    got,
+                    range(&c.a.url, q, from, to, STEP_S),
+                    "{q}: as a gave it"
+                );
+            }
         }
     }
     // Steps too far apart for coarse windows to save anything: one coverage query.
@@ -215,17 +241,22 @@ fn a_query_clear_of_holes_is_settled_by_the_coarse_coverage_and_one_across_a_hol
         "sum by (job) (rate(http_requests_total[5m]))",
         "absent_over_time(temperature_celsius[10m])",
     ] {
-        for (t, per_upstream) in [
-            (tl.hole_a.start - 1200, 2.0),
-            (tl.hole_a.start + 600, 3.0),
-            (tl.hole_a.end + 60, 3.0),
+        for (t, per_upstream, verbatim) in [
+            (tl.hole_a.start - 1200, 2.0, 1.0),
+            (tl.hole_a.start + 600, 3.0, 0.0),
+            (tl.hole_a.end + 60, 3.0, 0.0),
         ] {
-            let before = upstream_requests(&proxy.url);
+            let before = (upstream_requests(&proxy.url), verbatim_answers(&proxy.url));
             let got = points(&instant(&proxy.url, q, t));
-            let asked = upstream_requests(&proxy.url) - before;
+            let asked = upstream_requests(&proxy.url) - before.0;
             let want = points(&instant(&c.reference.url, q, t));
             assert_eq!(differences(&got, &want), vec![], "{q} at {t}");
             assert_eq!(asked, 2.0 * per_upstream, "{q} at {t}: requests sent");
+            assert_eq!(
+                verbatim_answers(&proxy.url) - before.1,
+                verbatim,
+                "{q} at {t}: verbatim"
+            );
         }
     }
 }
@@ -501,7 +532,7 @@ fn fake_vector(t: i64) -> String {
 fn an_upstream_whose_coverage_fails_ranks_last_with_a_warning() {
     let c = cluster();
     let t = c.tl.end;
-    let f = fake::start(fake::Behaviour::FailCoverage(fake_vector(t)));
+    let f = fake::start(fake::Behaviour::fail_coverage(fake_vector(t)));
     let proxy = fake::start_proxy_without_readiness(proxy_binary(), &[&f.url, &c.reference.url]);
     let q = "count by (instance) (http_requests_total)";
     let got = instant(&proxy.url, q, t);
@@ -520,7 +551,7 @@ fn an_upstream_whose_coverage_fails_ranks_last_with_a_warning() {
 #[test]
 fn when_no_coverage_is_known_the_plain_merge_answers_with_a_warning() {
     let t = cluster().tl.end;
-    let f = fake::start(fake::Behaviour::FailCoverage(fake_vector(t)));
+    let f = fake::start(fake::Behaviour::fail_coverage(fake_vector(t)));
     let proxy = fake::start_proxy_without_readiness(proxy_binary(), &[&f.url]);
     let got = instant(&proxy.url, "anything", t);
     assert_eq!(got["data"]["result"][0]["metric"]["instance"], "fake");
@@ -530,4 +561,65 @@ fn when_no_coverage_is_known_the_plain_merge_answers_with_a_warning() {
             .contains("completeness unknown on every upstream"),
         "{got}"
     );
+}
+
+/// An instant coverage answer (the coarse round's) counting `n` samples at `t`.
+fn coverage_vector(t: i64, n: u32) -> String {
+    format!(
+        r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{"__prom_ha_proxy_coverage__":"samples"}},"value":[{t},"{n}"]}}]}}}}"#
+    )
+}
+
+#[test]
+fn an_answer_picked_to_go_out_alone_that_fails_is_replaced_by_the_next_upstreams() {
+    let t = cluster().tl.end;
+    // Both count the same samples, and answer the query itself late, so the
+    // second's answer is dropped unread once the first's is picked; the
+    // first's then turns out to be no answer.
+    let split = |main: &str| fake::Behaviour::Split {
+        coverage: Box::new(fake::Behaviour::Answer(200, coverage_vector(t, 10))),
+        main: Box::new(fake::Behaviour::Delay(400, main.to_string())),
+    };
+    let broken = fake::start(split("garbage"));
+    let good = fake::start(split(&fake_vector(t)));
+    let proxy = fake::start_proxy_without_readiness(proxy_binary(), &[&broken.url, &good.url]);
+    let got = instant(&proxy.url, "up", t);
+    assert_eq!(got["status"], "success", "{got}");
+    assert_eq!(got["data"]["result"][0]["metric"]["instance"], "fake");
+    let warnings = got["warnings"].to_string();
+    assert!(
+        warnings.contains(&format!("upstream {}: body is not valid JSON", broken.url)),
+        "{warnings}"
+    );
+    // The second was asked the query twice: first dropped, then again.
+    let mains = |f: &fake::Fake| {
+        f.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.contains("/api/v1/query") && !r.contains("__prom_ha_proxy_coverage__"))
+            .count()
+    };
+    assert_eq!((mains(&broken), mains(&good)), (1, 2));
+    assert_eq!(verbatim_answers(&proxy.url), 0.0);
+}
+
+#[test]
+fn an_answer_picked_to_go_out_alone_is_sent_as_the_upstream_gave_it() {
+    let t = cluster().tl.end;
+    // Not Prometheus' own encoding (spaces, a field of its own), so any
+    // re-encoding would show.
+    let body = format!(
+        r#"{{"status":"success","data":{{"resultType":"vector","result":[ {{"metric":{{"instance":"fake"}},"value":[{t},"1.50"]}} ]}},"extra":true}}"#
+    );
+    let split = |main: &str| fake::Behaviour::Split {
+        coverage: Box::new(fake::Behaviour::Answer(200, coverage_vector(t, 10))),
+        main: Box::new(fake::Behaviour::Delay(200, main.to_string())),
+    };
+    let first = fake::start(split(&body));
+    let second = fake::start(split(&fake_vector(t)));
+    let proxy = fake::start_proxy_without_readiness(proxy_binary(), &[&first.url, &second.url]);
+    let (status, got) = http_get(&format!("{}/api/v1/query?query=up&time={t}", proxy.url)).unwrap();
+    assert_eq!((status, got), (200, body));
+    assert_eq!(verbatim_answers(&proxy.url), 1.0);
 }

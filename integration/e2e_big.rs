@@ -9,7 +9,8 @@
 //! the machine's drift falls on all of them). With
 //! `E2E_BEFORE=path/to/an/older/binary` that build runs too, in the same run,
 //! and the table gains its columns, so a change is quoted as before and after.
-//! Each proxy's CPU time per query is read from /proc. A benchmark, not a
+//! Each proxy's CPU time per query is read from /proc. `E2E_ONLY=text` runs
+//! only the rows whose name holds `text`. A benchmark, not a
 //! test: it asserts nothing about time or memory; it prints them.
 
 #[path = "harness.rs"]
@@ -171,7 +172,9 @@ fn main() {
     let agent = agent();
     let pids: Vec<u32> = proxies.iter().map(TimedProxy::pid).collect();
     let mut biggest = 0;
-    for &(name, ref pq, repeat) in &cases {
+    // `E2E_ONLY=text`: only the rows whose name holds it.
+    let only = std::env::var("E2E_ONLY").unwrap_or_default();
+    for &(name, ref pq, repeat) in cases.iter().filter(|c| c.0.contains(&only)) {
         // Columns: a alone, b alone, both at once, then each proxy. Every round
         // asks each in turn, so the machine's drift (10-20% here) falls on all.
         let mut columns: Vec<Vec<&str>> = vec![vec![&a.url], vec![&b.url], vec![&a.url, &b.url]];

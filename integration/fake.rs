@@ -17,14 +17,30 @@ pub enum Behaviour {
     Answer(u16, String),
     /// Accept, read the request, never answer.
     Hang,
-    /// Answer like `Answer(200, body)`, but fail the proxy's coverage queries with a 422.
-    FailCoverage(String),
+    /// The proxy's coverage queries one way, every other request another.
+    Split {
+        coverage: Box<Behaviour>,
+        main: Box<Behaviour>,
+    },
     /// Promise a long body, then send a byte every 100 ms, forever.
     Trickle,
     /// Promise a long body, send the start of it, then reset the connection.
     ResetMidBody,
     /// Answer `Answer(200, body)` after this many milliseconds.
     Delay(u64, String),
+}
+
+impl Behaviour {
+    /// Answer like `Answer(200, body)`, but fail the proxy's coverage queries with a 422.
+    pub fn fail_coverage(body: String) -> Behaviour {
+        Behaviour::Split {
+            coverage: Box::new(Behaviour::Answer(
+                422,
+                r#"{"status":"error","errorType":"execution","error":"coverage refused"}"#.into(),
+            )),
+            main: Box::new(Behaviour::Answer(200, body)),
+        }
+    }
 }
 
 pub struct Fake {
@@ -55,14 +71,10 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, seen: Arc<Mutex<Vec<String
         };
         seen.lock().unwrap().push(request.clone());
         let behaviour = match &behaviour {
-            Behaviour::FailCoverage(_) if request.contains("__prom_ha_proxy_coverage__") => {
-                Behaviour::Answer(
-                    422,
-                    r#"{"status":"error","errorType":"execution","error":"coverage refused"}"#
-                        .into(),
-                )
+            Behaviour::Split { coverage, .. } if request.contains("__prom_ha_proxy_coverage__") => {
+                (**coverage).clone()
             }
-            Behaviour::FailCoverage(body) => Behaviour::Answer(200, body.clone()),
+            Behaviour::Split { main, .. } => (**main).clone(),
             other => other.clone(),
         };
         // Probes of /-/ready get a plain 200 from the slow and breaking fakes,
@@ -75,7 +87,7 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, seen: Arc<Mutex<Vec<String
             other => other,
         };
         match &behaviour {
-            Behaviour::FailCoverage(_) => unreachable!("resolved above"),
+            Behaviour::Split { .. } => unreachable!("resolved above"),
             Behaviour::Trickle => {
                 let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n";
                 if stream.write_all(head.as_bytes()).is_err() {

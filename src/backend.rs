@@ -6,8 +6,10 @@
 //! Each backend runs on an arbiter (thread) of its own, so upstream answers are
 //! read concurrently; parsing runs on the blocking pool so a large answer never
 //! stalls that backend's other requests. What leaves this module is a parsed
-//! [`Answer`] (owned buffer + spans) for queries, the raw [`Body`] for the other
-//! endpoints, or a typed [`UpstreamError`]. Every request is counted in the
+//! [`Answer`] (owned buffer + spans) for queries (or, where the supervisor has
+//! picked this upstream's answer to go out as it came, its untouched body:
+//! [`Fetched`]), the raw [`Body`] for the other endpoints, or a typed
+//! [`UpstreamError`]. Every request is counted in the
 //! upstream's [`SharedHealth`] and in the proxy's metrics.
 
 use crate::budget::{Budget, Held, Reservation};
@@ -153,6 +155,8 @@ pub enum UpstreamError {
     OverBudget { limit: usize },
     /// No answer within the straggler timeout after the first upstream answered.
     Straggler(Duration),
+    /// Dropped unread: another upstream's answer went out alone.
+    NotNeeded,
 }
 
 impl UpstreamError {
@@ -199,13 +203,18 @@ impl UpstreamError {
             UpstreamError::Overloaded(_) => "overloaded",
             UpstreamError::OverBudget { .. } => "over_budget",
             UpstreamError::Straggler(_) => "straggler",
+            UpstreamError::NotNeeded => "not_needed",
         }
     }
 
     /// Says nothing about the upstream's health: the client's mistake, or the
     /// proxy's own limit.
     pub fn is_not_the_upstreams_fault(&self) -> bool {
-        self.is_client_error() || matches!(self, UpstreamError::OverBudget { .. })
+        self.is_client_error()
+            || matches!(
+                self,
+                UpstreamError::OverBudget { .. } | UpstreamError::NotNeeded
+            )
     }
 
     /// A client's mistake (bad PromQL, bad parameters), not an outage.
@@ -267,6 +276,9 @@ impl std::fmt::Display for UpstreamError {
                 "no answer within {} of the first upstream's; answered without it",
                 crate::config::format_duration(*d)
             ),
+            UpstreamError::NotNeeded => {
+                write!(f, "not read: another upstream's answer went out alone")
+            }
         }
     }
 }
@@ -465,10 +477,93 @@ impl Health {
 
 /// Ask the backend for one answer, to arrive within `deadline`.
 #[derive(Message)]
-#[rtype(result = "Result<Held<Answer>, UpstreamError>")]
+#[rtype(result = "Result<Fetched, UpstreamError>")]
 pub struct Fetch {
     pub request: Arc<ApiRequest>,
     pub deadline: Duration,
+    /// For a query's main answer that may go out as one upstream gave it:
+    /// which one, once the supervisor knows.
+    pub verbatim: Option<VerbatimWatch>,
+}
+
+/// A query answer as the backend hands it over.
+#[derive(Debug)]
+pub enum Fetched {
+    /// Parsed, for the merge.
+    Parsed(Held<Answer>),
+    /// The 2xx body as it came, never parsed: the supervisor picked this
+    /// upstream's answer to go out alone before any of it was parsed.
+    Verbatim(Body),
+}
+
+impl Fetched {
+    pub fn body_len(&self) -> usize {
+        match self {
+            Fetched::Parsed(held) => held.body_len(),
+            Fetched::Verbatim(body) => body.bytes.len(),
+        }
+    }
+
+    /// The parsed answer; a body that came verbatim is parsed now.
+    pub fn into_parsed(self) -> Result<Held<Answer>, UpstreamError> {
+        match self {
+            Fetched::Parsed(held) => Ok(held),
+            Fetched::Verbatim(body) => {
+                let len = body.bytes.len();
+                let answer = Answer::parse_padded(body.bytes, len)?;
+                Ok(Held::new(answer, body.reservation))
+            }
+        }
+    }
+}
+
+/// Whether one upstream's answer to a query goes to the client as it came:
+/// the supervisor decides once the coverage shows every upstream holds the
+/// same samples; each backend reading a main answer watches for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verbatim {
+    /// Not decided yet: read and parse as usual.
+    Open,
+    /// The answers are merged.
+    Merged,
+    /// This upstream's (by index) answer goes out alone; the others' are
+    /// not needed, and are dropped unread.
+    From(usize),
+}
+
+/// One backend's view of a query's [`Verbatim`] decision.
+#[derive(Clone, Debug)]
+pub struct VerbatimWatch {
+    pub decision: tokio::sync::watch::Receiver<Verbatim>,
+    /// This upstream's index, in priority order.
+    pub me: usize,
+}
+
+impl VerbatimWatch {
+    fn mine(&self) -> bool {
+        *self.decision.borrow() == Verbatim::From(self.me)
+    }
+
+    /// The decision, once made; `Open` if it never will be.
+    async fn decided(&self) -> Verbatim {
+        let mut decision = self.decision.clone();
+        let decided = decision.wait_for(|d| *d != Verbatim::Open).await;
+        decided.map_or(Verbatim::Open, |d| *d)
+    }
+
+    /// Resolves once another upstream's answer is picked to go out alone;
+    /// never if none is.
+    async fn passed_over(mut self) {
+        let me = self.me;
+        let picked = self
+            .decision
+            .wait_for(|d| matches!(d, Verbatim::From(u) if *u != me))
+            .await;
+        if picked.is_err() {
+            // Decided without this: read on.
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// Ask the backend for the upstream's answer as it comes (any HTTP status),
@@ -576,7 +671,9 @@ impl Backend {
 
     /// Counts one finished request and applies what it means for health.
     fn record(&mut self, failure: Option<&UpstreamError>, took: Duration, bytes: usize) {
-        self.shared.count(failure, took);
+        // A request dropped for another's answer neither failed nor succeeded.
+        self.shared
+            .count(failure.filter(|e| **e != UpstreamError::NotNeeded), took);
         let outcome = failure.map_or("success", UpstreamError::kind);
         self.metrics
             .upstream_request(&self.name, outcome, took, bytes);
@@ -651,7 +748,7 @@ impl actix::Supervised for Backend {
 }
 
 impl Handler<Fetch> for Backend {
-    type Result = ResponseActFuture<Self, Result<Held<Answer>, UpstreamError>>;
+    type Result = ResponseActFuture<Self, Result<Fetched, UpstreamError>>;
 
     fn handle(&mut self, msg: Fetch, _: &mut Self::Context) -> Self::Result {
         let started = match self.admit() {
@@ -677,7 +774,8 @@ impl Handler<FetchBody> for Backend {
             Err(e) => return Box::pin(actix::fut::ready(Err(e))),
         };
         let reader = self.reader();
-        let fut = async move { exchange_within(&reader, &msg.request, msg.deadline, None).await };
+        let fut =
+            async move { exchange_within(&reader, &msg.request, msg.deadline, None, None).await };
         Box::pin(fut.into_actor(self).map(move |outcome, backend, _| {
             backend.in_flight -= 1;
             // A 5xx is the upstream failing; a 4xx is the client's request.
@@ -742,13 +840,43 @@ pub fn upstream_url(base: &url::Url, path: &str, query_string: &str) -> String {
 /// never stalls that arbiter.
 pub const INLINE_BYTES: usize = 64 << 10;
 
-async fn fetch(reader: Reader, msg: Fetch) -> Result<Held<Answer>, UpstreamError> {
+async fn fetch(reader: Reader, msg: Fetch) -> Result<Fetched, UpstreamError> {
     let started = Instant::now();
     let mut parser =
         Parser::new(reader.reading.parse_batch_bytes).with_spare_tables(reader.budget.clone());
-    let body = exchange_within(&reader, &msg.request, msg.deadline, Some(&mut parser)).await?;
+    let exchange = exchange_within(
+        &reader,
+        &msg.request,
+        msg.deadline,
+        Some(&mut parser),
+        msg.verbatim.as_ref(),
+    );
+    let body = match msg.verbatim.clone() {
+        None => exchange.await?,
+        // Dropping the exchange closes the connection, and Prometheus stops
+        // evaluating a query whose client has gone.
+        Some(watch) => match futures_util::future::select(
+            std::pin::pin!(exchange),
+            std::pin::pin!(watch.passed_over()),
+        )
+        .await
+        {
+            futures_util::future::Either::Left((body, _)) => body?,
+            futures_util::future::Either::Right(_) => return Err(UpstreamError::NotNeeded),
+        },
+    };
     if !(200..300).contains(&body.status) {
         return Err(UpstreamError::from_status(body.status, &body.bytes));
+    }
+    // Untouched by the parser: wait for the decision (it comes with the
+    // coverage the merge would wait for anyway), so that an answer picked to
+    // go out alone is never parsed, and one not needed is dropped.
+    if let Some(watch) = msg.verbatim.as_ref().filter(|_| !parser.has_cut()) {
+        match watch.decided().await {
+            Verbatim::From(u) if u == watch.me => return Ok(Fetched::Verbatim(body)),
+            Verbatim::From(_) => return Err(UpstreamError::NotNeeded),
+            _ => {}
+        }
     }
     let len = body.bytes.len();
     let (buf, reservation) = (body.bytes, body.reservation);
@@ -767,7 +895,7 @@ async fn fetch(reader: Reader, msg: Fetch) -> Result<Held<Answer>, UpstreamError
         reader.upstream.url,
         started.elapsed()
     );
-    Ok(Held::new(answer, reservation))
+    Ok(Fetched::Parsed(Held::new(answer, reservation)))
 }
 
 /// [`exchange`] with `deadline` around the whole of it, body included.
@@ -776,8 +904,9 @@ async fn exchange_within(
     request: &ApiRequest,
     deadline: Duration,
     parser: Option<&mut Parser>,
+    verbatim: Option<&VerbatimWatch>,
 ) -> Result<Body, UpstreamError> {
-    actix_web::rt::time::timeout(deadline, exchange(reader, request, parser))
+    actix_web::rt::time::timeout(deadline, exchange(reader, request, parser, verbatim))
         .await
         .unwrap_or(Err(UpstreamError::Timeout(deadline)))
 }
@@ -786,11 +915,13 @@ async fn exchange_within(
 /// buffer with room for simd-json's padding. With a `parser`, a successful
 /// body's complete batches of series are parsed as they arrive, so most of
 /// the parse overlaps the transfer (each batch is ~0.5 ms of this arbiter's
-/// time; the rest is left for `Parser::finish`).
+/// time; the rest is left for `Parser::finish`), until this upstream's answer
+/// is picked to go out as it came (`verbatim`) before the first batch.
 async fn exchange(
     reader: &Reader,
     request: &ApiRequest,
     mut parser: Option<&mut Parser>,
+    verbatim: Option<&VerbatimWatch>,
 ) -> Result<Body, UpstreamError> {
     let asked = Instant::now();
     let (client, upstream, max_body) = (&reader.client, &*reader.upstream, reader.reading.max_body);
@@ -863,6 +994,11 @@ async fn exchange(
             move_to_spare(&mut spare, &mut buf, needed);
         }
         buf.extend_from_slice(&chunk);
+        if verbatim.is_some_and(VerbatimWatch::mine)
+            && parser.as_ref().is_some_and(|p| !p.has_cut())
+        {
+            parser = None;
+        }
         if let Some(parser) = parser.as_mut().filter(|_| status.is_success()) {
             let len = buf.len();
             parser.feed(&mut buf, len)?;
@@ -992,6 +1128,7 @@ mod tests {
                 authorization: None,
             }),
             deadline: Duration::from_secs(10),
+            verbatim: None,
         }
     }
 

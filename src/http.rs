@@ -338,6 +338,9 @@ async fn proxy_query(
     json_answer(&req, &state.metrics, answer)
 }
 
+/// A whole answer larger than this goes to actix in slices of this size.
+const WHOLE_SLICE_BYTES: usize = 256 << 10;
+
 /// A merged answer as a 200 JSON answer, or the error's Prometheus answer.
 fn json_answer(
     req: &HttpRequest,
@@ -350,6 +353,19 @@ fn json_answer(
         res
     };
     match answer {
+        // Given whole, actix would copy a large body into its write buffer
+        // at once; a slice at a time, the buffer stays small (the slices
+        // share the body).
+        Ok(Merged::Whole(body)) if body.len() > WHOLE_SLICE_BYTES => {
+            let len = body.len();
+            let slices = (0..len).step_by(WHOLE_SLICE_BYTES).map(move |at| {
+                Ok::<_, std::io::Error>(body.slice(at..len.min(at + WHOLE_SLICE_BYTES)))
+            });
+            ok().body(actix_web::body::SizedStream::new(
+                len as u64,
+                futures_util::stream::iter(slices),
+            ))
+        }
         Ok(Merged::Whole(body)) => ok().body(body),
         Ok(Merged::Pieces { first, rest }) => {
             // Streamed bytes are counted as they go (the metrics middleware
@@ -647,6 +663,20 @@ mod tests {
         );
         assert_eq!(range_ms(&params("start=1&end=2&step=x")), None);
         assert_eq!(range_ms(&params("start=1&step=15")), None);
+    }
+
+    #[actix_web::test]
+    async fn a_large_whole_answer_keeps_its_length_and_its_bytes_in_slices() {
+        let body: Vec<u8> = (0..WHOLE_SLICE_BYTES * 3 + 17).map(|i| i as u8).collect();
+        let req = actix_web::test::TestRequest::default().to_http_request();
+        let res = json_answer(
+            &req,
+            &Arc::new(Metrics::new()),
+            Ok(Merged::Whole(body.clone().into())),
+        );
+        assert_eq!(res.body().size(), BodySize::Sized(body.len() as u64));
+        let sent = actix_web::body::to_bytes(res.into_body()).await.unwrap();
+        assert_eq!(sent, body);
     }
 
     #[test]

@@ -50,6 +50,7 @@ pub struct Metrics {
     merge_duration: HistogramFamily<EndpointLabels>,
     received_bytes: Family<UpstreamLabels, Counter>,
     sent_bytes: Family<EndpointLabels, Counter>,
+    verbatim_answers: Family<EndpointLabels, Counter>,
     filled_samples: Counter,
     kept_buffer_bytes: Gauge,
 }
@@ -106,6 +107,12 @@ impl Metrics {
             "Answer body bytes sent to clients, before compression, by endpoint",
             sent_bytes.clone(),
         );
+        let verbatim_answers = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "verbatim_answers",
+            "Query answers sent as the first upstream gave them, unparsed, the coverage having shown every upstream holds the same samples, by endpoint",
+            verbatim_answers.clone(),
+        );
         let filled_samples = Counter::default();
         registry.register(
             "filled_samples",
@@ -126,6 +133,7 @@ impl Metrics {
             merge_duration,
             received_bytes,
             sent_bytes,
+            verbatim_answers,
             filled_samples,
             kept_buffer_bytes,
         }
@@ -179,6 +187,14 @@ impl Metrics {
             })
             .observe(took.as_secs_f64());
         self.filled_samples.inc_by(filled_samples as u64);
+    }
+
+    pub fn verbatim(&self, endpoint: &str) {
+        self.verbatim_answers
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.to_string(),
+            })
+            .inc();
     }
 
     pub fn kept_buffers(&self, bytes: usize) {

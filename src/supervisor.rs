@@ -7,11 +7,12 @@
 //! and nothing about HTTP: the edge maps [`ProxyError`] to a response.
 
 use crate::backend::{
-    ApiRequest, Backend, Body, Fetch, FetchBody, INLINE_BYTES, Reading, SharedHealth, UpstreamError,
+    ApiRequest, Backend, Body, Fetch, FetchBody, Fetched, INLINE_BYTES, Reading, SharedHealth,
+    UpstreamError, Verbatim, VerbatimWatch,
 };
 use crate::budget::{Budget, Held};
 use crate::config::{Config, CoverageConfig, HealthConfig, UpstreamConfig};
-use crate::merge::answer::Answer;
+use crate::merge::answer::{self, Answer};
 use crate::merge::coverage::{self, Coverage, Differs, StepMask, Steps};
 use crate::merge::meta::{self, MetaAnswer, MetaKind, MetaOptions};
 use crate::merge::reorder::Reorder;
@@ -341,17 +342,29 @@ impl Handler<Query> for Supervisor {
                     .then(|| (b.addr.clone(), deadline(query.client_timeout, &b.config)))
             })
             .collect();
-        let fetch = |addr: &Addr<Backend>, deadline: Duration, request: Arc<ApiRequest>| {
-            let send = addr.send(Fetch { request, deadline });
-            async move { send.await.unwrap_or(Err(UpstreamError::Unavailable)) }
-        };
+        // Where the coarse coverage may show every upstream holding the same
+        // samples, the first upstream's answer can go out as it came (see
+        // `Verbatim`): not with replica labels to take out, nor with an
+        // upstream down, which the answer's warnings must name.
+        let (decide, decision) = tokio::sync::watch::channel(Verbatim::Open);
+        let verbatim_from = plan
+            .as_ref()
+            .is_some_and(|p| p.coarse.is_some())
+            .then_some(())
+            .filter(|()| self.replica_labels.is_empty() && routing.iter().all(Option::is_none))
+            .map(|()| 0);
         let mains: Vec<_> = legs
             .iter()
             .zip(routing)
-            .map(|(leg, down)| {
+            .enumerate()
+            .map(|(me, (leg, down))| {
+                let verbatim = verbatim_from.map(|_| VerbatimWatch {
+                    decision: decision.clone(),
+                    me,
+                });
                 let main = leg
                     .as_ref()
-                    .map(|(addr, deadline)| fetch(addr, *deadline, request.clone()));
+                    .map(|(addr, deadline)| fetch(addr, *deadline, request.clone(), verbatim));
                 async move {
                     match main {
                         Some(main) => main.await,
@@ -360,11 +373,13 @@ impl Handler<Query> for Supervisor {
                 }
             })
             .collect();
+        let coverage_legs = legs.clone();
         // The coverage goes out with the user's query, to every upstream at
         // once: the coarse one first where there is one, and the one over the
         // query's own steps only where the coarse counts differ. Each round
         // asked step by step is one span of steps, and each upstream's answer to it.
         let coverage = async move {
+            let legs = coverage_legs;
             // No coverage for anyone: the plain priority merge.
             let Some(plan) = plan else {
                 return Vec::new();
@@ -375,11 +390,11 @@ impl Handler<Query> for Supervisor {
                     .iter()
                     .map(|leg| {
                         let ask = leg.as_ref().map(|(addr, deadline)| {
-                            fetch(addr, deadline.saturating_sub(spent), request.clone())
+                            fetch(addr, deadline.saturating_sub(spent), request.clone(), None)
                         });
                         async move {
                             match ask {
-                                Some(ask) => Some(ask.await),
+                                Some(ask) => Some(ask.await.and_then(Fetched::into_parsed)),
                                 None => None,
                             }
                         }
@@ -396,7 +411,12 @@ impl Handler<Query> for Supervisor {
                 None => (vec![plan.fine.clone()], Duration::ZERO),
                 Some(coarse) => {
                     let answers = ask_all(&coarse.request, Duration::ZERO).await;
-                    let fine = match coarse.differs(&answers) {
+                    let differs = coarse.differs(&answers);
+                    let _ = decide.send(match (&differs, verbatim_from) {
+                        (Differs::Nowhere, Some(first)) => Verbatim::From(first),
+                        _ => Verbatim::Merged,
+                    });
+                    let fine = match differs {
                         Differs::Nowhere => return Vec::new(),
                         Differs::Throughout => vec![plan.fine.clone()],
                         Differs::Within(spans) => spans
@@ -426,7 +446,54 @@ impl Handler<Query> for Supervisor {
             let mains = gather(mains, straggler_timeout, Result::is_ok, || {
                 Err(UpstreamError::Straggler(straggler_timeout))
             });
-            (job.outcomes, job.coverage) = futures_util::future::join(mains, coverage).await;
+            let mut fetched;
+            (fetched, job.coverage) = futures_util::future::join(mains, coverage).await;
+            let picked = match *decision.borrow() {
+                Verbatim::From(u) => Some(u),
+                _ => None,
+            };
+            // Every upstream holds the same samples: the one picked answers
+            // alone, as it came. Its framing (length or chunks) said the body
+            // is whole; its opening and end say it is a query answer.
+            if let Some(u) = picked
+                && let Some(Ok(Fetched::Verbatim(body))) = fetched.get(u)
+                && answer::looks_like_success(&body.bytes)
+                && let Ok(Fetched::Verbatim(body)) =
+                    std::mem::replace(&mut fetched[u], Err(UpstreamError::NotNeeded))
+            {
+                job.metrics.verbatim(&job.path);
+                return Ok(Merged::Whole(Bytes::from(body.bytes)));
+            }
+            job.outcomes = futures_util::future::join_all(fetched.into_iter().map(parsed)).await;
+            // The answer picked to go out alone failed after the others were
+            // dropped (its upstream broke off, or it is not an answer): ask them again.
+            if let Some(u) = picked
+                && job.outcomes[u]
+                    .as_ref()
+                    .is_err_and(|e| !e.is_client_error())
+            {
+                let again = job.outcomes.iter().zip(&legs).map(|(outcome, leg)| {
+                    let ask = match (outcome, leg) {
+                        (Err(UpstreamError::NotNeeded), Some((addr, deadline))) => {
+                            let left = deadline.saturating_sub(asked.elapsed());
+                            Some(fetch(addr, left, request.clone(), None))
+                        }
+                        _ => None,
+                    };
+                    async move {
+                        match ask {
+                            Some(ask) => Some(parsed(ask.await).await),
+                            None => None,
+                        }
+                    }
+                });
+                let again = futures_util::future::join_all(again).await;
+                for (outcome, again) in job.outcomes.iter_mut().zip(again) {
+                    if let Some(again) = again {
+                        *outcome = again;
+                    }
+                }
+            }
             log::debug!(
                 "{}: every answer in {:?} after the request",
                 job.path,
@@ -468,6 +535,32 @@ impl Handler<Query> for Supervisor {
                 None => Err(ProxyError::Internal("merge failed".to_string())),
             }
         })
+    }
+}
+
+/// Sends one `Fetch`; a backend that is gone (it is being restarted) is `Unavailable`.
+fn fetch(
+    addr: &Addr<Backend>,
+    deadline: Duration,
+    request: Arc<ApiRequest>,
+    verbatim: Option<VerbatimWatch>,
+) -> impl Future<Output = Result<Fetched, UpstreamError>> + use<> {
+    let send = addr.send(Fetch {
+        request,
+        deadline,
+        verbatim,
+    });
+    async move { send.await.unwrap_or(Err(UpstreamError::Unavailable)) }
+}
+
+/// A main answer ready for the merge: one that came verbatim but is not to go
+/// out so is parsed now, off the arbiter.
+async fn parsed(fetched: Result<Fetched, UpstreamError>) -> Outcome {
+    match fetched? {
+        Fetched::Parsed(held) => Ok(held),
+        verbatim => actix_web::rt::task::spawn_blocking(move || verbatim.into_parsed())
+            .await
+            .unwrap_or(Err(UpstreamError::Unavailable)),
     }
 }
 
@@ -695,6 +788,8 @@ fn failures<T>(
         .iter()
         .zip(outcomes)
         .filter_map(|(n, o)| o.as_ref().err().map(|e| (n.clone(), e.clone())))
+        // Dropped for another's answer: no failure.
+        .filter(|(_, e)| *e != UpstreamError::NotNeeded)
         .collect()
 }
 

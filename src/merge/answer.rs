@@ -685,6 +685,20 @@ fn parse_batch(
 const SERIES_START: &[u8] = b"{\"metric\":";
 const SERIES_BOUNDARY: &[u8] = b"},{\"metric\":";
 
+/// Whether `body` opens as a Prometheus query answer that succeeded does, with
+/// a result type the proxy knows, and ends as a JSON object does: all that is
+/// checked of an answer sent on as it came (the HTTP framing said it is
+/// whole; what lies between is the upstream's own encoding).
+pub fn looks_like_success(body: &[u8]) -> bool {
+    let Some(kind) = body.strip_prefix(br#"{"status":"success","data":{"resultType":""#) else {
+        return false;
+    };
+    let known = ["matrix", "vector", "scalar", "string"]
+        .iter()
+        .any(|k| kind.starts_with(k.as_bytes()) && kind.get(k.len()) == Some(&b'"'));
+    known && body.trim_ascii_end().ends_with(b"}")
+}
+
 impl Parser {
     pub fn new(batch_bytes: usize) -> Parser {
         Parser {
@@ -718,6 +732,12 @@ impl Parser {
             worker.take_back(buf, false)?;
         }
         self.scan(buf, len, false)
+    }
+
+    /// Whether a batch has been cut from the body: from then on the parse may
+    /// have written unescaped text back into it. Until then it is as it came.
+    pub fn has_cut(&self) -> bool {
+        self.batches > 0
     }
 
     /// Parses what is left of the body `buf[..len]` and returns the answer.
@@ -1359,6 +1379,44 @@ mod tests {
 
     fn parse(s: &str) -> Result<Answer, AnswerError> {
         Answer::parse(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn only_a_success_answers_opening_and_end_pass_as_one() {
+        for (body, passes) in [
+            (
+                r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#,
+                true,
+            ),
+            (
+                r#"{"status":"success","data":{"resultType":"vector","result":[]},"warnings":["w"]}"#,
+                true,
+            ),
+            (
+                r#"{"status":"success","data":{"resultType":"scalar","result":[1,"1"]}}"#,
+                true,
+            ),
+            (
+                r#"{"status":"success","data":{"resultType":"matrixx","result":[]}}"#,
+                false,
+            ),
+            (
+                r#"{"status":"success","data":{"resultType":"matrix","result":["#,
+                false,
+            ),
+            (
+                r#"{"status":"error","errorType":"bad_data","error":"x"}"#,
+                false,
+            ),
+            (
+                r#" {"status":"success","data":{"resultType":"matrix","result":[]}}"#,
+                false,
+            ),
+            ("garbage", false),
+            ("", false),
+        ] {
+            assert_eq!(looks_like_success(body.as_bytes()), passes, "{body}");
+        }
     }
 
     #[test]
