@@ -525,8 +525,14 @@ fn all_upstreams_down_is_a_503_naming_each() {
 #[test]
 fn large_answers_go_out_in_pieces_as_they_are_merged_with_the_same_bytes() {
     let c = cluster();
-    // The hour before hole a: both proxies merge the same complete answers.
-    let (start, end) = (c.tl.start.to_string(), (c.tl.start + 3000).to_string());
+    // Across hole a, so that the answers are merged (clear of holes, the
+    // first replica's would go out as it came); a proxy of the same
+    // coverage that sends these whole.
+    let (start, end) = (
+        (c.tl.hole_a.start - 1500).to_string(),
+        (c.tl.hole_a.end + 1500).to_string(),
+    );
+    let whole_proxy = Proxy::start(proxy_binary(), &[&c.a.url, &c.b.url], &[]);
     let q = query_string(&[
         ("query", "{__name__=~\".+\"}"),
         ("start", &start),
@@ -538,13 +544,13 @@ fn large_answers_go_out_in_pieces_as_they_are_merged_with_the_same_bytes() {
         let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         fake::raw_request(base, &request).to_ascii_lowercase()
     };
-    let (pieces, whole) = (head(&c.proxy.url), head(&c.plain.url));
+    let (pieces, whole) = (head(&c.proxy.url), head(&whole_proxy.url));
     assert!(pieces.starts_with("http/1.1 200"), "{pieces}");
     assert!(pieces.contains("transfer-encoding: chunked"), "{pieces}");
     assert!(!pieces.contains("content-length"), "{pieces}");
     assert!(whole.contains("content-length"), "{whole}");
     let body = |base: &str| http_get(&format!("{base}{path}")).unwrap().1;
-    let (streamed, sent_whole) = (body(&c.proxy.url), body(&c.plain.url));
+    let (streamed, sent_whole) = (body(&c.proxy.url), body(&whole_proxy.url));
     assert!(streamed.len() > 20 * 4096, "{} bytes", streamed.len());
     assert_eq!(streamed, sent_whole);
     let want = api(
@@ -770,13 +776,17 @@ fn prefix_auth_headers_and_every_parameter_reach_the_upstream_unchanged() {
 
 #[test]
 fn an_instant_query_without_time_is_asked_at_the_proxys_now_everywhere() {
-    // x holds a sample that y lacks, so the coarse round's counts differ and
-    // the coverage over the instant's history is asked too.
-    let answer = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
-    let one = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"1"]}]}}"#;
+    // x and y count other numbers of samples (neither none), so the coarse
+    // round's counts differ and the coverage over the instant's history is
+    // asked too.
+    let counting = |n: u32| {
+        format!(
+            r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{}},"value":[1,"{n}"]}}]}}}}"#
+        )
+    };
     let (x, y) = (
-        fake::start(fake::Behaviour::Answer(200, one.into())),
-        fake::start(fake::Behaviour::Answer(200, answer.into())),
+        fake::start(fake::Behaviour::Answer(200, counting(1))),
+        fake::start(fake::Behaviour::Answer(200, counting(2))),
     );
     let proxy = fake::start_proxy_without_readiness(proxy_binary(), &[&x.url, &y.url]);
     let before = std::time::SystemTime::now()

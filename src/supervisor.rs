@@ -412,10 +412,16 @@ impl Handler<Query> for Supervisor {
                 Some(coarse) => {
                     let answers = ask_all(&coarse.request, Duration::ZERO).await;
                     let differs = coarse.differs(&answers);
-                    let _ = decide.send(match (&differs, verbatim_from) {
-                        (Differs::Nowhere, Some(first)) => Verbatim::From(first),
-                        _ => Verbatim::Merged,
+                    // Every upstream holds the same samples, or (an instant)
+                    // one holds them all and the others none: one answers alone.
+                    let alone = verbatim_from.and_then(|first| match differs {
+                        Differs::Nowhere => Some(first),
+                        _ => coarse.sole_holder(&answers),
                     });
+                    let _ = decide.send(alone.map_or(Verbatim::Merged, Verbatim::From));
+                    if alone.is_some() {
+                        return Vec::new();
+                    }
                     let fine = match differs {
                         Differs::Nowhere => return Vec::new(),
                         Differs::Throughout => vec![plan.fine.clone()],
@@ -625,6 +631,15 @@ struct CoarseRound {
     coverage: String,
 }
 
+/// Each asked upstream's coarse coverage answer read as counts (None if unreadable).
+fn totals(answers: &[Option<Outcome>]) -> Vec<Option<Vec<(i64, f64)>>> {
+    answers
+        .iter()
+        .flatten()
+        .map(|a| a.as_ref().ok().and_then(|held| coverage::totals(held)))
+        .collect()
+}
+
 impl CoarseRound {
     /// Where the upstreams asked answered the coarse coverage with other
     /// counts. Where every upstream holds the very same samples in every
@@ -637,13 +652,17 @@ impl CoarseRound {
     /// of the selectors' samples, against two plus a count at every step for
     /// the coverage over the query's steps.
     fn differs(&self, answers: &[Option<Outcome>]) -> Differs {
-        let totals: Vec<Option<Vec<(i64, f64)>>> = answers
-            .iter()
-            .flatten()
-            .map(|a| a.as_ref().ok().and_then(|held| coverage::totals(held)))
-            .collect();
         let margin_ms = margin_ms(self.reach_ms, self.steps.step_ms);
-        coverage::differing_spans(&totals, self.steps, self.reach_ms, margin_ms)
+        coverage::differing_spans(&totals(answers), self.steps, self.reach_ms, margin_ms)
+    }
+
+    /// For an instant (a round of one step), the upstream that holds every
+    /// sample its window holds anywhere, where the others hold none there
+    /// (`coverage::sole_holder`): its answer is the answer.
+    fn sole_holder(&self, answers: &[Option<Outcome>]) -> Option<usize> {
+        (self.steps.start_ms == self.steps.end_ms)
+            .then(|| coverage::sole_holder(&totals(answers)))
+            .flatten()
     }
 
     /// `fine`, the coverage over the query's steps, over its steps from

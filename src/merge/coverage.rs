@@ -161,6 +161,22 @@ pub enum Differs {
     Throughout,
 }
 
+/// An instant's coarse counts ([`totals`] of its one window, per upstream)
+/// where the upstreams split into those holding no sample at all and those
+/// holding the very same number: the first of the latter, which can answer
+/// alone; no history is needed to tell that the others lack what it holds
+/// (a window wholly in a hole). None otherwise, or if a count is unreadable.
+pub fn sole_holder(coarse: &[Option<Vec<(i64, f64)>>]) -> Option<usize> {
+    let counts: Vec<f64> = coarse
+        .iter()
+        .map(|c| c.as_ref().map(|points| points.iter().map(|(_, n)| n).sum()))
+        .collect::<Option<_>>()?;
+    let most = counts.iter().copied().fold(0.0, f64::max);
+    (most > 0.0 && counts.iter().all(|&n| n == 0.0 || n == most))
+        .then(|| counts.iter().position(|&n| n == most))
+        .flatten()
+}
+
 /// At most this many spans are asked apart; more, and the coverage is asked
 /// over every step (each span is a request to every upstream).
 const MAX_SPANS: usize = 4;
@@ -458,6 +474,21 @@ impl Eligibility for StepMask {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_instant_held_whole_by_some_and_not_at_all_by_the_others_has_a_sole_holder() {
+        let at = |n: f64| Some(vec![(60_000, n)]);
+        let none = Some(vec![]);
+        assert_eq!(sole_holder(&[none.clone(), at(40.0)]), Some(1));
+        assert_eq!(sole_holder(&[at(0.0), at(40.0), at(40.0)]), Some(1));
+        assert_eq!(sole_holder(&[at(40.0), none.clone(), at(40.0)]), Some(0));
+        // Short, not empty: only its history tells a hole from an offset.
+        assert_eq!(sole_holder(&[at(39.0), at(40.0)]), None);
+        assert_eq!(sole_holder(&[none.clone(), at(39.0), at(40.0)]), None);
+        assert_eq!(sole_holder(&[none.clone(), none.clone()]), None);
+        // A count unread: unknown.
+        assert_eq!(sole_holder(&[None, at(40.0)]), None);
+    }
 
     fn coverage(points: &[(i64, f64, f64)]) -> Coverage {
         Coverage::from_counts(points.iter().map(|p| (p.0 * 1000, p.1, p.2)))
