@@ -625,3 +625,52 @@ fn an_answer_picked_to_go_out_alone_is_sent_as_the_upstream_gave_it() {
     assert_eq!((status, got), (200, body));
     assert_eq!(verbatim_answers(&proxy.url), 1.0);
 }
+
+#[test]
+fn a_range_asked_again_has_its_settled_coarse_counts_remembered() {
+    let c = cluster();
+    let tl = c.tl;
+    // Proxies of this test's own: one remembering (the default), one not.
+    let remembering = Proxy::start(proxy_binary(), &[&c.a.url, &c.b.url], &[]);
+    let forgetful = Proxy::start_with_env(
+        proxy_binary(),
+        &[&c.a.url, &c.b.url],
+        &[],
+        &[("PROM_HA_PROXY__COVERAGE__REMEMBER_FOR", "0s")],
+    );
+    let q = "sum by (job) (rate(http_requests_total[5m]))";
+    let clear = (tl.start + 1200, tl.hole_a.start - 1200);
+    let across = (tl.hole_a.start - 1800, tl.hole_a.end + 1800);
+    // Per upstream, asked the first time and then again: the query and the
+    // coarse round, then the query alone; across the hole, the coverage over
+    // the steps around it each time too.
+    for ((from, to), first, again) in [(clear, 2.0, 1.0), (across, 3.0, 2.0)] {
+        let want = points(&range(&c.reference.url, q, from, to, STEP_S));
+        for (proxy, asked) in [
+            (&remembering, [first, again, again]),
+            (&forgetful, [first, first, first]),
+        ] {
+            // The third time a minute narrower at each end: its windows,
+            // on multiples of their width, are among those asked before.
+            for (round, per_upstream) in asked.into_iter().enumerate() {
+                let shift = if round == 2 { 60 } else { 0 };
+                let (from, to) = (from + shift, to - shift);
+                let want = if shift == 0 {
+                    want.clone()
+                } else {
+                    points(&range(&c.reference.url, q, from, to, STEP_S))
+                };
+                let before = upstream_requests(&proxy.url);
+                let got = points(&range(&proxy.url, q, from, to, STEP_S));
+                let sent = upstream_requests(&proxy.url) - before;
+                assert_eq!(differences(&got, &want), vec![], "{q} over {from}..{to}");
+                assert_eq!(
+                    sent,
+                    2.0 * per_upstream,
+                    "{q} over {from}..{to}, round {round}, {}: requests sent",
+                    proxy.url
+                );
+            }
+        }
+    }
+}

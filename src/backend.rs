@@ -294,6 +294,9 @@ pub struct SharedHealth {
     failures: AtomicU64,
     last_latency_us: AtomicU64,
     last_failure: Mutex<String>,
+    /// Moves whenever the upstream may have lost or gained data behind the
+    /// proxy's back: its state changes, or a request to it fails on its side.
+    generation: AtomicU64,
 }
 
 impl Default for SharedHealth {
@@ -305,6 +308,7 @@ impl Default for SharedHealth {
             failures: AtomicU64::new(0),
             last_latency_us: AtomicU64::new(0),
             last_failure: Mutex::new(String::new()),
+            generation: AtomicU64::new(0),
         }
     }
 }
@@ -327,6 +331,12 @@ pub struct HealthSnapshot {
 impl SharedHealth {
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
+    }
+
+    /// See the field: what the proxy remembers of the upstream's data is
+    /// good within one generation only.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Why the upstream is in its current state.
@@ -361,6 +371,7 @@ impl SharedHealth {
             *state = (reason.to_string(), SystemTime::now());
         }
         self.healthy.store(healthy, Ordering::Release);
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Replaces the start-up reason ("not probed yet") once a probe confirms the state.
@@ -377,6 +388,9 @@ impl SharedHealth {
         self.last_latency_us
             .store(took.as_micros().max(1) as u64, Ordering::Relaxed);
         if let Some(e) = failure {
+            if !e.is_not_the_upstreams_fault() {
+                self.generation.fetch_add(1, Ordering::AcqRel);
+            }
             self.failures.fetch_add(1, Ordering::Relaxed);
             if let Ok(mut last) = self.last_failure.lock() {
                 *last = e.to_string();

@@ -133,7 +133,12 @@ pub struct CoverageConfig {
     /// The upstreams' look-back delta (`--query.lookback-delta`), used when the
     /// client sends no `lookback_delta`.
     pub lookback_delta: Duration,
+    /// What of the coarse coverage counts is remembered (`settled.rs`).
+    pub remembering: crate::settled::Remembering,
 }
+
+pub const DEFAULT_REMEMBER_FOR: Duration = Duration::from_secs(600);
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(300);
 
 pub const DEFAULT_LOOKBACK_DELTA: Duration = Duration::from_secs(300);
 
@@ -243,6 +248,8 @@ struct RawCoverage {
     enabled: Option<bool>,
     selector: Option<String>,
     lookback_delta: Option<RawDuration>,
+    remember_for: Option<RawDuration>,
+    settle: Option<RawDuration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -320,6 +327,11 @@ impl Config {
             let selector = c.selector.as_deref().unwrap_or("(the query's own)");
             rows.push(("coverage.selector".into(), selector.to_string()));
             rows.push(("coverage.lookback_delta".into(), d(c.lookback_delta)));
+            rows.push((
+                "coverage.remember_for".into(),
+                d(c.remembering.remember_for),
+            ));
+            rows.push(("coverage.settle".into(), d(c.remembering.settle)));
         }
         let h = &self.health;
         rows.extend([
@@ -530,9 +542,25 @@ impl RawCoverage {
             self.lookback_delta,
             DEFAULT_LOOKBACK_DELTA,
         )?;
+        // Zero remembers nothing.
+        let remember_for = match self.remember_for {
+            Some(RawDuration::Seconds(0.0)) => Duration::ZERO,
+            Some(RawDuration::Text(t))
+                if parse_duration(t.trim_end_matches(|c: char| c.is_ascii_alphabetic()))
+                    == Some(Duration::ZERO) =>
+            {
+                Duration::ZERO
+            }
+            raw => duration_key("coverage.remember_for", raw, DEFAULT_REMEMBER_FOR)?,
+        };
+        let settle = duration_key("coverage.settle", self.settle, DEFAULT_SETTLE)?;
         Ok(self.enabled.unwrap_or(true).then_some(CoverageConfig {
             selector,
             lookback_delta,
+            remembering: crate::settled::Remembering {
+                remember_for,
+                settle,
+            },
         }))
     }
 }
@@ -820,6 +848,31 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.coverage, None);
+    }
+
+    #[test]
+    fn coverage_counts_are_remembered_for_ten_minutes_unless_told_otherwise() {
+        let remembering = |env: &[(&str, &str)]| {
+            load(
+                "[upstreams.a]\nurl='http://a:1'\n",
+                env,
+                &Overrides::default(),
+            )
+            .map(|c| c.coverage.unwrap().remembering)
+        };
+        let r = remembering(&[]).unwrap();
+        assert_eq!(
+            (r.remember_for, r.settle),
+            (Duration::from_secs(600), Duration::from_secs(300))
+        );
+        for zero in ["0", "0s"] {
+            let r = remembering(&[("PROM_HA_PROXY__COVERAGE__REMEMBER_FOR", zero)]).unwrap();
+            assert_eq!(r.remember_for, Duration::ZERO, "{zero}");
+        }
+        let r = remembering(&[("PROM_HA_PROXY__COVERAGE__SETTLE", "2m")]).unwrap();
+        assert_eq!(r.settle, Duration::from_secs(120));
+        let err = remembering(&[("PROM_HA_PROXY__COVERAGE__SETTLE", "0s")]).unwrap_err();
+        assert_eq!(err.key, "coverage.settle");
     }
 
     #[test]

@@ -10,5 +10,6 @@ pub mod http;
 pub mod merge;
 pub mod metrics;
 pub mod query;
+pub mod settled;
 pub mod status;
 pub mod supervisor;

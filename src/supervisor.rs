@@ -19,12 +19,13 @@ use crate::merge::reorder::Reorder;
 use crate::merge::{self, AllEligible, Eligibility, MergeOptions, MergeReport, Upstream};
 use crate::metrics::Metrics;
 use crate::query::{self, QueryShape, Reads};
+use crate::settled::{Remembering, SettledCounts, WindowCounts};
 use actix::prelude::*;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 
 /// One merged query: the client's request, its `timeout` parameter if any, and its shape.
@@ -119,6 +120,8 @@ pub struct Supervisor {
     piece_bytes: usize,
     /// Where merged answers' large buffers are kept for the next ones.
     budget: Arc<Budget>,
+    /// The coarse coverage counts of settled windows, per upstream.
+    settled: Arc<std::sync::Mutex<SettledCounts>>,
 }
 
 impl Supervisor {
@@ -166,6 +169,12 @@ impl Supervisor {
             metrics,
             piece_bytes: config.answer_piece_bytes,
             budget,
+            settled: Arc::new(std::sync::Mutex::new(SettledCounts::new(
+                config
+                    .coverage
+                    .as_ref()
+                    .map_or(Remembering::default(), |c| c.remembering),
+            ))),
         }
     }
 
@@ -282,7 +291,7 @@ impl Handler<Query> for Supervisor {
                     // range of one step, so differing counts ask the
                     // coverage over its history whole.
                     (Some(t), ..) => Some(CoarseRound {
-                        request: Arc::new(query.request.with_query(&samples())),
+                        request: Some(Arc::new(query.request.with_query(&samples()))),
                         steps: Steps {
                             start_ms: t,
                             end_ms: t,
@@ -290,25 +299,35 @@ impl Handler<Query> for Supervisor {
                         },
                         reach_ms: 0,
                         coverage: coverage.clone(),
+                        windows: None,
+                        samples: String::new(),
+                        known: Vec::new(),
+                        generations: Vec::new(),
+                        asked_from: t,
                     }),
                     (None, Some((start_ms, end_ms, step_ms)), Some(width), Some(reach_ms))
                         if step_ms > 0
                             && end_ms >= start_ms
                             && coarse_pays(start_ms, end_ms, step_ms, width, reach_ms) =>
                     {
-                        // Windows one stretch apart from `start` on (where
-                        // the stretch is narrower than a step, the query's
-                        // own steps), the last reaching `end` or past it.
+                        // Windows one stretch apart (where the stretch is
+                        // narrower than a step, the query's own steps), on
+                        // multiples of their width, so that a range asked
+                        // again with its start moved on (a dashboard
+                        // refreshing) counts at the same times and what is
+                        // remembered serves; the first at or before `start`,
+                        // the last at or past `end`.
                         let width = width.max(step_ms);
-                        let tiles = (end_ms - start_ms + width - 1) / width;
-                        let coarse_end = start_ms + tiles * width;
+                        let first = start_ms.div_euclid(width) * width;
+                        let tiles = (end_ms - first + width - 1) / width;
                         let samples = samples();
                         Some(CoarseRound {
-                            request: Arc::new(
-                                query
-                                    .request
-                                    .as_range(&samples, start_ms, coarse_end, width),
-                            ),
+                            request: Some(Arc::new(query.request.as_range(
+                                &samples,
+                                first,
+                                first + tiles * width,
+                                width,
+                            ))),
                             steps: Steps {
                                 start_ms,
                                 end_ms,
@@ -316,6 +335,15 @@ impl Handler<Query> for Supervisor {
                             },
                             reach_ms,
                             coverage: coverage.clone(),
+                            windows: Some(Steps {
+                                start_ms: first,
+                                end_ms: first + tiles * width,
+                                step_ms: width,
+                            }),
+                            samples,
+                            known: Vec::new(),
+                            generations: Vec::new(),
+                            asked_from: first,
                         })
                     }
                     _ => None,
@@ -342,6 +370,18 @@ impl Handler<Query> for Supervisor {
                     .then(|| (b.addr.clone(), deadline(query.client_timeout, &b.config)))
             })
             .collect();
+        let mut plan = plan;
+        if let Some(coarse) = plan.as_mut().and_then(|p| p.coarse.as_mut()) {
+            let generations: Vec<u64> = self
+                .backends
+                .iter()
+                .map(|b| b.health.generation())
+                .collect();
+            if let Ok(mut settled) = self.settled.lock() {
+                let asked: Vec<bool> = legs.iter().map(Option::is_some).collect();
+                coarse.recall(&mut settled, &asked, generations);
+            }
+        }
         // Where the coarse coverage may show every upstream holding the same
         // samples, the first upstream's answer can go out as it came (see
         // `Verbatim`): not with replica labels to take out, nor with an
@@ -374,6 +414,7 @@ impl Handler<Query> for Supervisor {
             })
             .collect();
         let coverage_legs = legs.clone();
+        let settled = self.settled.clone();
         // The coverage goes out with the user's query, to every upstream at
         // once: the coarse one first where there is one, and the one over the
         // query's own steps only where the coarse counts differ. Each round
@@ -410,7 +451,16 @@ impl Handler<Query> for Supervisor {
             let (fine, spent) = match &plan.coarse {
                 None => (vec![plan.fine.clone()], Duration::ZERO),
                 Some(coarse) => {
-                    let answers = ask_all(&coarse.request, Duration::ZERO).await;
+                    let answers = match &coarse.request {
+                        Some(request) => Some(ask_all(request, Duration::ZERO).await),
+                        None => None,
+                    };
+                    let upstreams_asked: Vec<bool> = legs.iter().map(Option::is_some).collect();
+                    let totals = coarse.totals(answers.as_deref(), &upstreams_asked);
+                    if let (Some(answers), Ok(mut settled)) = (&answers, settled.lock()) {
+                        coarse.remember(&mut settled, answers);
+                    }
+                    let answers = totals;
                     let differs = coarse.differs(&answers);
                     // Every upstream holds the same samples, or (an instant)
                     // one holds them all and the others none: one answers alone.
@@ -623,12 +673,24 @@ struct CoveragePlan {
 /// its own, counted at its time (`steps` is that one step): where every
 /// upstream holds the very same samples there, its history is not asked.
 struct CoarseRound {
-    request: Arc<ApiRequest>,
+    /// None when every count needed is remembered.
+    request: Option<Arc<ApiRequest>>,
     steps: Steps,
     /// The widest stretch moving with the steps.
     reach_ms: i64,
     /// The coverage query over the steps.
     coverage: String,
+    /// A range's windows' ends (an instant's round is not remembered).
+    windows: Option<Steps>,
+    /// The query counting the samples in each window: what is remembered by.
+    samples: String,
+    /// Per upstream asked (None: not asked), its counts remembered, up to
+    /// where `request` starts.
+    known: Vec<Option<WindowCounts>>,
+    /// Each upstream's health generation when they were recalled.
+    generations: Vec<u64>,
+    /// The first window `request` asks.
+    asked_from: i64,
 }
 
 /// Each asked upstream's coarse coverage answer read as counts (None if unreadable).
@@ -641,6 +703,91 @@ fn totals(answers: &[Option<Outcome>]) -> Vec<Option<Vec<(i64, f64)>>> {
 }
 
 impl CoarseRound {
+    /// Takes what is remembered of each asked upstream's counts, and asks only
+    /// the windows from the first that one of them does not know.
+    fn recall(&mut self, settled: &mut SettledCounts, asked: &[bool], generations: Vec<u64>) {
+        let (Some(windows), Some(request)) = (self.windows, self.request.as_ref()) else {
+            return;
+        };
+        let now = Instant::now();
+        let times = || (windows.start_ms..=windows.end_ms).step_by(windows.step_ms as usize);
+        let mut known: Vec<Option<WindowCounts>> = asked
+            .iter()
+            .enumerate()
+            .map(|(u, asked)| {
+                asked.then(|| settled.known(u, generations[u], &self.samples, times(), now))
+            })
+            .collect();
+        let from = known
+            .iter()
+            .flatten()
+            .map(|k| windows.start_ms + k.len() as i64 * windows.step_ms)
+            .min()
+            .unwrap_or(windows.start_ms);
+        for k in known.iter_mut().flatten() {
+            k.retain(|(t, _)| *t < from);
+        }
+        self.request = (from <= windows.end_ms).then(|| {
+            Arc::new(request.as_range(&self.samples, from, windows.end_ms, windows.step_ms))
+        });
+        self.known = known;
+        self.generations = generations;
+        self.asked_from = from;
+    }
+
+    /// Each asked upstream's counts: those remembered, then its answer's
+    /// (None if it gave none, when it was asked).
+    fn totals(
+        &self,
+        answers: Option<&[Option<Outcome>]>,
+        asked: &[bool],
+    ) -> Vec<Option<Vec<(i64, f64)>>> {
+        let fresh = answers.map(totals);
+        asked
+            .iter()
+            .enumerate()
+            .filter(|(_, asked)| **asked)
+            .enumerate()
+            .map(|(asked, (u, _))| {
+                let known = self.known.get(u).cloned().flatten().unwrap_or_default();
+                let mut counts: Vec<(i64, f64)> = known
+                    .into_iter()
+                    .filter_map(|(t, n)| n.map(|n| (t, n)))
+                    .collect();
+                if let Some(fresh) = &fresh {
+                    counts.extend(fresh.get(asked)?.as_ref()?);
+                }
+                Some(counts)
+            })
+            .collect()
+    }
+
+    /// Remembers each asked upstream's counts in the windows asked.
+    fn remember(&self, settled: &mut SettledCounts, answers: &[Option<Outcome>]) {
+        let (Some(windows), Some(_)) = (self.windows, self.request.as_ref()) else {
+            return;
+        };
+        let from = self.asked_from;
+        let now_ms = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let now = Instant::now();
+        for (u, answer) in answers.iter().enumerate() {
+            let Some(Some(counts)) = answer
+                .as_ref()
+                .map(|a| a.as_ref().ok().and_then(|held| coverage::totals(held)))
+            else {
+                continue;
+            };
+            let at: std::collections::HashMap<i64, f64> = counts.into_iter().collect();
+            let read = (from..=windows.end_ms)
+                .step_by(windows.step_ms as usize)
+                .map(|t| (t, at.get(&t).copied()));
+            let generation = self.generations.get(u).copied().unwrap_or_default();
+            settled.remember(u, generation, &self.samples, read, now_ms, now);
+        }
+    }
+
     /// Where the upstreams asked answered the coarse coverage with other
     /// counts. Where every upstream holds the very same samples in every
     /// window a step reads, none lacks a sample another holds (short of two
@@ -651,17 +798,17 @@ impl CoarseRound {
     /// learn each upstream's usual deficit from). Costs each replica one read
     /// of the selectors' samples, against two plus a count at every step for
     /// the coverage over the query's steps.
-    fn differs(&self, answers: &[Option<Outcome>]) -> Differs {
+    fn differs(&self, totals: &[Option<Vec<(i64, f64)>>]) -> Differs {
         let margin_ms = margin_ms(self.reach_ms, self.steps.step_ms);
-        coverage::differing_spans(&totals(answers), self.steps, self.reach_ms, margin_ms)
+        coverage::differing_spans(totals, self.steps, self.reach_ms, margin_ms)
     }
 
     /// For an instant (a round of one step), the upstream that holds every
     /// sample its window holds anywhere, where the others hold none there
     /// (`coverage::sole_holder`): its answer is the answer.
-    fn sole_holder(&self, answers: &[Option<Outcome>]) -> Option<usize> {
+    fn sole_holder(&self, totals: &[Option<Vec<(i64, f64)>>]) -> Option<usize> {
         (self.steps.start_ms == self.steps.end_ms)
-            .then(|| coverage::sole_holder(&totals(answers)))
+            .then(|| coverage::sole_holder(totals))
             .flatten()
     }
 
@@ -1040,5 +1187,106 @@ mod tests {
             5 * minute
         ));
         assert!(coarse_pays(0, 30 * 24 * hour, hour, 5 * minute, 5 * minute));
+    }
+
+    /// A range's coarse round over windows `first..=last`, `width` apart.
+    fn coarse_round(first: i64, last: i64, width: i64) -> CoarseRound {
+        let request = ApiRequest {
+            path: "/api/v1/query_range".into(),
+            method: actix_web::http::Method::GET,
+            query_string: "query=x".into(),
+            form_body: Bytes::new(),
+            authorization: None,
+        };
+        CoarseRound {
+            request: Some(Arc::new(request.as_range("count", first, last, width))),
+            steps: Steps {
+                start_ms: first,
+                end_ms: last,
+                step_ms: 15_000,
+            },
+            reach_ms: width,
+            coverage: String::new(),
+            windows: Some(Steps {
+                start_ms: first,
+                end_ms: last,
+                step_ms: width,
+            }),
+            samples: "count".into(),
+            known: Vec::new(),
+            generations: Vec::new(),
+            asked_from: first,
+        }
+    }
+
+    #[test]
+    fn a_range_asks_its_coarse_counts_from_the_first_window_an_upstream_does_not_remember() {
+        let (minute, now) = (60_000, Instant::now());
+        let windows = |to: i64| (0..=to).step_by(5 * minute as usize);
+        let mut settled = SettledCounts::new(Remembering {
+            remember_for: Duration::from_secs(600),
+            settle: Duration::from_secs(300),
+        });
+        // All settled long ago. Upstream 0 knows the windows to 20 minutes,
+        // upstream 1 to 10 (none counted at 5).
+        let long_after = 1000 * minute;
+        let count = |t: i64| (t != 5 * minute).then_some(3.0);
+        settled.remember(
+            0,
+            7,
+            "count",
+            windows(20 * minute).map(|t| (t, Some(3.0))),
+            long_after,
+            now,
+        );
+        settled.remember(
+            1,
+            7,
+            "count",
+            windows(10 * minute).map(|t| (t, count(t))),
+            long_after,
+            now,
+        );
+        let mut round = coarse_round(0, 30 * minute, 5 * minute);
+        round.recall(&mut settled, &[true, true], vec![7, 7]);
+        let asked = round.request.clone().unwrap().query_string.clone();
+        assert!(
+            asked.contains("start=900.000&end=1800.000&step=300.000"),
+            "{asked}"
+        );
+        assert_eq!(round.asked_from, 15 * minute);
+        // What each knows before it, and nothing of the answers (none came).
+        let totals = round.totals(None, &[true, true]);
+        let three = |ts: &[i64]| Some(ts.iter().map(|t| (t * minute, 3.0)).collect::<Vec<_>>());
+        assert_eq!(totals, vec![three(&[0, 5, 10]), three(&[0, 10])]);
+        // Both knowing every window: nothing is asked. An upstream not asked has no counts.
+        settled.remember(
+            1,
+            7,
+            "count",
+            windows(30 * minute).map(|t| (t, Some(3.0))),
+            long_after,
+            now,
+        );
+        settled.remember(
+            0,
+            7,
+            "count",
+            windows(30 * minute).map(|t| (t, Some(3.0))),
+            long_after,
+            now,
+        );
+        let mut round = coarse_round(0, 30 * minute, 5 * minute);
+        round.recall(&mut settled, &[true, false], vec![7, 7]);
+        assert!(round.request.is_none());
+        assert_eq!(
+            round.totals(None, &[true, false]),
+            vec![three(&[0, 5, 10, 15, 20, 25, 30])]
+        );
+        // Upstream 0's health moved since: everything is asked again.
+        let mut round = coarse_round(0, 30 * minute, 5 * minute);
+        round.recall(&mut settled, &[true, true], vec![8, 7]);
+        assert_eq!(round.asked_from, 0);
+        assert!(round.request.is_some());
     }
 }
