@@ -87,13 +87,22 @@ fn main() {
     eprintln!("backfilling two replicas with {series} series each…");
     let (a, b) = start_big_replicas(&root, &tl, series);
 
-    let mut binaries = vec![("proxy", proxy_binary)];
+    // The build at hand twice: remembering settled coverage counts (the
+    // default), and not, so every query costs what it does asked the first
+    // time (`forgetful`).
+    let forget = [("PROM_HA_PROXY__COVERAGE__REMEMBER_FOR", "0s")];
+    let mut binaries: Vec<(&str, std::path::PathBuf, &[(&str, &str)])> = vec![
+        ("proxy", proxy_binary.clone(), &[]),
+        ("forgetful", proxy_binary, &forget),
+    ];
     if let Ok(before) = std::env::var("E2E_BEFORE") {
-        binaries.insert(0, ("before", before.into()));
+        binaries.insert(0, ("before", before.into(), &[]));
     }
     let proxies: Vec<TimedProxy> = binaries
         .iter()
-        .map(|(name, binary)| TimedProxy::start(name, binary, &root, &[&a.url, &b.url]))
+        .map(|(name, binary, env)| {
+            TimedProxy::start(name, binary, &root, &[&a.url, &b.url], env)
+        })
         .collect();
     let t = tl.end - 60;
     let range = |q: &str| range_path(&tl, q);
@@ -243,7 +252,13 @@ struct TimedProxy {
 }
 
 impl TimedProxy {
-    fn start(name: &'static str, binary: &Path, root: &Path, upstreams: &[&str]) -> TimedProxy {
+    fn start(
+        name: &'static str,
+        binary: &Path,
+        root: &Path,
+        upstreams: &[&str],
+        env: &[(&str, &str)],
+    ) -> TimedProxy {
         assert!(binary.exists(), "{} missing", binary.display());
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
@@ -257,6 +272,7 @@ impl TimedProxy {
             .arg(format!("127.0.0.1:{port}"))
             .args(upstreams)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null());
         let timed = spawn_tied(time).expect("run /usr/bin/time (Debian package `time`)");
         wait_until("proxy ready", Duration::from_secs(30), || {
