@@ -100,9 +100,7 @@ fn main() {
     }
     let proxies: Vec<TimedProxy> = binaries
         .iter()
-        .map(|(name, binary, env)| {
-            TimedProxy::start(name, binary, &root, &[&a.url, &b.url], env)
-        })
+        .map(|(name, binary, env)| TimedProxy::start(name, binary, &root, &[&a.url, &b.url], env))
         .collect();
     let t = tl.end - 60;
     let range = |q: &str| range_path(&tl, q);

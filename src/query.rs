@@ -388,6 +388,17 @@ pub fn coarse_step_ms(stretches: &[Stretch]) -> Option<i64> {
     moving_widths_ms(stretches).min()
 }
 
+/// How far past a step's time its reads reach at most (0 unless an offset
+/// is negative), for a window's count to be taken as settled; None if a
+/// stretch is pinned by `@`, whose window lies anywhere (`@ end()` may be
+/// now), so no count of it is ever taken as settled.
+pub fn reads_past_ms(stretches: &[Stretch]) -> Option<i64> {
+    if stretches.iter().any(|s| s.at.is_some()) {
+        return None;
+    }
+    Some(stretches.iter().map(|s| s.to_ms).max().unwrap_or(0).max(0))
+}
+
 /// The widest stretch that moves with the steps: a window counted at `c`
 /// holds samples that steps less than this far from `c` read.
 pub fn widest_moving_ms(stretches: &[Stretch]) -> Option<i64> {
@@ -785,6 +796,19 @@ mod tests {
                 grouping: Grouping::Everything
             }
         );
+    }
+
+    #[test]
+    fn reads_past_a_step_only_through_negative_offsets_and_never_settle_pinned() {
+        let past = |q: &str| match analyse(q).reads {
+            Reads::Stretches(s) => reads_past_ms(&s),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(past("rate(x[5m])"), Some(0));
+        assert_eq!(past("x offset 1h"), Some(0));
+        assert_eq!(past("x offset -10m + y"), Some(600_000));
+        assert_eq!(past("x @ end()"), None);
+        assert_eq!(past("x + y @ 1700000000"), None);
     }
 
     #[test]

@@ -304,6 +304,7 @@ impl Handler<Query> for Supervisor {
                         known: Vec::new(),
                         generations: Vec::new(),
                         asked_from: t,
+                        reads_past_ms: None,
                     }),
                     (None, Some((start_ms, end_ms, step_ms)), Some(width), Some(reach_ms))
                         if step_ms > 0
@@ -344,6 +345,7 @@ impl Handler<Query> for Supervisor {
                             known: Vec::new(),
                             generations: Vec::new(),
                             asked_from: first,
+                            reads_past_ms: query::reads_past_ms(&stretches),
                         })
                     }
                     _ => None,
@@ -691,6 +693,9 @@ struct CoarseRound {
     generations: Vec<u64>,
     /// The first window `request` asks.
     asked_from: i64,
+    /// How far past a window's end its count reads (`query::reads_past_ms`);
+    /// None: never settled, not remembered.
+    reads_past_ms: Option<i64>,
 }
 
 /// Each asked upstream's coarse coverage answer read as counts (None if unreadable).
@@ -706,7 +711,9 @@ impl CoarseRound {
     /// Takes what is remembered of each asked upstream's counts, and asks only
     /// the windows from the first that one of them does not know.
     fn recall(&mut self, settled: &mut SettledCounts, asked: &[bool], generations: Vec<u64>) {
-        let (Some(windows), Some(request)) = (self.windows, self.request.as_ref()) else {
+        let (Some(windows), Some(request), Some(_)) =
+            (self.windows, self.request.as_ref(), self.reads_past_ms)
+        else {
             return;
         };
         let now = Instant::now();
@@ -764,7 +771,9 @@ impl CoarseRound {
 
     /// Remembers each asked upstream's counts in the windows asked.
     fn remember(&self, settled: &mut SettledCounts, answers: &[Option<Outcome>]) {
-        let (Some(windows), Some(_)) = (self.windows, self.request.as_ref()) else {
+        let (Some(windows), Some(_), Some(reads_past_ms)) =
+            (self.windows, self.request.as_ref(), self.reads_past_ms)
+        else {
             return;
         };
         let from = self.asked_from;
@@ -784,6 +793,8 @@ impl CoarseRound {
                 .step_by(windows.step_ms as usize)
                 .map(|t| (t, at.get(&t).copied()));
             let generation = self.generations.get(u).copied().unwrap_or_default();
+            // A window is settled by the end of what its count reads.
+            let now_ms = now_ms - reads_past_ms;
             settled.remember(u, generation, &self.samples, read, now_ms, now);
         }
     }
@@ -1216,6 +1227,7 @@ mod tests {
             known: Vec::new(),
             generations: Vec::new(),
             asked_from: first,
+            reads_past_ms: Some(0),
         }
     }
 
@@ -1283,6 +1295,11 @@ mod tests {
             round.totals(None, &[true, false]),
             vec![three(&[0, 5, 10, 15, 20, 25, 30])]
         );
+        // A count of a pinned stretch (`@`) is never taken as known.
+        let mut round = coarse_round(0, 30 * minute, 5 * minute);
+        round.reads_past_ms = None;
+        round.recall(&mut settled, &[true, true], vec![7, 7]);
+        assert!(round.request.is_some() && round.known.is_empty());
         // Upstream 0's health moved since: everything is asked again.
         let mut round = coarse_round(0, 30 * minute, 5 * minute);
         round.recall(&mut settled, &[true, true], vec![8, 7]);
