@@ -91,7 +91,8 @@ fn main() {
     // default), and not, so every query costs what it does asked the first
     // time (`forgetful`).
     let forget = [("PROM_HA_PROXY__COVERAGE__REMEMBER_FOR", "0s")];
-    let mut binaries: Vec<(&str, std::path::PathBuf, &[(&str, &str)])> = vec![
+    type Env<'a> = &'a [(&'a str, &'a str)];
+    let mut binaries: Vec<(&str, std::path::PathBuf, Env)> = vec![
         ("proxy", proxy_binary.clone(), &[]),
         ("forgetful", proxy_binary, &forget),
     ];
