@@ -1,4 +1,4 @@
-//! The coarse coverage counts of settled windows, remembered per upstream.
+//! Coverage counts of settled windows, remembered per upstream.
 //!
 //! A dashboard asks the same long range again at every refresh, and the
 //! coarse coverage round makes every replica count the samples of the whole
@@ -10,7 +10,10 @@
 //! with part of its write-ahead log lost, retention, deletion, backfill) is
 //! met by forgetting: everything of an upstream whose health `generation`
 //! moved (it went down or came back, or a request to it failed), and every
-//! count after `remember_for`.
+//! count after `remember_for`. The coverage over a range's steps, asked
+//! around holes, is remembered the same way (each step's windows end at the
+//! step, and Grafana's steps fall on multiples of the step, so a refreshed
+//! range meets them again): [`Memory`] holds both.
 //!
 //! Pure: times come in as arguments. It knows nothing of PromQL beyond the
 //! text of the query counted, which is part of the key.
@@ -27,33 +30,41 @@ pub struct Remembering {
     pub settle: Duration,
 }
 
-/// Counts by window end (ms), in time order; None: no sample there.
-pub type WindowCounts = Vec<(i64, Option<f64>)>;
+/// Counts by window end (ms), in time order.
+pub type WindowCounts<V> = Vec<(i64, V)>;
+
+/// A step's remembered coverage: (samples, series); None: none.
+pub type StepCounts = Option<(f64, f64)>;
+
+/// Per upstream, in priority order (None: not asked), its counts remembered.
+pub type Known<V> = Vec<Option<WindowCounts<V>>>;
 
 /// Counts remembered at most, over every upstream and query; past it, the
 /// oldest keys are forgotten whole.
 const MAX_COUNTS: usize = 200_000;
 
-/// The remembered counts of every upstream, by the coverage query counted.
+/// The remembered counts `V` of every upstream, by the coverage query
+/// counted: a coarse round's samples (None: none), or a range's counts at
+/// each step.
 #[derive(Debug)]
-pub struct SettledCounts {
+pub struct SettledCounts<V> {
     remembering: Remembering,
     counts: usize,
-    by_key: HashMap<(usize, String), Remembered, ahash::RandomState>,
+    by_key: HashMap<(usize, String), Remembered<V>, ahash::RandomState>,
 }
 
 #[derive(Debug)]
-struct Remembered {
+struct Remembered<V> {
     /// The upstream's health generation the counts were read in.
     generation: u64,
     /// When the key was last written, to forget the stalest first.
     written: Instant,
-    /// Window end (ms) → samples counted there (None: none), and when read.
-    at: BTreeMap<i64, (Option<f64>, Instant)>,
+    /// Window end (ms) → what was counted there, and when it was read.
+    at: BTreeMap<i64, (V, Instant)>,
 }
 
-impl SettledCounts {
-    pub fn new(remembering: Remembering) -> SettledCounts {
+impl<V: Copy> SettledCounts<V> {
+    pub fn new(remembering: Remembering) -> SettledCounts<V> {
         SettledCounts {
             remembering,
             counts: 0,
@@ -71,7 +82,7 @@ impl SettledCounts {
         query: &str,
         times: impl IntoIterator<Item = i64>,
         now: Instant,
-    ) -> WindowCounts {
+    ) -> WindowCounts<V> {
         let key = (upstream, query.to_string());
         let Some(remembered) = self.by_key.get(&key) else {
             return Vec::new();
@@ -98,7 +109,7 @@ impl SettledCounts {
         upstream: usize,
         generation: u64,
         query: &str,
-        counts: impl IntoIterator<Item = (i64, Option<f64>)>,
+        counts: impl IntoIterator<Item = (i64, V)>,
         now_ms: i64,
         now: Instant,
     ) {
@@ -164,7 +175,7 @@ mod tests {
 
     const MIN: i64 = 60_000;
 
-    fn counts(remember_for: u64) -> SettledCounts {
+    fn counts(remember_for: u64) -> SettledCounts<Option<f64>> {
         SettledCounts::new(Remembering {
             remember_for: Duration::from_secs(remember_for),
             settle: Duration::from_secs(300),
@@ -239,5 +250,24 @@ mod tests {
         assert_eq!(c.len(), MAX_COUNTS / 2 + 1);
         assert_eq!(c.known(0, 1, "old", [0], now), vec![]);
         assert_eq!(c.known(0, 1, "new", [0], now), vec![(0, Some(1.0))]);
+    }
+}
+
+/// What a proxy remembers of its upstreams' coverage.
+#[derive(Debug)]
+pub struct Memory {
+    /// A range's coarse round: samples per window (None: none).
+    pub windows: SettledCounts<Option<f64>>,
+    /// A range's coverage over its steps around holes: (samples, series)
+    /// per step (None: none).
+    pub steps: SettledCounts<StepCounts>,
+}
+
+impl Memory {
+    pub fn new(remembering: Remembering) -> Memory {
+        Memory {
+            windows: SettledCounts::new(remembering),
+            steps: SettledCounts::new(remembering),
+        }
     }
 }

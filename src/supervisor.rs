@@ -19,11 +19,12 @@ use crate::merge::reorder::Reorder;
 use crate::merge::{self, AllEligible, Eligibility, MergeOptions, MergeReport, Upstream};
 use crate::metrics::Metrics;
 use crate::query::{self, QueryShape, Reads};
-use crate::settled::{Remembering, SettledCounts, WindowCounts};
+use crate::settled::{Known, Memory, Remembering, SettledCounts, StepCounts};
 use actix::prelude::*;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
@@ -120,8 +121,8 @@ pub struct Supervisor {
     piece_bytes: usize,
     /// Where merged answers' large buffers are kept for the next ones.
     budget: Arc<Budget>,
-    /// The coarse coverage counts of settled windows, per upstream.
-    settled: Arc<std::sync::Mutex<SettledCounts>>,
+    /// The coverage counts of settled windows, per upstream.
+    settled: Arc<std::sync::Mutex<Memory>>,
 }
 
 impl Supervisor {
@@ -169,7 +170,7 @@ impl Supervisor {
             metrics,
             piece_bytes: config.answer_piece_bytes,
             budget,
-            settled: Arc::new(std::sync::Mutex::new(SettledCounts::new(
+            settled: Arc::new(std::sync::Mutex::new(Memory::new(
                 config
                     .coverage
                     .as_ref()
@@ -381,7 +382,7 @@ impl Handler<Query> for Supervisor {
                 .collect();
             if let Ok(mut settled) = self.settled.lock() {
                 let asked: Vec<bool> = legs.iter().map(Option::is_some).collect();
-                coarse.recall(&mut settled, &asked, generations);
+                coarse.recall(&mut settled.windows, &asked, generations);
             }
         }
         // Where the coarse coverage may show every upstream holding the same
@@ -451,7 +452,7 @@ impl Handler<Query> for Supervisor {
                 )
             };
             let (fine, spent) = match &plan.coarse {
-                None => (vec![plan.fine.clone()], Duration::ZERO),
+                None => (vec![FineSpan::whole(plan.fine.clone())], Duration::ZERO),
                 Some(coarse) => {
                     let answers = match &coarse.request {
                         Some(request) => Some(ask_all(request, Duration::ZERO).await),
@@ -460,7 +461,7 @@ impl Handler<Query> for Supervisor {
                     let upstreams_asked: Vec<bool> = legs.iter().map(Option::is_some).collect();
                     let totals = coarse.totals(answers.as_deref(), &upstreams_asked);
                     if let (Some(answers), Ok(mut settled)) = (&answers, settled.lock()) {
-                        coarse.remember(&mut settled, answers);
+                        coarse.remember(&mut settled.windows, answers);
                     }
                     let answers = totals;
                     let differs = coarse.differs(&answers);
@@ -474,18 +475,46 @@ impl Handler<Query> for Supervisor {
                     if alone.is_some() {
                         return Vec::new();
                     }
-                    let fine = match differs {
-                        Differs::Nowhere => return Vec::new(),
-                        Differs::Throughout => vec![plan.fine.clone()],
-                        Differs::Within(spans) => spans
+                    let spans = match (differs, coarse.steps.last()) {
+                        (Differs::Nowhere, _) => return Vec::new(),
+                        (Differs::Within(spans), _) => spans,
+                        // An instant's history is asked whole.
+                        (Differs::Throughout, _) if coarse.windows.is_none() => {
+                            return read_spans(
+                                vec![FineSpan::whole(plan.fine.clone())],
+                                vec![Some(ask_all(&plan.fine, asked.elapsed()).await)],
+                                &settled,
+                            );
+                        }
+                        (Differs::Throughout, Some(last)) => vec![(coarse.steps.start_ms, last)],
+                        (Differs::Throughout, None) => return Vec::new(),
+                    };
+                    let fine: Vec<FineSpan> = match settled.lock() {
+                        Ok(mut settled) => spans
                             .into_iter()
-                            .map(|(from, to)| Arc::new(coarse.over(&plan.fine, from, to)))
+                            .map(|(from, to)| {
+                                coarse.fine_span(
+                                    &plan.fine,
+                                    from,
+                                    to,
+                                    &mut settled.steps,
+                                    &upstreams_asked,
+                                )
+                            })
                             .collect(),
+                        Err(_) => return Vec::new(),
                     };
                     (fine, asked.elapsed())
                 }
             };
-            futures_util::future::join_all(fine.iter().map(|f| ask_all(f, spent))).await
+            let answers = futures_util::future::join_all(fine.iter().map(|f| async {
+                match &f.request {
+                    Some(request) => Some(ask_all(request, spent).await),
+                    None => None,
+                }
+            }))
+            .await;
+            read_spans(fine, answers, &settled)
         };
         let job = MergeJob {
             names: self.names.clone(),
@@ -688,7 +717,7 @@ struct CoarseRound {
     samples: String,
     /// Per upstream asked (None: not asked), its counts remembered, up to
     /// where `request` starts.
-    known: Vec<Option<WindowCounts>>,
+    known: Known<Option<f64>>,
     /// Each upstream's health generation when they were recalled.
     generations: Vec<u64>,
     /// The first window `request` asks.
@@ -710,7 +739,12 @@ fn totals(answers: &[Option<Outcome>]) -> Vec<Option<Vec<(i64, f64)>>> {
 impl CoarseRound {
     /// Takes what is remembered of each asked upstream's counts, and asks only
     /// the windows from the first that one of them does not know.
-    fn recall(&mut self, settled: &mut SettledCounts, asked: &[bool], generations: Vec<u64>) {
+    fn recall(
+        &mut self,
+        settled: &mut SettledCounts<Option<f64>>,
+        asked: &[bool],
+        generations: Vec<u64>,
+    ) {
         let (Some(windows), Some(request), Some(_)) =
             (self.windows, self.request.as_ref(), self.reads_past_ms)
         else {
@@ -718,7 +752,7 @@ impl CoarseRound {
         };
         let now = Instant::now();
         let times = || (windows.start_ms..=windows.end_ms).step_by(windows.step_ms as usize);
-        let mut known: Vec<Option<WindowCounts>> = asked
+        let mut known: Known<Option<f64>> = asked
             .iter()
             .enumerate()
             .map(|(u, asked)| {
@@ -769,8 +803,63 @@ impl CoarseRound {
             .collect()
     }
 
+    /// The coverage over the query's steps `from..=to`, asked from the
+    /// first step one asked upstream does not remember (a range whose counts
+    /// may settle; else all of it).
+    fn fine_span(
+        &self,
+        fine: &ApiRequest,
+        from: i64,
+        to: i64,
+        settled: &mut SettledCounts<StepCounts>,
+        asked: &[bool],
+    ) -> FineSpan {
+        let steps = Steps {
+            start_ms: from,
+            end_ms: to,
+            step_ms: self.steps.step_ms,
+        };
+        let mut span = FineSpan {
+            request: None,
+            remembered: None,
+            known: Vec::new(),
+            asked_from: from,
+        };
+        if let (Some(reads_past_ms), true) = (self.reads_past_ms, self.windows.is_some()) {
+            let now = Instant::now();
+            let times = || (from..=to).step_by(steps.step_ms as usize);
+            span.known = asked
+                .iter()
+                .enumerate()
+                .map(|(u, asked)| {
+                    let generation = self.generations.get(u).copied().unwrap_or_default();
+                    asked.then(|| settled.known(u, generation, &self.coverage, times(), now))
+                })
+                .collect();
+            span.asked_from = span
+                .known
+                .iter()
+                .flatten()
+                .map(|k| from + k.len() as i64 * steps.step_ms)
+                .min()
+                .unwrap_or(from);
+            for k in span.known.iter_mut().flatten() {
+                k.retain(|(t, _)| *t < span.asked_from);
+            }
+            span.remembered = Some(Remembered {
+                steps,
+                query: self.coverage.clone(),
+                generations: self.generations.clone(),
+                reads_past_ms,
+            });
+        }
+        span.request =
+            (span.asked_from <= to).then(|| Arc::new(self.over(fine, span.asked_from, to)));
+        span
+    }
+
     /// Remembers each asked upstream's counts in the windows asked.
-    fn remember(&self, settled: &mut SettledCounts, answers: &[Option<Outcome>]) {
+    fn remember(&self, settled: &mut SettledCounts<Option<f64>>, answers: &[Option<Outcome>]) {
         let (Some(windows), Some(_), Some(reads_past_ms)) =
             (self.windows, self.request.as_ref(), self.reads_past_ms)
         else {
@@ -830,6 +919,108 @@ impl CoarseRound {
     }
 }
 
+/// One span of steps whose coverage is asked, with what of it is remembered.
+struct FineSpan {
+    /// None when every asked upstream remembers every step of it.
+    request: Option<Arc<ApiRequest>>,
+    /// Where its counts are remembered; None: they are not (an instant's
+    /// history, a range without a coarse round, a pinned stretch).
+    remembered: Option<Remembered>,
+    /// Per upstream (None: not asked), its counts remembered before `asked_from`.
+    known: Known<StepCounts>,
+    /// The first step `request` asks.
+    asked_from: i64,
+}
+
+/// How a span's counts are remembered.
+struct Remembered {
+    steps: Steps,
+    query: String,
+    generations: Vec<u64>,
+    reads_past_ms: i64,
+}
+
+impl FineSpan {
+    /// Asked whole, not remembered.
+    fn whole(request: Arc<ApiRequest>) -> FineSpan {
+        FineSpan {
+            request: Some(request),
+            remembered: None,
+            known: Vec::new(),
+            asked_from: 0,
+        }
+    }
+}
+
+/// One upstream's coverage over one span of steps.
+enum SpanCoverage {
+    NotAsked,
+    Failed(UpstreamError),
+    /// None: its answer was unreadable.
+    Read(Option<Coverage>),
+}
+
+/// Each span's coverage per upstream: remembered counts, then those its
+/// answer (`answers`, per span, if asked) brings, which are remembered.
+fn read_spans(
+    spans: Vec<FineSpan>,
+    answers: Vec<Option<Vec<Option<Outcome>>>>,
+    settled: &std::sync::Mutex<Memory>,
+) -> Vec<Vec<SpanCoverage>> {
+    let now_ms = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let now = Instant::now();
+    let mut memory = settled.lock().ok();
+    spans
+        .into_iter()
+        .zip(answers)
+        .map(|(span, answers)| {
+            let upstreams = answers.as_ref().map_or(span.known.len(), Vec::len);
+            (0..upstreams)
+                .map(|u| {
+                    let known = span.known.get(u).cloned().flatten();
+                    let fresh = match answers.as_ref().map(|a| &a[u]) {
+                        // Not asked; or (no request) every step remembered.
+                        None if known.is_none() => return SpanCoverage::NotAsked,
+                        None => None,
+                        Some(None) => return SpanCoverage::NotAsked,
+                        Some(Some(Err(e))) => return SpanCoverage::Failed(e.clone()),
+                        Some(Some(Ok(held))) => match Coverage::read(held, query::COVERAGE_LABEL) {
+                            Some(read) => Some(read),
+                            None => return SpanCoverage::Read(None),
+                        },
+                    };
+                    let Some(remembered) = &span.remembered else {
+                        return SpanCoverage::Read(fresh);
+                    };
+                    if let (Some(fresh), Some(memory)) = (&fresh, memory.as_mut()) {
+                        let at: HashMap<i64, (f64, f64)> =
+                            fresh.counts().map(|(t, n, s)| (t, (n, s))).collect();
+                        let steps = remembered.steps;
+                        let read = (span.asked_from..=steps.end_ms)
+                            .step_by(steps.step_ms as usize)
+                            .map(|t| (t, at.get(&t).copied()));
+                        let generation = remembered.generations.get(u).copied().unwrap_or_default();
+                        memory.steps.remember(
+                            u,
+                            generation,
+                            &remembered.query,
+                            read,
+                            now_ms - remembered.reads_past_ms,
+                            now,
+                        );
+                    }
+                    let known = known.unwrap_or_default().into_iter();
+                    let known = known.filter_map(|(t, c)| c.map(|(n, s)| (t, n, s)));
+                    let fresh = fresh.iter().flat_map(Coverage::counts);
+                    SpanCoverage::Read(Some(Coverage::from_counts(known.chain(fresh))))
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// One query's upstream answers and what their merge needs.
 struct MergeJob {
     names: Arc<Vec<String>>,
@@ -843,23 +1034,17 @@ struct MergeJob {
     /// Per span of steps asked (the whole range, or the spans where the
     /// coarse counts differ; none if no coverage was asked or needed), each
     /// upstream's answer to the coverage query over it, if asked.
-    coverage: Vec<Vec<Option<Outcome>>>,
+    coverage: Vec<Vec<SpanCoverage>>,
     /// How wide the coverage query's moving stretches are in all.
     coverage_window_ms: Option<i64>,
 }
 
 impl MergeJob {
-    /// The answers' body bytes, coverage answers included.
+    /// The answers' body bytes (the coverage answers, small and read
+    /// already, left out).
     fn input_bytes(&self) -> usize {
         let len = |o: &Outcome| o.as_ref().map_or(0, |held| held.body_len());
         self.outcomes.iter().map(len).sum::<usize>()
-            + self
-                .coverage
-                .iter()
-                .flatten()
-                .flatten()
-                .map(len)
-                .sum::<usize>()
     }
 
     /// Merges the answers. With `pieces`, each `piece_bytes` of output is
@@ -1120,11 +1305,15 @@ impl Handler<Forward> for Supervisor {
 fn step_mask(
     names: &[String],
     outcomes: &[Outcome],
-    coverage: &[Vec<Option<Outcome>>],
+    coverage: &[Vec<SpanCoverage>],
     window_ms: Option<i64>,
     warnings: &mut Vec<String>,
 ) -> Option<StepMask> {
-    if coverage.iter().flatten().all(Option::is_none) {
+    if coverage
+        .iter()
+        .flatten()
+        .all(|c| matches!(c, SpanCoverage::NotAsked))
+    {
         return None;
     }
     let answered: Vec<bool> = outcomes.iter().map(Result::is_ok).collect();
@@ -1140,16 +1329,15 @@ fn step_mask(
             .zip(span)
             .zip(&answered)
             .map(|((name, cov), answered)| match cov {
-                Some(Ok(held)) if *answered => {
-                    let read = Coverage::read(held, query::COVERAGE_LABEL);
+                SpanCoverage::Read(read) if *answered => {
                     if read.is_none() {
                         warn(format!(
                             "upstream {name}: coverage answer unreadable; its data is used only where no other upstream's completeness is known"
                         ));
                     }
-                    read
+                    read.clone()
                 }
-                Some(Err(e)) if *answered => {
+                SpanCoverage::Failed(e) if *answered => {
                     warn(format!(
                         "upstream {name}: coverage query failed ({e}); its data is used only where no other upstream's completeness is known"
                     ));
@@ -1305,5 +1493,38 @@ mod tests {
         round.recall(&mut settled, &[true, true], vec![8, 7]);
         assert_eq!(round.asked_from, 0);
         assert!(round.request.is_some());
+    }
+
+    #[test]
+    fn a_span_of_steps_is_asked_from_the_first_step_an_upstream_does_not_remember() {
+        let (minute, now) = (60_000, Instant::now());
+        let mut steps: SettledCounts<StepCounts> = SettledCounts::new(Remembering {
+            remember_for: Duration::from_secs(600),
+            settle: Duration::from_secs(300),
+        });
+        let mut round = coarse_round(0, 60 * minute, 5 * minute);
+        round.generations = vec![3, 3];
+        round.coverage = "cov".into();
+        let long_after = 1000 * minute;
+        let known = |to: i64| (0..=to).step_by(15_000).map(|t| (t, Some((8.0, 4.0))));
+        steps.remember(0, 3, "cov", known(10 * minute), long_after, now);
+        steps.remember(1, 3, "cov", known(5 * minute), long_after, now);
+        let fine = coarse_round(0, 60 * minute, 15_000).request.unwrap();
+        // Steps from 2 to 20 minutes: upstream 1 knows them to 5.
+        let span = round.fine_span(&fine, 2 * minute, 20 * minute, &mut steps, &[true, true]);
+        assert_eq!(span.asked_from, 5 * minute + 15_000);
+        let asked = span.request.as_ref().unwrap().query_string.clone();
+        assert!(
+            asked.contains("start=315.000&end=1200.000&step=15.000"),
+            "{asked}"
+        );
+        assert_eq!(span.known[0].as_ref().unwrap().len(), 13);
+        // Both knowing the span: nothing asked.
+        let span = round.fine_span(&fine, 2 * minute, 5 * minute, &mut steps, &[true, true]);
+        assert!(span.request.is_none());
+        // A pinned stretch: all of it asked, nothing remembered.
+        round.reads_past_ms = None;
+        let span = round.fine_span(&fine, 2 * minute, 5 * minute, &mut steps, &[true, true]);
+        assert!(span.request.is_some() && span.remembered.is_none());
     }
 }

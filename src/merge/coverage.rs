@@ -81,7 +81,13 @@ impl Coverage {
         Some(Coverage { by_t })
     }
 
-    /// Counts given as `(t_ms, samples, series)`, for tests and benchmarks.
+    /// Its counts as `(t_ms, samples, series)`, in time order (the count of
+    /// the least-sampled series, an instant's, left out).
+    pub fn counts(&self) -> impl Iterator<Item = (i64, f64, f64)> + '_ {
+        self.by_t.iter().map(|(t, c)| (*t, c.samples, c.series))
+    }
+
+    /// Counts given as `(t_ms, samples, series)`: remembered ones, tests, benchmarks.
     pub fn from_counts(points: impl IntoIterator<Item = (i64, f64, f64)>) -> Coverage {
         let mut by_t: Vec<(i64, Counts)> = points
             .into_iter()
@@ -137,7 +143,7 @@ pub struct Steps {
 
 impl Steps {
     /// The last step, or None if there is none.
-    fn last(&self) -> Option<i64> {
+    pub fn last(&self) -> Option<i64> {
         (self.step_ms > 0 && self.end_ms >= self.start_ms)
             .then(|| self.start_ms + (self.end_ms - self.start_ms) / self.step_ms * self.step_ms)
     }
