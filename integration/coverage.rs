@@ -164,22 +164,27 @@ fn coverage_merge_equals_the_reference_across_both_holes_where_plain_priority_do
     );
 }
 
-/// How many requests the proxy at `base` has sent its upstreams, from its /metrics.
-fn upstream_requests(base: &str) -> f64 {
+/// The sum of a metric's series at the proxy at `base`, from its /metrics.
+fn metric_sum(base: &str, name: &str) -> f64 {
     let (_, text) = http_get(&format!("{base}/metrics")).unwrap();
+    let series = format!("{name}{{");
     text.lines()
-        .filter(|l| l.starts_with("prom_ha_proxy_upstream_request_duration_seconds_count{"))
+        .filter(|l| l.starts_with(&series))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
 
+/// How many requests the proxy at `base` has sent its upstreams.
+fn upstream_requests(base: &str) -> f64 {
+    metric_sum(
+        base,
+        "prom_ha_proxy_upstream_request_duration_seconds_count",
+    )
+}
+
 /// How many answers the proxy at `base` has sent as one upstream gave them.
 fn verbatim_answers(base: &str) -> f64 {
-    let (_, text) = http_get(&format!("{base}/metrics")).unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("prom_ha_proxy_verbatim_answers_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metric_sum(base, "prom_ha_proxy_verbatim_answers_total")
 }
 
 #[test]

@@ -390,12 +390,10 @@ impl Handler<Query> for Supervisor {
         // `Verbatim`): not with replica labels to take out, nor with an
         // upstream down, which the answer's warnings must name.
         let (decide, decision) = tokio::sync::watch::channel(Verbatim::Open);
-        let verbatim_from = plan
-            .as_ref()
-            .is_some_and(|p| p.coarse.is_some())
-            .then_some(())
-            .filter(|()| self.replica_labels.is_empty() && routing.iter().all(Option::is_none))
-            .map(|()| 0);
+        let verbatim_from = (plan.as_ref().is_some_and(|p| p.coarse.is_some())
+            && self.replica_labels.is_empty()
+            && routing.iter().all(Option::is_none))
+        .then_some(0);
         let mains: Vec<_> = legs
             .iter()
             .zip(routing)
@@ -463,13 +461,12 @@ impl Handler<Query> for Supervisor {
                     if let (Some(answers), Ok(mut settled)) = (&answers, settled.lock()) {
                         coarse.remember(&mut settled.windows, answers);
                     }
-                    let answers = totals;
-                    let differs = coarse.differs(&answers);
+                    let differs = coarse.differs(&totals);
                     // Every upstream holds the same samples, or (an instant)
                     // one holds them all and the others none: one answers alone.
                     let alone = verbatim_from.and_then(|first| match differs {
                         Differs::Nowhere => Some(first),
-                        _ => coarse.sole_holder(&answers),
+                        _ => coarse.sole_holder(&totals),
                     });
                     let _ = decide.send(alone.map_or(Verbatim::Merged, Verbatim::From));
                     if alone.is_some() {
@@ -487,6 +484,7 @@ impl Handler<Query> for Supervisor {
                             );
                         }
                         (Differs::Throughout, Some(last)) => vec![(coarse.steps.start_ms, last)],
+                        // A range of no step at all: nothing to ask.
                         (Differs::Throughout, None) => return Vec::new(),
                     };
                     let fine: Vec<FineSpan> = match settled.lock() {
