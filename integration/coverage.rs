@@ -349,6 +349,47 @@ fn across_two_holes_the_coverage_over_steps_is_asked_around_each_hole_only() {
             );
         }
     }
+    // Asked again, every coverage count remembered: where the replicas
+    // differ is known before the query goes out, so a is asked the whole
+    // range and b the query over the spans around the holes alone.
+    let q = "sum by (job) (rate(http_requests_total[5m]))";
+    let logged_as_asked = |log: &Path| -> Vec<(i64, i64)> {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let seconds = |v: &Value| {
+            let t = chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+            t.timestamp_millis() / 1000
+        };
+        text.lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|e| e["params"]["query"] == q)
+            .map(|e| (seconds(&e["params"]["start"]), seconds(&e["params"]["end"])))
+            .collect()
+    };
+    let before = (logged_as_asked(&log_a).len(), logged_as_asked(&log_b).len());
+    let got = points(&range(&proxy.url, q, tl.start, tl.end, STEP_S));
+    let want = points(&range(&c.reference.url, q, tl.start, tl.end, STEP_S));
+    assert_eq!(differences(&got, &want), vec![], "{q} asked again");
+    let asked_a = logged_as_asked(&log_a)[before.0..].to_vec();
+    assert_eq!(asked_a, vec![(tl.start, tl.end)], "a: the whole range");
+    let mut asked_b = logged_as_asked(&log_b)[before.1..].to_vec();
+    asked_b.sort();
+    assert_eq!(
+        asked_b.len(),
+        2,
+        "b: one span around each hole: {asked_b:?}"
+    );
+    for (hole, (from, to)) in [tl.hole_a, tl.hole_b].iter().zip(&asked_b) {
+        assert!(
+            tl.start <= *from && *from < hole.start && hole.end < *to && *to <= tl.end,
+            "b asked {from}..{to}, which should hold {hole:?}"
+        );
+    }
+    let asked: i64 = asked_b.iter().map(|(from, to)| to - from).sum();
+    assert!(
+        2 * asked < span_s,
+        "b asked {asked} s of the {span_s} s range"
+    );
+
     // Clear of holes at steps a third of its window, but many of them (334):
     // the coarse round alone, and no coverage over steps.
     let (from, to) = (tl.hole_a.end + 600, tl.hole_b.start - 600);
@@ -646,10 +687,12 @@ fn a_range_asked_again_has_its_settled_coverage_counts_remembered() {
     let q = "sum by (job) (rate(http_requests_total[5m]))";
     let clear = (tl.start + 1200, tl.hole_a.start - 1200);
     let across = (tl.hole_a.start - 1800, tl.hole_a.end + 1800);
-    // Per upstream, asked the first time and then again: the query and the
-    // coarse round (across the hole, and the coverage over the steps around
-    // it), then the query alone.
-    for ((from, to), first, again) in [(clear, 2.0, 1.0), (across, 3.0, 1.0)] {
+    // Requests to both upstreams, asked the first time and then again: the
+    // query and the coarse round to each (across the hole, and the coverage
+    // over the steps around it); then, the counts all remembered, the query
+    // to a alone (clear: a's answer is the answer, b is not asked), or to a
+    // and, over the span around the hole alone, to b.
+    for ((from, to), first, again) in [(clear, 4.0, 1.0), (across, 6.0, 2.0)] {
         let want = points(&range(&c.reference.url, q, from, to, STEP_S));
         for (proxy, asked) in [
             (&remembering, [first, again, again]),
@@ -657,7 +700,7 @@ fn a_range_asked_again_has_its_settled_coverage_counts_remembered() {
         ] {
             // The third time a minute narrower at each end: its windows,
             // on multiples of their width, are among those asked before.
-            for (round, per_upstream) in asked.into_iter().enumerate() {
+            for (round, requests) in asked.into_iter().enumerate() {
                 let shift = if round == 2 { 60 } else { 0 };
                 let (from, to) = (from + shift, to - shift);
                 let want = if shift == 0 {
@@ -670,8 +713,7 @@ fn a_range_asked_again_has_its_settled_coverage_counts_remembered() {
                 let sent = upstream_requests(&proxy.url) - before;
                 assert_eq!(differences(&got, &want), vec![], "{q} over {from}..{to}");
                 assert_eq!(
-                    sent,
-                    2.0 * per_upstream,
+                    sent, requests,
                     "{q} over {from}..{to}, round {round}, {}: requests sent",
                     proxy.url
                 );

@@ -43,7 +43,14 @@ impl ApiRequest {
     /// The same request with its `query` parameter replaced, every other
     /// parameter kept (same time range, step, timeout, look-back).
     pub fn with_query(&self, query: &str) -> ApiRequest {
-        self.rewritten(&self.path, query, &[], &[])
+        self.rewritten(&self.path, Some(query), &[], &[])
+    }
+
+    /// This range query over its steps from `start_ms` to `end_ms` alone,
+    /// everything else kept (its query, step, look-back, timeout, …).
+    pub fn over_steps(&self, start_ms: i64, end_ms: i64) -> ApiRequest {
+        let added = [("start", seconds(start_ms)), ("end", seconds(end_ms))];
+        self.rewritten(&self.path, None, &["start", "end"], &added)
     }
 
     /// The same request as a range query of `query` from `start_ms` to
@@ -56,16 +63,17 @@ impl ApiRequest {
             ("step", seconds(step_ms)),
         ];
         let drop = ["time", "start", "end", "step"];
-        self.rewritten("/api/v1/query_range", query, &drop, &added)
+        self.rewritten("/api/v1/query_range", Some(query), &drop, &added)
     }
 
-    /// This request at `path` with `query` for its query, the parameters in
-    /// `drop` (and `stats`, `limit`) removed, and `add` added where the client
-    /// put its parameters (the form body of a POST, else the query string).
+    /// This request at `path` with `query` for its query (None: its own),
+    /// the parameters in `drop` (and `stats`, `limit`) removed, and `add`
+    /// added where the client put its parameters (the form body of a POST,
+    /// else the query string).
     fn rewritten(
         &self,
         path: &str,
-        query: &str,
+        query: Option<&str>,
         drop: &[&str],
         add: &[(&str, String)],
     ) -> ApiRequest {
@@ -75,12 +83,9 @@ impl ApiRequest {
             let mut pairs: Vec<(String, String)> = pairs
                 .into_iter()
                 .filter(|(k, _)| k != "stats" && k != "limit" && !drop.contains(&k.as_str()))
-                .map(|(k, v)| {
-                    if k == "query" {
-                        (k, query.to_string())
-                    } else {
-                        (k, v)
-                    }
+                .map(|(k, v)| match query {
+                    Some(query) if k == "query" => (k, query.to_string()),
+                    _ => (k, v),
                 })
                 .collect();
             pairs.extend(add.iter().map(|(k, v)| (k.to_string(), v.clone())));
@@ -1201,6 +1206,34 @@ mod tests {
         move_to_spare(&mut spare, &mut buf, 3 * crate::budget::KEPT_FROM_BYTES);
         assert!(buf.capacity() >= 3 * crate::budget::KEPT_FROM_BYTES);
         assert_eq!(buf, b"{\"status\"");
+    }
+
+    #[test]
+    fn a_range_over_some_of_its_steps_keeps_its_query_and_step() {
+        for method in [Method::GET, Method::POST] {
+            let params = "query=rate(x%5B5m%5D)&start=100&end=200&step=15&timeout=9s";
+            let (query_string, form_body) = match method {
+                Method::GET => (params.to_string(), Bytes::new()),
+                _ => (String::new(), Bytes::from(params)),
+            };
+            let r = ApiRequest {
+                path: "/api/v1/query_range".into(),
+                method: method.clone(),
+                query_string,
+                form_body,
+                authorization: None,
+            };
+            let over = r.over_steps(130_000, 160_000);
+            let sent = match method {
+                Method::GET => over.query_string.clone(),
+                _ => String::from_utf8(over.form_body.to_vec()).unwrap(),
+            };
+            assert_eq!(
+                sent, "query=rate%28x%5B5m%5D%29&step=15&timeout=9s&start=130.000&end=160.000",
+                "{method}"
+            );
+            assert_eq!(over.path, "/api/v1/query_range");
+        }
     }
 
     #[test]

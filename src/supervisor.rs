@@ -16,7 +16,7 @@ use crate::merge::answer::{self, Answer};
 use crate::merge::coverage::{self, Coverage, Differs, StepMask, Steps};
 use crate::merge::meta::{self, MetaAnswer, MetaKind, MetaOptions};
 use crate::merge::reorder::Reorder;
-use crate::merge::{self, AllEligible, Eligibility, MergeOptions, MergeReport, Upstream};
+use crate::merge::{self, AllEligible, ByOwner, Eligibility, MergeOptions, MergeReport, Upstream};
 use crate::metrics::Metrics;
 use crate::query::{self, QueryShape, Reads};
 use crate::settled::{Known, Memory, Remembering, SettledCounts, StepCounts};
@@ -394,26 +394,68 @@ impl Handler<Query> for Supervisor {
             && self.replica_labels.is_empty()
             && routing.iter().all(Option::is_none))
         .then_some(0);
-        let mains: Vec<_> = legs
-            .iter()
-            .zip(routing)
-            .enumerate()
-            .map(|(me, (leg, down))| {
-                let verbatim = verbatim_from.map(|_| VerbatimWatch {
-                    decision: decision.clone(),
-                    me,
-                });
-                let main = leg
-                    .as_ref()
-                    .map(|(addr, deadline)| fetch(addr, *deadline, request.clone(), verbatim));
-                async move {
-                    match main {
-                        Some(main) => main.await,
-                        None => Err(UpstreamError::Down(down.unwrap_or_default())),
-                    }
+        // With every coarse count remembered, where the upstreams differ is
+        // known before the query goes out: where nowhere, the first one's
+        // answer is all that is asked for; where only within spans of the
+        // steps, the others are asked the query over those spans alone (the
+        // first's answer serves everywhere else). Not through `@`, whose
+        // `start()` and `end()` would move with a span's.
+        let foreseen = plan
+            .as_ref()
+            .and_then(|p| p.coarse.as_ref())
+            .filter(|c| c.request.is_none() && c.reads_past_ms.is_some())
+            .filter(|_| verbatim_from.is_some() && query.range_ms.is_some())
+            .map(|c| {
+                let asked: Vec<bool> = legs.iter().map(Option::is_some).collect();
+                c.differs(&c.totals(None, &asked))
+            });
+        let spans_of = |me: usize| match &foreseen {
+            Some(Differs::Within(spans)) if me > 0 => Some(spans.clone()),
+            _ => None,
+        };
+        let partial: Vec<bool> = (0..legs.len()).map(|u| spans_of(u).is_some()).collect();
+        // Each upstream's main answer (whole, or its first part), then the
+        // other parts, each with whether it is whole; `owners`: the parts'
+        // upstreams.
+        let mut mains: Vec<MainFuture> = Vec::new();
+        let mut parts: Vec<MainFuture> = Vec::new();
+        let mut owners: Vec<usize> = Vec::new();
+        for (me, (leg, down)) in legs.iter().zip(routing).enumerate() {
+            let verbatim = verbatim_from.map(|_| VerbatimWatch {
+                decision: decision.clone(),
+                me,
+            });
+            let Some((addr, deadline)) = leg else {
+                let down = Err(UpstreamError::Down(down.unwrap_or_default()));
+                mains.push(Box::pin(async move { (true, down) }));
+                continue;
+            };
+            if me > 0 && foreseen == Some(Differs::Nowhere) {
+                mains.push(Box::pin(async { (true, Err(UpstreamError::NotNeeded)) }));
+                continue;
+            }
+            let Some(spans) = spans_of(me) else {
+                let main = fetch(addr, *deadline, request.clone(), verbatim);
+                mains.push(Box::pin(async move { (true, main.await) }));
+                continue;
+            };
+            for (i, (from, to)) in spans.into_iter().enumerate() {
+                let part = fetch(
+                    addr,
+                    *deadline,
+                    Arc::new(request.over_steps(from, to)),
+                    None,
+                );
+                let part: MainFuture = Box::pin(async move { (false, part.await) });
+                if i == 0 {
+                    mains.push(part);
+                } else {
+                    parts.push(part);
+                    owners.push(me);
                 }
-            })
-            .collect();
+            }
+        }
+        mains.extend(parts);
         let coverage_legs = legs.clone();
         let settled = self.settled.clone();
         // The coverage goes out with the user's query, to every upstream at
@@ -522,17 +564,28 @@ impl Handler<Query> for Supervisor {
             path: request.path.clone(),
             budget: self.budget.clone(),
             outcomes: Vec::new(),
+            more: Vec::new(),
             coverage: Vec::new(),
             coverage_window_ms,
         };
         let piece_bytes = self.piece_bytes;
         Box::pin(async move {
             let mut job = job;
-            let mains = gather(mains, straggler_timeout, Result::is_ok, || {
-                Err(UpstreamError::Straggler(straggler_timeout))
-            });
-            let mut fetched;
-            (fetched, job.coverage) = futures_util::future::join(mains, coverage).await;
+            // Only a whole answer starts the stragglers' clock: parts are quick.
+            let mains = gather(
+                mains,
+                straggler_timeout,
+                |(whole, answer)| *whole && answer.is_ok(),
+                || (false, Err(UpstreamError::Straggler(straggler_timeout))),
+            );
+            let all;
+            (all, job.coverage) = futures_util::future::join(mains, coverage).await;
+            // In the order given: each upstream's main, then the other parts.
+            let mut all = all.into_iter().map(|(_, answer)| answer);
+            let mut fetched: Vec<Result<Fetched, UpstreamError>> =
+                all.by_ref().take(legs.len()).collect();
+            let more: Vec<(usize, Result<Fetched, UpstreamError>)> =
+                owners.into_iter().zip(all).collect();
             let picked = match *decision.borrow() {
                 Verbatim::From(u) => Some(u),
                 _ => None,
@@ -550,16 +603,42 @@ impl Handler<Query> for Supervisor {
                 return Ok(Merged::Whole(Bytes::from(body.bytes)));
             }
             job.outcomes = futures_util::future::join_all(fetched.into_iter().map(parsed)).await;
+            let mut more: Vec<(usize, Outcome)> = futures_util::future::join_all(
+                more.into_iter()
+                    .map(|(u, part)| async move { (u, parsed(part).await) }),
+            )
+            .await;
+            // A part that failed fails its upstream: its other parts alone
+            // would leave a hole no warning explains.
+            for (u, part) in &more {
+                if let (Err(e), Ok(_)) = (part, &job.outcomes[*u]) {
+                    job.outcomes[*u] = Err(e.clone());
+                }
+            }
             // The answer picked to go out alone failed after the others were
-            // dropped (its upstream broke off, or it is not an answer): ask them again.
-            if let Some(u) = picked
-                && job.outcomes[u]
+            // dropped (its upstream broke off, or it is not an answer), or the
+            // first upstream's whole answer failed where the others were asked
+            // for parts: ask those again, whole.
+            let failed = |u: usize| {
+                job.outcomes[u]
                     .as_ref()
                     .is_err_and(|e| !e.is_client_error())
-            {
-                let again = job.outcomes.iter().zip(&legs).map(|(outcome, leg)| {
-                    let ask = match (outcome, leg) {
-                        (Err(UpstreamError::NotNeeded), Some((addr, deadline))) => {
+            };
+            let again: Vec<bool> = match picked {
+                Some(u) if failed(u) => job
+                    .outcomes
+                    .iter()
+                    .map(|o| matches!(o, Err(UpstreamError::NotNeeded)))
+                    .collect(),
+                _ if partial.iter().any(|p| *p) && failed(0) => partial.clone(),
+                _ => vec![false; legs.len()],
+            };
+            more.retain(|(u, part)| part.is_ok() && job.outcomes[*u].is_ok() && !again[*u]);
+            job.more = more;
+            if again.iter().any(|a| *a) {
+                let asks = again.iter().zip(&legs).map(|(again, leg)| {
+                    let ask = match (again, leg) {
+                        (true, Some((addr, deadline))) => {
                             let left = deadline.saturating_sub(asked.elapsed());
                             Some(fetch(addr, left, request.clone(), None))
                         }
@@ -572,10 +651,10 @@ impl Handler<Query> for Supervisor {
                         }
                     }
                 });
-                let again = futures_util::future::join_all(again).await;
-                for (outcome, again) in job.outcomes.iter_mut().zip(again) {
-                    if let Some(again) = again {
-                        *outcome = again;
+                let answers = futures_util::future::join_all(asks).await;
+                for (outcome, answer) in job.outcomes.iter_mut().zip(answers) {
+                    if let Some(answer) = answer {
+                        *outcome = answer;
                     }
                 }
             }
@@ -622,6 +701,10 @@ impl Handler<Query> for Supervisor {
         })
     }
 }
+
+/// One main answer on its way: whether it is whole (not a part over some
+/// of the steps), and the answer.
+type MainFuture = std::pin::Pin<Box<dyn Future<Output = (bool, Result<Fetched, UpstreamError>)>>>;
 
 /// Sends one `Fetch`; a backend that is gone (it is being restarted) is `Unavailable`.
 fn fetch(
@@ -1027,8 +1110,11 @@ struct MergeJob {
     metrics: Arc<Metrics>,
     path: String,
     budget: Arc<Budget>,
-    /// Each upstream's answer to the user's query, in priority order.
+    /// Each upstream's answer to the user's query, in priority order (where
+    /// it was asked in parts over spans of the steps, its first part).
     outcomes: Vec<Outcome>,
+    /// The other parts: (upstream, its answer over one span of the steps).
+    more: Vec<(usize, Outcome)>,
     /// Per span of steps asked (the whole range, or the spans where the
     /// coarse counts differ; none if no coverage was asked or needed), each
     /// upstream's answer to the coverage query over it, if asked.
@@ -1043,6 +1129,7 @@ impl MergeJob {
     fn input_bytes(&self) -> usize {
         let len = |o: &Outcome| o.as_ref().map_or(0, |held| held.body_len());
         self.outcomes.iter().map(len).sum::<usize>()
+            + self.more.iter().map(|(_, o)| len(o)).sum::<usize>()
     }
 
     /// Merges the answers. With `pieces`, each `piece_bytes` of output is
@@ -1053,14 +1140,20 @@ impl MergeJob {
         let started = Instant::now();
         let names = &self.names;
         let mut warnings = failure_warnings(names, &self.outcomes);
-        let upstreams: Vec<Upstream<'_>> = names
-            .iter()
-            .zip(&self.outcomes)
-            .map(|(n, o)| Upstream {
-                name: n,
-                answer: o.as_ref().ok().map(|held| &**held),
-            })
-            .collect();
+        // Each upstream's answers in priority order, its parts after its
+        // first; `owner`: whose each is.
+        let mut upstreams: Vec<Upstream<'_>> = Vec::new();
+        let mut owner: Vec<usize> = Vec::new();
+        for (u, (n, o)) in names.iter().zip(&self.outcomes).enumerate() {
+            let parts = self.more.iter().filter(|(p, _)| *p == u).map(|(_, o)| o);
+            for o in std::iter::once(o).chain(parts) {
+                upstreams.push(Upstream {
+                    name: n,
+                    answer: o.as_ref().ok().map(|held| &**held),
+                });
+                owner.push(u);
+            }
+        }
         let opts = MergeOptions {
             replica_labels: &self.replica_labels,
             reorder: self.reorder.clone(),
@@ -1089,7 +1182,15 @@ impl MergeJob {
             client_there
         };
         let merged = match &mask {
-            Some(mask) => run_merge(&upstreams, &warnings, &opts, mask, &mut body, &mut spill),
+            Some(mask) => {
+                let by_owner = ByOwner {
+                    eligibility: mask,
+                    owner: &owner,
+                };
+                run_merge(
+                    &upstreams, &warnings, &opts, &by_owner, &mut body, &mut spill,
+                )
+            }
             None => run_merge(
                 &upstreams,
                 &warnings,
@@ -1108,7 +1209,8 @@ impl MergeJob {
 
     /// Gives the answers' large buffers to the budget, for the next large answers.
     fn release(self) {
-        for held in self.outcomes.into_iter().flatten() {
+        let parts = self.more.into_iter().map(|(_, o)| o);
+        for held in self.outcomes.into_iter().chain(parts).flatten() {
             let (body, table) = held.release().into_buffers();
             self.budget.keep(body, table);
         }

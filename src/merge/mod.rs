@@ -34,6 +34,25 @@ pub trait Eligibility {
     }
 }
 
+/// An eligibility over upstreams, read by answer, where one upstream may
+/// give several answers (each over some of the steps): answer `i` is
+/// upstream `owner[i]`'s.
+pub struct ByOwner<'a, E> {
+    pub eligibility: &'a E,
+    pub owner: &'a [usize],
+}
+
+impl<E: Eligibility> Eligibility for ByOwner<'_, E> {
+    #[inline]
+    fn allows(&self, answer: usize, t_ms: i64) -> bool {
+        self.eligibility.allows(self.owner[answer], t_ms)
+    }
+
+    fn is_all(&self) -> bool {
+        self.eligibility.is_all()
+    }
+}
+
 /// Every upstream may contribute everywhere.
 pub struct AllEligible;
 

@@ -414,6 +414,46 @@ fn eligibility_decides_who_may_contribute() {
 }
 
 #[test]
+fn an_upstreams_answer_in_parts_over_its_steps_merges_as_the_whole_would() {
+    let a = answer(&matrix(&[
+        (r#"{"i":"1"}"#, &[(1, "a1"), (2, "a2"), (5, "a5")]),
+        (r#"{"i":"2"}"#, &[(1, "x1")]),
+    ]));
+    let whole = answer(&matrix(&[
+        (
+            r#"{"i":"1"}"#,
+            &[(1, "b1"), (2, "b2"), (3, "b3"), (4, "b4"), (5, "b5")],
+        ),
+        (r#"{"i":"3"}"#, &[(4, "y4")]),
+    ]));
+    let early = answer(&matrix(&[(
+        r#"{"i":"1"}"#,
+        &[(1, "b1"), (2, "b2"), (3, "b3")],
+    )]));
+    let late = answer(&matrix(&[
+        (r#"{"i":"1"}"#, &[(4, "b4"), (5, "b5")]),
+        (r#"{"i":"3"}"#, &[(4, "y4")]),
+    ]));
+    let opts = MergeOptions::default();
+    // a may not contribute at 2 s: b's answer serves there, whole or in parts.
+    struct NotAAt2;
+    impl Eligibility for NotAAt2 {
+        fn allows(&self, upstream: usize, t: i64) -> bool {
+            upstream != 0 || t != 2000
+        }
+    }
+    let (want, _) = run_with(&[Some(&a), Some(&whole)], &opts, &NotAAt2, &[]);
+    let owner = [0, 1, 1];
+    let parts = ByOwner {
+        eligibility: &NotAAt2,
+        owner: &owner,
+    };
+    let (got, _) = run_with(&[Some(&a), Some(&early), Some(&late)], &opts, &parts, &[]);
+    assert_eq!(got, want);
+    assert!(want.contains(r#"[2,"b2"]"#), "{want}");
+}
+
+#[test]
 fn scalars_come_from_the_highest_priority_answer() {
     let a = answer(r#"{"status":"success","data":{"resultType":"scalar","result":[1,"2"]}}"#);
     let b = answer(r#"{"status":"success","data":{"resultType":"scalar","result":[1,"3"]}}"#);
