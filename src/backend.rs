@@ -503,6 +503,10 @@ pub struct Fetch {
     /// For a query's main answer that may go out as one upstream gave it:
     /// which one, once the supervisor knows.
     pub verbatim: Option<VerbatimWatch>,
+    /// A part of a range (some of its steps): small beside the whole answers
+    /// asked with it, so it takes none of the budget's kept buffers, which
+    /// are sized for those.
+    pub part: bool,
 }
 
 /// A query answer as the backend hands it over.
@@ -621,6 +625,8 @@ struct Reader {
     upstream: Arc<UpstreamConfig>,
     reading: Reading,
     budget: Arc<Budget>,
+    /// Whether the body and its sample table may take the budget's kept buffers.
+    kept_buffers: bool,
 }
 
 pub struct Backend {
@@ -685,6 +691,7 @@ impl Backend {
             upstream: self.upstream.clone(),
             reading: self.reading,
             budget: self.budget.clone(),
+            kept_buffers: true,
         }
     }
 
@@ -774,7 +781,11 @@ impl Handler<Fetch> for Backend {
             Ok(started) => started,
             Err(e) => return Box::pin(actix::fut::ready(Err(e))),
         };
-        let fut = fetch(self.reader(), msg);
+        let reader = Reader {
+            kept_buffers: !msg.part,
+            ..self.reader()
+        };
+        let fut = fetch(reader, msg);
         Box::pin(fut.into_actor(self).map(move |outcome, backend, _| {
             backend.in_flight -= 1;
             let bytes = outcome.as_ref().map_or(0, |a| a.body_len());
@@ -861,8 +872,10 @@ pub const INLINE_BYTES: usize = 64 << 10;
 
 async fn fetch(reader: Reader, msg: Fetch) -> Result<Fetched, UpstreamError> {
     let started = Instant::now();
-    let mut parser =
-        Parser::new(reader.reading.parse_batch_bytes).with_spare_tables(reader.budget.clone());
+    let mut parser = Parser::new(reader.reading.parse_batch_bytes);
+    if reader.kept_buffers {
+        parser = parser.with_spare_tables(reader.budget.clone());
+    }
     let exchange = exchange_within(
         &reader,
         &msg.request,
@@ -991,7 +1004,7 @@ async fn exchange(
     let mut reservation = reader.budget.reserve(capacity).ok_or_else(over_budget)?;
     let mut buf = Vec::with_capacity(capacity.min(SPARE_FROM_BYTES));
     // A large answer moves into a kept buffer when it outgrows its first one.
-    let mut spare = status.is_success().then_some(&*reader.budget);
+    let mut spare = (status.is_success() && reader.kept_buffers).then_some(&*reader.budget);
     if capacity > buf.capacity() {
         move_to_spare(&mut spare, &mut buf, capacity);
     }
@@ -1148,6 +1161,7 @@ mod tests {
             }),
             deadline: Duration::from_secs(10),
             verbatim: None,
+            part: false,
         }
     }
 

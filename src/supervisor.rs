@@ -440,12 +440,7 @@ impl Handler<Query> for Supervisor {
                 continue;
             };
             for (i, (from, to)) in spans.into_iter().enumerate() {
-                let part = fetch(
-                    addr,
-                    *deadline,
-                    Arc::new(request.over_steps(from, to)),
-                    None,
-                );
+                let part = fetch_part(addr, *deadline, Arc::new(request.over_steps(from, to)));
                 let part: MainFuture = Box::pin(async move { (false, part.await) });
                 if i == 0 {
                     mains.push(part);
@@ -565,6 +560,7 @@ impl Handler<Query> for Supervisor {
             budget: self.budget.clone(),
             outcomes: Vec::new(),
             more: Vec::new(),
+            partial: Vec::new(),
             coverage: Vec::new(),
             coverage_window_ms,
         };
@@ -635,6 +631,7 @@ impl Handler<Query> for Supervisor {
             };
             more.retain(|(u, part)| part.is_ok() && job.outcomes[*u].is_ok() && !again[*u]);
             job.more = more;
+            job.partial = partial.iter().zip(&again).map(|(p, a)| *p && !a).collect();
             if again.iter().any(|a| *a) {
                 let asks = again.iter().zip(&legs).map(|(again, leg)| {
                     let ask = match (again, leg) {
@@ -713,10 +710,30 @@ fn fetch(
     request: Arc<ApiRequest>,
     verbatim: Option<VerbatimWatch>,
 ) -> impl Future<Output = Result<Fetched, UpstreamError>> + use<> {
+    send_fetch(addr, deadline, request, verbatim, false)
+}
+
+/// A part of a range over some of its steps (see `Fetch::part`).
+fn fetch_part(
+    addr: &Addr<Backend>,
+    deadline: Duration,
+    request: Arc<ApiRequest>,
+) -> impl Future<Output = Result<Fetched, UpstreamError>> + use<> {
+    send_fetch(addr, deadline, request, None, true)
+}
+
+fn send_fetch(
+    addr: &Addr<Backend>,
+    deadline: Duration,
+    request: Arc<ApiRequest>,
+    verbatim: Option<VerbatimWatch>,
+    part: bool,
+) -> impl Future<Output = Result<Fetched, UpstreamError>> + use<> {
     let send = addr.send(Fetch {
         request,
         deadline,
         verbatim,
+        part,
     });
     async move { send.await.unwrap_or(Err(UpstreamError::Unavailable)) }
 }
@@ -1115,6 +1132,8 @@ struct MergeJob {
     outcomes: Vec<Outcome>,
     /// The other parts: (upstream, its answer over one span of the steps).
     more: Vec<(usize, Outcome)>,
+    /// Per upstream, whether it was asked in parts (and not again whole).
+    partial: Vec<bool>,
     /// Per span of steps asked (the whole range, or the spans where the
     /// coarse counts differ; none if no coverage was asked or needed), each
     /// upstream's answer to the coverage query over it, if asked.
@@ -1209,8 +1228,15 @@ impl MergeJob {
 
     /// Gives the answers' large buffers to the budget, for the next large answers.
     fn release(self) {
-        let parts = self.more.into_iter().map(|(_, o)| o);
-        for held in self.outcomes.into_iter().chain(parts).flatten() {
+        // Parts took no kept buffers, and none of theirs is kept: the kept
+        // ones are sized for whole answers.
+        let whole = self
+            .outcomes
+            .into_iter()
+            .enumerate()
+            .filter(|(u, _)| !self.partial.get(*u).copied().unwrap_or(false))
+            .map(|(_, o)| o);
+        for held in whole.flatten() {
             let (body, table) = held.release().into_buffers();
             self.budget.keep(body, table);
         }
