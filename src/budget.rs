@@ -87,6 +87,28 @@ impl Budget {
         take_largest(bodies, bytes, Vec::capacity)
     }
 
+    /// Frees the kept buffers but the `n` largest bodies and `n` largest
+    /// sample tables: for a query that will read at most `n` large answers
+    /// (the rest would only sit in memory beside it).
+    pub fn keep_at_most(&self, n: usize) {
+        let Ok(mut spare) = self.spare.lock() else {
+            return;
+        };
+        let Spare {
+            bodies,
+            tables,
+            bytes,
+        } = &mut *spare;
+        bodies.sort_by_key(|b| std::cmp::Reverse(b.capacity()));
+        for freed in bodies.drain(n.min(bodies.len())..) {
+            *bytes -= freed.capacity();
+        }
+        tables.sort_by_key(|t| std::cmp::Reverse(t.capacity_bytes()));
+        for freed in tables.drain(n.min(tables.len())..) {
+            *bytes -= freed.capacity_bytes();
+        }
+    }
+
     /// Keeps a merged answer's buffers, if they are large and there is room.
     pub fn keep(&self, body: Vec<u8>, table: Samples) {
         let Ok(mut spare) = self.spare.lock() else {
@@ -350,5 +372,19 @@ mod tests {
         let none = Budget::new(1 << 30);
         none.keep(Vec::with_capacity(KEPT_FROM_BYTES), Samples::default());
         assert_eq!(none.kept_bytes(), 0);
+    }
+
+    #[test]
+    fn keeping_at_most_n_frees_all_but_the_largest() {
+        let budget = Budget::keeping(1 << 30, 1 << 30);
+        for mib in [4usize, 16, 8] {
+            budget.keep(Vec::with_capacity(mib << 20), Samples::default());
+        }
+        budget.keep_at_most(2);
+        assert_eq!(budget.kept_bytes(), 24 << 20);
+        assert_eq!(budget.spare_body().map(|b| b.capacity()), Some(16 << 20));
+        budget.keep_at_most(0);
+        assert_eq!(budget.kept_bytes(), 0);
+        assert!(budget.spare_body().is_none());
     }
 }

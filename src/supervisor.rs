@@ -451,6 +451,11 @@ impl Handler<Query> for Supervisor {
             }
         }
         mains.extend(parts);
+        // The kept buffers are sized for whole answers; this query reads one
+        // (parts take none): the others would only sit beside it.
+        if partial.iter().any(|p| *p) {
+            self.budget.keep_at_most(1);
+        }
         let coverage_legs = legs.clone();
         let settled = self.settled.clone();
         // The coverage goes out with the user's query, to every upstream at
