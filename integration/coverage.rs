@@ -277,6 +277,16 @@ fn fine_rounds_logged(log: &Path) -> Vec<(i64, i64)> {
 /// The coverage queries an upstream logged, as [`fine_rounds_logged`]: the
 /// rounds over steps (`fine`), or the coarse ones.
 fn rounds_logged(log: &Path, fine: bool) -> Vec<(i64, i64)> {
+    logged(log, |q| {
+        // The coarse round counts samples alone; the one over steps, series too.
+        q.contains("__prom_ha_proxy_coverage__\", \"samples\"")
+            && q.contains("__prom_ha_proxy_coverage__\", \"series\"") == fine
+    })
+}
+
+/// The range queries an upstream logged whose text passes `pick`, as
+/// (start, end) in seconds, in the order asked.
+fn logged(log: &Path, pick: impl Fn(&str) -> bool) -> Vec<(i64, i64)> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let seconds = |v: &Value| {
         let t = chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
@@ -284,14 +294,32 @@ fn rounds_logged(log: &Path, fine: bool) -> Vec<(i64, i64)> {
     };
     text.lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|e| {
-            let q = e["params"]["query"].as_str().unwrap_or_default();
-            // The coarse round counts samples alone; the one over steps, series too.
-            q.contains("__prom_ha_proxy_coverage__\", \"samples\"")
-                && q.contains("__prom_ha_proxy_coverage__\", \"series\"") == fine
-        })
+        .filter(|e| pick(e["params"]["query"].as_str().unwrap_or_default()))
         .map(|e| (seconds(&e["params"]["start"]), seconds(&e["params"]["end"])))
         .collect()
+}
+
+/// `asked`: one span around each hole, each within the range, together
+/// under `most` of it.
+fn assert_a_span_around_each_hole(
+    tl: &Timeline,
+    mut asked: Vec<(i64, i64)>,
+    most: f64,
+    what: &str,
+) {
+    asked.sort();
+    assert_eq!(asked.len(), 2, "{what}: {asked:?}");
+    for (hole, (from, to)) in [tl.hole_a, tl.hole_b].iter().zip(&asked) {
+        assert!(
+            tl.start <= *from && *from < hole.start && hole.end < *to && *to <= tl.end,
+            "{what}: span {from}..{to} should hold its hole {hole:?} within the range"
+        );
+    }
+    let (span_s, asked): (i64, i64) = (tl.end - tl.start, asked.iter().map(|(f, t)| t - f).sum());
+    assert!(
+        (asked as f64) < most * span_s as f64,
+        "{what}: {asked} s of the {span_s} s range asked"
+    );
 }
 
 #[test]
@@ -315,7 +343,6 @@ fn across_two_holes_the_coverage_over_steps_is_asked_around_each_hole_only() {
         (a.join().unwrap(), b)
     });
     let proxy = Proxy::start(proxy_binary(), &[&a.url, &b.url], &[]);
-    let span_s = tl.end - tl.start;
     // Each with the most of the range its spans may hold: the last at steps
     // half its window wide, coarse first only because the range holds many
     // of them (`coarse_pays`), its spans 16 steps wider each side.
@@ -332,63 +359,23 @@ fn across_two_holes_the_coverage_over_steps_is_asked_around_each_hole_only() {
         let want = points(&range(&c.reference.url, q, tl.start, tl.end, step));
         assert_eq!(differences(&got, &want), vec![], "{q}");
         for (log, before) in [(&log_a, before.0), (&log_b, before.1)] {
-            let mut rounds = fine_rounds_logged(log)[before..].to_vec();
-            rounds.sort();
-            // One span around each hole, each within the range, far short of it together.
-            assert_eq!(rounds.len(), 2, "{q}: {rounds:?}");
-            for (hole, (from, to)) in [tl.hole_a, tl.hole_b].iter().zip(&rounds) {
-                assert!(
-                    tl.start <= *from && *from < hole.start && hole.end < *to && *to <= tl.end,
-                    "{q}: span {from}..{to} should hold its hole {hole:?} within the range"
-                );
-            }
-            let asked: i64 = rounds.iter().map(|(from, to)| to - from).sum();
-            assert!(
-                (asked as f64) < most * span_s as f64,
-                "{q}: {asked} s of the {span_s} s range asked step by step"
-            );
+            let rounds = fine_rounds_logged(log)[before..].to_vec();
+            assert_a_span_around_each_hole(&tl, rounds, most, q);
         }
     }
     // Asked again, every coverage count remembered: where the replicas
     // differ is known before the query goes out, so a is asked the whole
     // range and b the query over the spans around the holes alone.
     let q = "sum by (job) (rate(http_requests_total[5m]))";
-    let logged_as_asked = |log: &Path| -> Vec<(i64, i64)> {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        let seconds = |v: &Value| {
-            let t = chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
-            t.timestamp_millis() / 1000
-        };
-        text.lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap())
-            .filter(|e| e["params"]["query"] == q)
-            .map(|e| (seconds(&e["params"]["start"]), seconds(&e["params"]["end"])))
-            .collect()
-    };
+    let logged_as_asked = |log: &Path| logged(log, |logged| logged == q);
     let before = (logged_as_asked(&log_a).len(), logged_as_asked(&log_b).len());
     let got = points(&range(&proxy.url, q, tl.start, tl.end, STEP_S));
     let want = points(&range(&c.reference.url, q, tl.start, tl.end, STEP_S));
     assert_eq!(differences(&got, &want), vec![], "{q} asked again");
     let asked_a = logged_as_asked(&log_a)[before.0..].to_vec();
     assert_eq!(asked_a, vec![(tl.start, tl.end)], "a: the whole range");
-    let mut asked_b = logged_as_asked(&log_b)[before.1..].to_vec();
-    asked_b.sort();
-    assert_eq!(
-        asked_b.len(),
-        2,
-        "b: one span around each hole: {asked_b:?}"
-    );
-    for (hole, (from, to)) in [tl.hole_a, tl.hole_b].iter().zip(&asked_b) {
-        assert!(
-            tl.start <= *from && *from < hole.start && hole.end < *to && *to <= tl.end,
-            "b asked {from}..{to}, which should hold {hole:?}"
-        );
-    }
-    let asked: i64 = asked_b.iter().map(|(from, to)| to - from).sum();
-    assert!(
-        2 * asked < span_s,
-        "b asked {asked} s of the {span_s} s range"
-    );
+    let asked_b = logged_as_asked(&log_b)[before.1..].to_vec();
+    assert_a_span_around_each_hole(&tl, asked_b, 0.5, "b asked in parts");
 
     // Clear of holes at steps a third of its window, but many of them (334):
     // the coarse round alone, and no coverage over steps.

@@ -509,6 +509,18 @@ pub struct Fetch {
     pub part: bool,
 }
 
+impl Fetch {
+    /// A whole answer, to go through the merge.
+    pub fn new(request: Arc<ApiRequest>, deadline: Duration) -> Fetch {
+        Fetch {
+            request,
+            deadline,
+            verbatim: None,
+            part: false,
+        }
+    }
+}
+
 /// A query answer as the backend hands it over.
 #[derive(Debug)]
 pub enum Fetched {

@@ -91,42 +91,16 @@ impl Budget {
     /// sample tables: for a query that will read at most `n` large answers
     /// (the rest would only sit in memory beside it).
     pub fn keep_at_most(&self, n: usize) {
-        let Ok(mut spare) = self.spare.lock() else {
-            return;
-        };
-        let Spare {
-            bodies,
-            tables,
-            bytes,
-        } = &mut *spare;
-        bodies.sort_by_key(|b| std::cmp::Reverse(b.capacity()));
-        for freed in bodies.drain(n.min(bodies.len())..) {
-            *bytes -= freed.capacity();
-        }
-        tables.sort_by_key(|t| std::cmp::Reverse(t.capacity_bytes()));
-        for freed in tables.drain(n.min(tables.len())..) {
-            *bytes -= freed.capacity_bytes();
+        if let Ok(mut spare) = self.spare.lock() {
+            spare.keep_at_most(n);
         }
     }
 
     /// Keeps a merged answer's buffers, if they are large and there is room.
     pub fn keep(&self, body: Vec<u8>, table: Samples) {
-        let Ok(mut spare) = self.spare.lock() else {
-            return;
-        };
-        let Spare {
-            bodies,
-            tables,
-            bytes,
-        } = &mut *spare;
-        keep_one(bodies, bytes, self.keep_bytes, body, Vec::capacity);
-        keep_one(
-            tables,
-            bytes,
-            self.keep_bytes,
-            table,
-            Samples::capacity_bytes,
-        );
+        if let Ok(mut spare) = self.spare.lock() {
+            spare.keep(body, table, self.keep_bytes);
+        }
     }
 
     /// Capacity of the buffers kept now.
@@ -191,6 +165,43 @@ fn take_largest<T>(kept: &mut Vec<T>, bytes: &mut usize, size: fn(&T) -> usize) 
     let taken = kept.swap_remove(i);
     *bytes -= size(&taken);
     Some(taken)
+}
+
+impl Spare {
+    fn keep_at_most(&mut self, n: usize) {
+        keep_largest(&mut self.bodies, &mut self.bytes, n, Vec::capacity);
+        keep_largest(
+            &mut self.tables,
+            &mut self.bytes,
+            n,
+            Samples::capacity_bytes,
+        );
+    }
+
+    fn keep(&mut self, body: Vec<u8>, table: Samples, limit: usize) {
+        keep_one(
+            &mut self.bodies,
+            &mut self.bytes,
+            limit,
+            body,
+            Vec::capacity,
+        );
+        keep_one(
+            &mut self.tables,
+            &mut self.bytes,
+            limit,
+            table,
+            Samples::capacity_bytes,
+        );
+    }
+}
+
+/// Frees all but the `n` largest of `kept`.
+fn keep_largest<T>(kept: &mut Vec<T>, bytes: &mut usize, n: usize, size: fn(&T) -> usize) {
+    kept.sort_by_key(|b| std::cmp::Reverse(size(b)));
+    for freed in kept.drain(n.min(kept.len())..) {
+        *bytes -= size(&freed);
+    }
 }
 
 /// Keeps `buffer` if it is large and fits under `limit`; else it is freed.

@@ -435,12 +435,22 @@ impl Handler<Query> for Supervisor {
                 continue;
             }
             let Some(spans) = spans_of(me) else {
-                let main = fetch(addr, *deadline, request.clone(), verbatim);
+                let main = fetch(
+                    addr,
+                    Fetch {
+                        verbatim,
+                        ..Fetch::new(request.clone(), *deadline)
+                    },
+                );
                 mains.push(Box::pin(async move { (true, main.await) }));
                 continue;
             };
             for (i, (from, to)) in spans.into_iter().enumerate() {
-                let part = fetch_part(addr, *deadline, Arc::new(request.over_steps(from, to)));
+                let part = Fetch {
+                    part: true,
+                    ..Fetch::new(Arc::new(request.over_steps(from, to)), *deadline)
+                };
+                let part = fetch(addr, part);
                 let part: MainFuture = Box::pin(async move { (false, part.await) });
                 if i == 0 {
                     mains.push(part);
@@ -474,7 +484,8 @@ impl Handler<Query> for Supervisor {
                     .iter()
                     .map(|leg| {
                         let ask = leg.as_ref().map(|(addr, deadline)| {
-                            fetch(addr, deadline.saturating_sub(spent), request.clone(), None)
+                            let deadline = deadline.saturating_sub(spent);
+                            fetch(addr, Fetch::new(request.clone(), deadline))
                         });
                         async move {
                             match ask {
@@ -642,7 +653,7 @@ impl Handler<Query> for Supervisor {
                     let ask = match (again, leg) {
                         (true, Some((addr, deadline))) => {
                             let left = deadline.saturating_sub(asked.elapsed());
-                            Some(fetch(addr, left, request.clone(), None))
+                            Some(fetch(addr, Fetch::new(request.clone(), left)))
                         }
                         _ => None,
                     };
@@ -711,35 +722,9 @@ type MainFuture = std::pin::Pin<Box<dyn Future<Output = (bool, Result<Fetched, U
 /// Sends one `Fetch`; a backend that is gone (it is being restarted) is `Unavailable`.
 fn fetch(
     addr: &Addr<Backend>,
-    deadline: Duration,
-    request: Arc<ApiRequest>,
-    verbatim: Option<VerbatimWatch>,
+    msg: Fetch,
 ) -> impl Future<Output = Result<Fetched, UpstreamError>> + use<> {
-    send_fetch(addr, deadline, request, verbatim, false)
-}
-
-/// A part of a range over some of its steps (see `Fetch::part`).
-fn fetch_part(
-    addr: &Addr<Backend>,
-    deadline: Duration,
-    request: Arc<ApiRequest>,
-) -> impl Future<Output = Result<Fetched, UpstreamError>> + use<> {
-    send_fetch(addr, deadline, request, None, true)
-}
-
-fn send_fetch(
-    addr: &Addr<Backend>,
-    deadline: Duration,
-    request: Arc<ApiRequest>,
-    verbatim: Option<VerbatimWatch>,
-    part: bool,
-) -> impl Future<Output = Result<Fetched, UpstreamError>> + use<> {
-    let send = addr.send(Fetch {
-        request,
-        deadline,
-        verbatim,
-        part,
-    });
+    let send = addr.send(msg);
     async move { send.await.unwrap_or(Err(UpstreamError::Unavailable)) }
 }
 
