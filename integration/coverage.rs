@@ -708,3 +708,80 @@ fn a_range_asked_again_has_its_settled_coverage_counts_remembered() {
         }
     }
 }
+
+#[test]
+fn a_first_answer_that_fails_beside_parts_has_the_others_asked_again_whole() {
+    // Two fakes counting the same samples but at one window, where b holds
+    // fewer: asked again (every count remembered), a is asked the whole range
+    // and b the steps around that window alone; then a fails.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let t0 = (now - 86_400) / 3600 * 3600;
+    let counts = |short_at: Option<i64>| {
+        let values: Vec<String> = (0..=12)
+            .map(|k| t0 + 300 * k)
+            .map(|t| format!("[{t},\"{}\"]", if Some(t) == short_at { 20 } else { 40 }))
+            .collect();
+        format!(
+            r#"{{"status":"success","data":{{"resultType":"matrix","result":[{{"metric":{{"__prom_ha_proxy_coverage__":"samples"}},"values":[{}]}}]}}}}"#,
+            values.join(",")
+        )
+    };
+    let answer = |who: &str| {
+        let values: Vec<String> = (0..=240)
+            .map(|k| format!("[{},\"{who}\"]", t0 + 15 * k))
+            .collect();
+        format!(
+            r#"{{"status":"success","data":{{"resultType":"matrix","result":[{{"metric":{{"i":"1"}},"values":[{}]}}]}}}}"#,
+            values.join(",")
+        )
+    };
+    let failed = r#"{"status":"error","errorType":"internal","error":"boom"}"#;
+    let a = fake::start(fake::Behaviour::Split {
+        coverage: Box::new(fake::Behaviour::Answer(200, counts(None))),
+        main: Box::new(fake::Behaviour::then(
+            fake::Behaviour::Answer(200, answer("1")),
+            1,
+            fake::Behaviour::Answer(500, failed.into()),
+        )),
+    });
+    let b = fake::start(fake::Behaviour::Split {
+        coverage: Box::new(fake::Behaviour::Answer(200, counts(Some(t0 + 1800)))),
+        main: Box::new(fake::Behaviour::Answer(200, answer("2"))),
+    });
+    let proxy = fake::start_proxy_without_readiness(proxy_binary(), &[&a.url, &b.url]);
+    let ask = || range(&proxy.url, "rate(x[5m])", t0, t0 + 3600, STEP_S);
+    let first = ask();
+    assert_eq!(first["status"], "success", "{first}");
+    let again = ask();
+    // a failed: b's whole answer, and a warning naming a.
+    assert_eq!(again["data"]["result"][0]["values"][0][1], "2", "{again}");
+    assert_eq!(
+        again["data"]["result"][0]["values"]
+            .as_array()
+            .map(Vec::len),
+        Some(241),
+        "{again}"
+    );
+    let warnings = again["warnings"].to_string();
+    assert!(
+        warnings.contains(&format!("upstream {}", a.url)),
+        "{warnings}"
+    );
+    // b: the whole range, then (asked again) a part, then the whole again.
+    let mains: Vec<String> = b
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.contains(" /api/v1/query_range") && !r.contains("__prom_ha_proxy_coverage__"))
+        .map(|r| r.lines().next().unwrap_or_default().to_string())
+        .collect();
+    let whole = format!("start={t0}&");
+    assert_eq!(mains.len(), 3, "{mains:#?}");
+    assert!(mains[0].contains(&whole), "{mains:#?}");
+    assert!(!mains[1].contains(&whole), "a part: {mains:#?}");
+    assert!(mains[2].contains(&whole), "{mains:#?}");
+}

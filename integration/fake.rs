@@ -28,9 +28,27 @@ pub enum Behaviour {
     ResetMidBody,
     /// Answer `Answer(200, body)` after this many milliseconds.
     Delay(u64, String),
+    /// Queries (`/api/v1/query…`) get `first` the first `times` times
+    /// (counted across connections), `then` after; anything else `first`.
+    Then {
+        first: Box<Behaviour>,
+        times: usize,
+        then: Box<Behaviour>,
+        asked: Arc<std::sync::atomic::AtomicUsize>,
+    },
 }
 
 impl Behaviour {
+    /// `first` for the first `times` queries, `then` after.
+    pub fn then(first: Behaviour, times: usize, then: Behaviour) -> Behaviour {
+        Behaviour::Then {
+            first: Box::new(first),
+            times,
+            then: Box::new(then),
+            asked: Arc::default(),
+        }
+    }
+
     /// Answer like `Answer(200, body)`, but fail the proxy's coverage queries with a 422.
     pub fn fail_coverage(body: String) -> Behaviour {
         Behaviour::Split {
@@ -77,6 +95,22 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, seen: Arc<Mutex<Vec<String
             Behaviour::Split { main, .. } => (**main).clone(),
             other => other.clone(),
         };
+        let behaviour = match behaviour {
+            Behaviour::Then {
+                first,
+                times,
+                then,
+                asked,
+            } => {
+                let query = request.contains(" /api/v1/query");
+                if query && asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= times {
+                    *then
+                } else {
+                    *first
+                }
+            }
+            other => other,
+        };
         // Probes of /-/ready get a plain 200 from the slow and breaking fakes,
         // so that the fault is met by a query, not skipped as down.
         let probe = request.starts_with("GET ") && request.contains("/-/ready");
@@ -87,7 +121,7 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, seen: Arc<Mutex<Vec<String
             other => other,
         };
         match &behaviour {
-            Behaviour::Split { .. } => unreachable!("resolved above"),
+            Behaviour::Split { .. } | Behaviour::Then { .. } => unreachable!("resolved above"),
             Behaviour::Trickle => {
                 let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n";
                 if stream.write_all(head.as_bytes()).is_err() {
