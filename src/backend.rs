@@ -106,6 +106,13 @@ impl ApiRequest {
     }
 }
 
+/// The wall clock, in milliseconds since the epoch (0 before it).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Milliseconds as Prometheus reads a time parameter: seconds, three decimals.
 pub fn seconds(ms: i64) -> String {
     let sign = if ms < 0 { "-" } else { "" };

@@ -472,9 +472,7 @@ async fn answer_query(
             // Without `time`, each upstream would answer at its own "now": the
             // answers' timestamps would differ, and the coverage would not line
             // up with them. So every upstream gets the proxy's now.
-            let now = SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
+            let now = crate::backend::now_ms();
             if !request.query_string.is_empty() {
                 request.query_string.push('&');
             }

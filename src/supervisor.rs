@@ -22,11 +22,12 @@ use crate::query::{self, QueryShape, Reads};
 use crate::settled::{Known, Memory, Remembering, SettledCounts, StepCounts};
 use actix::prelude::*;
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::future::OptionFuture;
 use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// One merged query: the client's request, its `timeout` parameter if any, and its shape.
@@ -255,7 +256,7 @@ impl Handler<Query> for Supervisor {
     type Result = ResponseFuture<Result<Merged, ProxyError>>;
 
     fn handle(&mut self, query: Query, _: &mut Self::Context) -> Self::Result {
-        let (plan, coverage_window_ms) = match (&self.coverage, &query.shape.reads) {
+        let (mut plan, coverage_window_ms) = match (&self.coverage, &query.shape.reads) {
             (Some(cov), Reads::Stretches(stretches)) => {
                 let stretches: std::borrow::Cow<'_, [query::Stretch]> =
                     match (query.instant_ms, query.range_ms) {
@@ -373,7 +374,7 @@ impl Handler<Query> for Supervisor {
                     .then(|| (b.addr.clone(), deadline(query.client_timeout, &b.config)))
             })
             .collect();
-        let mut plan = plan;
+        let upstreams_asked: Vec<bool> = legs.iter().map(Option::is_some).collect();
         if let Some(coarse) = plan.as_mut().and_then(|p| p.coarse.as_mut()) {
             let generations: Vec<u64> = self
                 .backends
@@ -381,8 +382,7 @@ impl Handler<Query> for Supervisor {
                 .map(|b| b.health.generation())
                 .collect();
             if let Ok(mut settled) = self.settled.lock() {
-                let asked: Vec<bool> = legs.iter().map(Option::is_some).collect();
-                coarse.recall(&mut settled.windows, &asked, generations);
+                coarse.recall(&mut settled.windows, &upstreams_asked, generations);
             }
         }
         // Where the coarse coverage may show every upstream holding the same
@@ -405,10 +405,7 @@ impl Handler<Query> for Supervisor {
             .and_then(|p| p.coarse.as_ref())
             .filter(|c| c.request.is_none() && c.reads_past_ms.is_some())
             .filter(|_| verbatim_from.is_some() && query.range_ms.is_some())
-            .map(|c| {
-                let asked: Vec<bool> = legs.iter().map(Option::is_some).collect();
-                c.differs(&c.totals(None, &asked))
-            });
+            .map(|c| c.differs(&c.totals(None, &upstreams_asked)));
         let spans_of = |me: usize| match &foreseen {
             Some(Differs::Within(spans)) if me > 0 => Some(spans.clone()),
             _ => None,
@@ -468,12 +465,13 @@ impl Handler<Query> for Supervisor {
         }
         let coverage_legs = legs.clone();
         let settled = self.settled.clone();
+        let coverage_asked = upstreams_asked.clone();
         // The coverage goes out with the user's query, to every upstream at
         // once: the coarse one first where there is one, and the one over the
         // query's own steps only where the coarse counts differ. Each round
         // asked step by step is one span of steps, and each upstream's answer to it.
         let coverage = async move {
-            let legs = coverage_legs;
+            let (legs, upstreams_asked) = (coverage_legs, coverage_asked);
             // No coverage for anyone: the plain priority merge.
             let Some(plan) = plan else {
                 return Vec::new();
@@ -483,16 +481,11 @@ impl Handler<Query> for Supervisor {
                 let asks: Vec<_> = legs
                     .iter()
                     .map(|leg| {
-                        let ask = leg.as_ref().map(|(addr, deadline)| {
+                        OptionFuture::from(leg.as_ref().map(|(addr, deadline)| {
                             let deadline = deadline.saturating_sub(spent);
                             fetch(addr, Fetch::new(request.clone(), deadline))
-                        });
-                        async move {
-                            match ask {
-                                Some(ask) => Some(ask.await.and_then(Fetched::into_parsed)),
-                                None => None,
-                            }
-                        }
+                                .map(|answer| answer.and_then(Fetched::into_parsed))
+                        }))
                     })
                     .collect();
                 gather(
@@ -505,16 +498,16 @@ impl Handler<Query> for Supervisor {
             let (fine, spent) = match &plan.coarse {
                 None => (vec![FineSpan::whole(plan.fine.clone())], Duration::ZERO),
                 Some(coarse) => {
-                    let answers = match &coarse.request {
-                        Some(request) => Some(ask_all(request, Duration::ZERO).await),
-                        None => None,
-                    };
-                    let upstreams_asked: Vec<bool> = legs.iter().map(Option::is_some).collect();
+                    let answers = OptionFuture::from(
+                        coarse.request.as_ref().map(|r| ask_all(r, Duration::ZERO)),
+                    )
+                    .await;
                     let totals = coarse.totals(answers.as_deref(), &upstreams_asked);
                     if let (Some(answers), Ok(mut settled)) = (&answers, settled.lock()) {
                         coarse.remember(&mut settled.windows, answers);
                     }
-                    let differs = coarse.differs(&totals);
+                    // Known before the query went out where every count was remembered.
+                    let differs = foreseen.unwrap_or_else(|| coarse.differs(&totals));
                     // Every upstream holds the same samples, or (an instant)
                     // one holds them all and the others none: one answers alone.
                     let alone = verbatim_from.and_then(|first| match differs {
@@ -558,12 +551,10 @@ impl Handler<Query> for Supervisor {
                     (fine, asked.elapsed())
                 }
             };
-            let answers = futures_util::future::join_all(fine.iter().map(|f| async {
-                match &f.request {
-                    Some(request) => Some(ask_all(request, spent).await),
-                    None => None,
-                }
-            }))
+            let answers = futures_util::future::join_all(
+                fine.iter()
+                    .map(|f| OptionFuture::from(f.request.as_ref().map(|r| ask_all(r, spent)))),
+            )
             .await;
             read_spans(fine, answers, &settled)
         };
@@ -650,19 +641,10 @@ impl Handler<Query> for Supervisor {
             job.partial = partial.iter().zip(&again).map(|(p, a)| *p && !a).collect();
             if again.iter().any(|a| *a) {
                 let asks = again.iter().zip(&legs).map(|(again, leg)| {
-                    let ask = match (again, leg) {
-                        (true, Some((addr, deadline))) => {
-                            let left = deadline.saturating_sub(asked.elapsed());
-                            Some(fetch(addr, Fetch::new(request.clone(), left)))
-                        }
-                        _ => None,
-                    };
-                    async move {
-                        match ask {
-                            Some(ask) => Some(parsed(ask.await).await),
-                            None => None,
-                        }
-                    }
+                    OptionFuture::from(leg.as_ref().filter(|_| *again).map(|(addr, deadline)| {
+                        let left = deadline.saturating_sub(asked.elapsed());
+                        fetch(addr, Fetch::new(request.clone(), left)).then(parsed)
+                    }))
                 });
                 let answers = futures_util::future::join_all(asks).await;
                 for (outcome, answer) in job.outcomes.iter_mut().zip(answers) {
@@ -878,10 +860,11 @@ impl CoarseRound {
             .filter(|(_, asked)| **asked)
             .enumerate()
             .map(|(asked, (u, _))| {
-                let known = self.known.get(u).cloned().flatten().unwrap_or_default();
+                let known = self.known.get(u).and_then(Option::as_ref);
                 let mut counts: Vec<(i64, f64)> = known
                     .into_iter()
-                    .filter_map(|(t, n)| n.map(|n| (t, n)))
+                    .flatten()
+                    .filter_map(|(t, n)| n.map(|n| (*t, n)))
                     .collect();
                 if let Some(fresh) = &fresh {
                     counts.extend(fresh.get(asked)?.as_ref()?);
@@ -954,9 +937,7 @@ impl CoarseRound {
             return;
         };
         let from = self.asked_from;
-        let now_ms = SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now_ms = crate::backend::now_ms();
         let now = Instant::now();
         for (u, answer) in answers.iter().enumerate() {
             let Some(Some(counts)) = answer
@@ -1055,19 +1036,17 @@ fn read_spans(
     answers: Vec<Option<Vec<Option<Outcome>>>>,
     settled: &std::sync::Mutex<Memory>,
 ) -> Vec<Vec<SpanCoverage>> {
-    let now_ms = SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now_ms = crate::backend::now_ms();
     let now = Instant::now();
     let mut memory = settled.lock().ok();
     spans
         .into_iter()
         .zip(answers)
-        .map(|(span, answers)| {
+        .map(|(mut span, answers)| {
             let upstreams = answers.as_ref().map_or(span.known.len(), Vec::len);
             (0..upstreams)
                 .map(|u| {
-                    let known = span.known.get(u).cloned().flatten();
+                    let known = span.known.get_mut(u).and_then(Option::take);
                     let fresh = match answers.as_ref().map(|a| &a[u]) {
                         // Not asked; or (no request) every step remembered.
                         None if known.is_none() => return SpanCoverage::NotAsked,
