@@ -203,10 +203,12 @@ fn a_query_clear_of_holes_is_settled_by_the_coarse_coverage_and_one_across_a_hol
         "max_over_time(temperature_celsius[15m])",
         "avg_over_time(temperature_celsius[5m] offset 10m)",
     ] {
-        // Per upstream: the query and the coarse coverage; across the hole,
-        // the coarse counts differ and the coverage over every step follows.
-        // Clear, the first replica's answer goes out as it came.
-        for ((from, to), per_upstream, verbatim) in [(clear, 2.0, 1.0), (across, 3.0, 0.0)] {
+        // Each upstream is asked the coarse coverage; the first the query
+        // too. Clear, its answer goes out as it came, and the other is asked
+        // nothing more. Across the hole the coarse counts differ: each is
+        // asked the coverage over the steps around it, and the other the
+        // query over those steps.
+        for ((from, to), sent, verbatim) in [(clear, 3.0, 1.0), (across, 6.0, 0.0)] {
             let before = (upstream_requests(&proxy.url), verbatim_answers(&proxy.url));
             let got = range(&proxy.url, q, from, to, STEP_S);
             let asked = upstream_requests(&proxy.url) - before.0;
@@ -216,11 +218,7 @@ fn a_query_clear_of_holes_is_settled_by_the_coarse_coverage_and_one_across_a_hol
                 vec![],
                 "{q} over {from}..{to}"
             );
-            assert_eq!(
-                asked,
-                2.0 * per_upstream,
-                "{q} over {from}..{to}: requests sent"
-            );
+            assert_eq!(asked, sent, "{q} over {from}..{to}: requests sent");
             assert_eq!(
                 verbatim_answers(&proxy.url) - before.1,
                 verbatim,
@@ -675,11 +673,12 @@ fn a_range_asked_again_has_its_settled_coverage_counts_remembered() {
     let clear = (tl.start + 1200, tl.hole_a.start - 1200);
     let across = (tl.hole_a.start - 1800, tl.hole_a.end + 1800);
     // Requests to both upstreams, asked the first time and then again: the
-    // query and the coarse round to each (across the hole, and the coverage
-    // over the steps around it); then, the counts all remembered, the query
-    // to a alone (clear: a's answer is the answer, b is not asked), or to a
-    // and, over the span around the hole alone, to b.
-    for ((from, to), first, again) in [(clear, 4.0, 1.0), (across, 6.0, 2.0)] {
+    // coarse round to each and the query to a (across the hole, the coverage
+    // over the steps around it to each and the query over them to b); then,
+    // the counts all remembered, the query to a alone (clear: a's answer is
+    // the answer, b is not asked), or to a and, over the span around the
+    // hole alone, to b.
+    for ((from, to), first, again) in [(clear, 3.0, 1.0), (across, 6.0, 2.0)] {
         let want = points(&range(&c.reference.url, q, from, to, STEP_S));
         for (proxy, asked) in [
             (&remembering, [first, again, again]),
@@ -709,35 +708,140 @@ fn a_range_asked_again_has_its_settled_coverage_counts_remembered() {
     }
 }
 
-#[test]
-fn a_first_answer_that_fails_beside_parts_has_the_others_asked_again_whole() {
-    // Two fakes counting the same samples but at one window, where b holds
-    // fewer: asked again (every count remembered), a is asked the whole range
-    // and b the steps around that window alone; then a fails.
+/// The start of an hour a day ago: its coverage counts settled, so remembered.
+fn settled_hour() -> i64 {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    let t0 = (now - 86_400) / 3600 * 3600;
-    let counts = |short_at: Option<i64>| {
-        let values: Vec<String> = (0..=12)
-            .map(|k| t0 + 300 * k)
-            .map(|t| format!("[{t},\"{}\"]", if Some(t) == short_at { 20 } else { 40 }))
-            .collect();
-        format!(
-            r#"{{"status":"success","data":{{"resultType":"matrix","result":[{{"metric":{{"__prom_ha_proxy_coverage__":"samples"}},"values":[{}]}}]}}}}"#,
-            values.join(",")
-        )
-    };
-    let answer = |who: &str| {
-        let values: Vec<String> = (0..=240)
-            .map(|k| format!("[{},\"{who}\"]", t0 + 15 * k))
-            .collect();
-        format!(
-            r#"{{"status":"success","data":{{"resultType":"matrix","result":[{{"metric":{{"i":"1"}},"values":[{}]}}]}}}}"#,
-            values.join(",")
-        )
-    };
+    (now - 86_400) / 3600 * 3600
+}
+
+/// A fake's answer to the coarse coverage round of a range over the hour from
+/// `t0` (5-minute windows): 40 samples in each, 20 in the one at `short_at`.
+fn coarse_counts(t0: i64, short_at: Option<i64>) -> String {
+    let values: Vec<String> = (0..=12)
+        .map(|k| t0 + 300 * k)
+        .map(|t| format!("[{t},\"{}\"]", if Some(t) == short_at { 20 } else { 40 }))
+        .collect();
+    format!(
+        r#"{{"status":"success","data":{{"resultType":"matrix","result":[{{"metric":{{"__prom_ha_proxy_coverage__":"samples"}},"values":[{}]}}]}}}}"#,
+        values.join(",")
+    )
+}
+
+/// A fake's answer to a range over the hour from `t0` at 15-second steps:
+/// one series, every value `who`.
+fn hour_of_samples(t0: i64, who: &str) -> String {
+    let values: Vec<String> = (0..=240)
+        .map(|k| format!("[{},\"{who}\"]", t0 + 15 * k))
+        .collect();
+    format!(
+        r#"{{"status":"success","data":{{"resultType":"matrix","result":[{{"metric":{{"i":"1"}},"values":[{}]}}]}}}}"#,
+        values.join(",")
+    )
+}
+
+/// The first lines of the range queries (not coverage) `fake` was sent.
+fn range_mains(fake: &fake::Fake) -> Vec<String> {
+    fake.requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.contains(" /api/v1/query_range") && !r.contains("__prom_ha_proxy_coverage__"))
+        .map(|r| r.lines().next().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Two fakes `a` (first) and `b`, with a straggler timeout of one second.
+fn proxy_with_straggler_timeout_1s(name: &str, a: &fake::Fake, b: &fake::Fake) -> Proxy {
+    fake::start_proxy_with_config(
+        proxy_binary(),
+        name,
+        &format!(
+            "[health]\nstraggler_timeout = \"1s\"\n[upstreams.a]\nurl = \"{}\"\npriority = 1\n[upstreams.b]\nurl = \"{}\"\npriority = 2\n",
+            a.url, b.url
+        ),
+    )
+}
+
+#[test]
+fn a_first_upstream_slow_to_answer_a_range_the_others_were_not_asked_costs_a_straggler_timeout() {
+    // Counting alike: b is asked nothing once the counts are in; but a's
+    // answer is late, so b is asked the whole range a second after them,
+    // and a is given up once b's answer is in.
+    let t0 = settled_hour();
+    let a = fake::start(fake::Behaviour::Split {
+        coverage: Box::new(fake::Behaviour::Answer(200, coarse_counts(t0, None))),
+        main: Box::new(fake::Behaviour::Delay(8_000, hour_of_samples(t0, "1"))),
+    });
+    let b = fake::start(fake::Behaviour::Split {
+        coverage: Box::new(fake::Behaviour::Answer(200, coarse_counts(t0, None))),
+        main: Box::new(fake::Behaviour::Answer(200, hour_of_samples(t0, "2"))),
+    });
+    let proxy = proxy_with_straggler_timeout_1s("slow-first", &a, &b);
+    let asked = std::time::Instant::now();
+    let got = range(&proxy.url, "rate(x[5m])", t0, t0 + 3600, STEP_S);
+    let took = asked.elapsed();
+    assert_eq!(got["data"]["result"][0]["values"][0][1], "2", "{got}");
+    let warnings = got["warnings"].to_string();
+    assert!(
+        warnings.contains(&format!("upstream {}", a.url)),
+        "{warnings}"
+    );
+    // The hedge (one straggler timeout), b's answer, and a margin; not a's
+    // 8 s, nor a second straggler timeout after b's answer.
+    assert!(
+        took < std::time::Duration::from_millis(1_800),
+        "took {took:?}"
+    );
+    assert_eq!(range_mains(&b).len(), 1, "b asked the whole range once");
+}
+
+#[test]
+fn a_first_upstream_hung_in_the_coarse_round_is_given_up_with_its_range() {
+    // a answers nothing in time, the coarse round included: given up a
+    // straggler timeout after b's count, when b is asked the whole range.
+    let t0 = settled_hour();
+    let a = fake::start(fake::Behaviour::Split {
+        coverage: Box::new(fake::Behaviour::Delay(8_000, coarse_counts(t0, None))),
+        main: Box::new(fake::Behaviour::Delay(8_000, hour_of_samples(t0, "1"))),
+    });
+    let b = fake::start(fake::Behaviour::Split {
+        coverage: Box::new(fake::Behaviour::Answer(200, coarse_counts(t0, None))),
+        main: Box::new(fake::Behaviour::Answer(200, hour_of_samples(t0, "2"))),
+    });
+    let proxy = proxy_with_straggler_timeout_1s("hung-first", &a, &b);
+    let asked = std::time::Instant::now();
+    let got = range(&proxy.url, "rate(x[5m])", t0, t0 + 3600, STEP_S);
+    let took = asked.elapsed();
+    assert_eq!(got["data"]["result"][0]["values"][0][1], "2", "{got}");
+    assert_eq!(
+        got["data"]["result"][0]["values"].as_array().map(Vec::len),
+        Some(241),
+        "{got}"
+    );
+    let warnings = got["warnings"].to_string();
+    assert!(
+        warnings.contains(&format!("upstream {}", a.url)),
+        "{warnings}"
+    );
+    // One straggler timeout and a margin, not a second one after b's answer.
+    assert!(
+        took < std::time::Duration::from_millis(1_800),
+        "took {took:?}"
+    );
+}
+
+#[test]
+fn a_first_answer_that_fails_beside_parts_has_the_others_asked_again_whole() {
+    // Two fakes counting the same samples but at one window, where b holds
+    // fewer: a is asked the whole range and b the steps around that window
+    // alone, once the coarse counts are in; asked again (every count
+    // remembered), at once; then a fails.
+    let t0 = settled_hour();
+    let counts = |short_at| coarse_counts(t0, short_at);
+    let answer = |who| hour_of_samples(t0, who);
     let failed = r#"{"status":"error","errorType":"internal","error":"boom"}"#;
     let a = fake::start(fake::Behaviour::Split {
         coverage: Box::new(fake::Behaviour::Answer(200, counts(None))),
@@ -770,18 +874,11 @@ fn a_first_answer_that_fails_beside_parts_has_the_others_asked_again_whole() {
         warnings.contains(&format!("upstream {}", a.url)),
         "{warnings}"
     );
-    // b: the whole range, then (asked again) a part, then the whole again.
-    let mains: Vec<String> = b
-        .requests
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|r| r.contains(" /api/v1/query_range") && !r.contains("__prom_ha_proxy_coverage__"))
-        .map(|r| r.lines().next().unwrap_or_default().to_string())
-        .collect();
+    // b: a part, then (asked again) a part, then the whole range.
+    let mains = range_mains(&b);
     let whole = format!("start={t0}&");
     assert_eq!(mains.len(), 3, "{mains:#?}");
-    assert!(mains[0].contains(&whole), "{mains:#?}");
+    assert!(!mains[0].contains(&whole), "a part: {mains:#?}");
     assert!(!mains[1].contains(&whole), "a part: {mains:#?}");
     assert!(mains[2].contains(&whole), "{mains:#?}");
 }

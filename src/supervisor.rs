@@ -406,63 +406,88 @@ impl Handler<Query> for Supervisor {
             .filter(|c| c.request.is_none() && c.reads_past_ms.is_some())
             .filter(|_| verbatim_from.is_some() && query.range_ms.is_some())
             .map(|c| c.differs(&c.totals(None, &upstreams_asked)));
-        let spans_of = |me: usize| match &foreseen {
-            Some(Differs::Within(spans)) if me > 0 => Some(spans.clone()),
-            _ => None,
+        // Else, for such a range, the others wait for the coarse counts
+        // (`Asks`): the first upstream is asked the whole range at once, and
+        // the others, once the counts are in, the spans that differ, or
+        // nothing. Their main answers, mostly not needed, would take the
+        // replicas' time from the one that is.
+        let deferred = foreseen.is_none()
+            && verbatim_from.is_some()
+            && query.range_ms.is_some()
+            && plan
+                .as_ref()
+                .and_then(|p| p.coarse.as_ref())
+                .is_some_and(|c| c.request.is_some() && c.reads_past_ms.is_some());
+        let (tell_asks, asks) = tokio::sync::watch::channel(match &foreseen {
+            Some(differs) => Some(Asks::after(differs)),
+            None if deferred => None,
+            None => Some(Asks::Whole),
+        });
+        // The first upstream's main answer: when it is in, and whether it is
+        // given up (it did not answer the coarse round: it is hung).
+        let (first_in, first_answered) = tokio::sync::watch::channel(false);
+        let (give_up_first, first_given_up) = tokio::sync::watch::channel(false);
+        let give_up_first = Arc::new(give_up_first);
+        let mut first_in = Some(first_in);
+        let others = Others {
+            asks,
+            first_in: first_answered,
+            give_up_first: give_up_first.clone(),
+            hedge: straggler_timeout,
+            budget: self.budget.clone(),
         };
-        let partial: Vec<bool> = (0..legs.len()).map(|u| spans_of(u).is_some()).collect();
-        // Each upstream's main answer (whole, or its first part), then the
-        // other parts, each with whether it is whole; `owners`: the parts'
-        // upstreams.
-        let mut mains: Vec<MainFuture> = Vec::new();
-        let mut parts: Vec<MainFuture> = Vec::new();
-        let mut owners: Vec<usize> = Vec::new();
-        for (me, (leg, down)) in legs.iter().zip(routing).enumerate() {
-            let verbatim = verbatim_from.map(|_| VerbatimWatch {
-                decision: decision.clone(),
-                me,
-            });
-            let Some((addr, deadline)) = leg else {
-                let down = Err(UpstreamError::Down(down.unwrap_or_default()));
-                mains.push(Box::pin(async move { (true, down) }));
-                continue;
-            };
-            if me > 0 && foreseen == Some(Differs::Nowhere) {
-                mains.push(Box::pin(async { (true, Err(UpstreamError::NotNeeded)) }));
-                continue;
-            }
-            let Some(spans) = spans_of(me) else {
-                let main = fetch(
+        let mains: Vec<MainFuture> = legs
+            .iter()
+            .zip(routing)
+            .enumerate()
+            .map(|(me, (leg, down))| -> MainFuture {
+                let verbatim = verbatim_from.map(|_| VerbatimWatch {
+                    decision: decision.clone(),
+                    me,
+                });
+                let Some((addr, deadline)) = leg else {
+                    let down = Err(UpstreamError::Down(down.unwrap_or_default()));
+                    return Box::pin(async move { Main::whole(down) });
+                };
+                if me > 0 {
+                    return Box::pin(other_main(
+                        addr.clone(),
+                        Fetch {
+                            verbatim,
+                            ..Fetch::new(request.clone(), *deadline)
+                        },
+                        others.clone(),
+                    ));
+                }
+                // (`send` hands the message over at once: asked now.)
+                let whole = fetch(
                     addr,
                     Fetch {
                         verbatim,
                         ..Fetch::new(request.clone(), *deadline)
                     },
                 );
-                mains.push(Box::pin(async move { (true, main.await) }));
-                continue;
-            };
-            for (i, (from, to)) in spans.into_iter().enumerate() {
-                let part = Fetch {
-                    part: true,
-                    ..Fetch::new(Arc::new(request.over_steps(from, to)), *deadline)
-                };
-                let part = fetch(addr, part);
-                let part: MainFuture = Box::pin(async move { (false, part.await) });
-                if i == 0 {
-                    mains.push(part);
-                } else {
-                    parts.push(part);
-                    owners.push(me);
-                }
-            }
-        }
-        mains.extend(parts);
-        // The kept buffers are sized for whole answers; this query reads one
-        // (parts take none): the others would only sit beside it.
-        if partial.iter().any(|p| *p) {
-            self.budget.keep_at_most(1);
-        }
+                let given_up = until(first_given_up.clone(), |g| *g);
+                let first_in = first_in.take();
+                Box::pin(async move {
+                    let answer = match futures_util::future::select(
+                        std::pin::pin!(whole),
+                        std::pin::pin!(given_up),
+                    )
+                    .await
+                    {
+                        futures_util::future::Either::Left((answer, _)) => answer,
+                        futures_util::future::Either::Right(_) => {
+                            Err(UpstreamError::Straggler(straggler_timeout))
+                        }
+                    };
+                    if let Some(first_in) = first_in {
+                        let _ = first_in.send(true);
+                    }
+                    Main::whole(answer)
+                })
+            })
+            .collect();
         let coverage_legs = legs.clone();
         let settled = self.settled.clone();
         let coverage_asked = upstreams_asked.clone();
@@ -476,15 +501,29 @@ impl Handler<Query> for Supervisor {
             let Some(plan) = plan else {
                 return Vec::new();
             };
+            // An upstream that did not answer the coarse round within the
+            // stragglers' time is hung: not asked again, but failed at once.
+            let hung: Vec<std::cell::Cell<bool>> =
+                legs.iter().map(|_| Default::default()).collect();
             // `spent`: of each upstream's deadline, what an earlier round used.
             let ask_all = |request: &Arc<ApiRequest>, spent: Duration| {
                 let asks: Vec<_> = legs
                     .iter()
-                    .map(|leg| {
+                    .zip(&hung)
+                    .map(|(leg, hung)| {
+                        let hung = hung.get();
                         OptionFuture::from(leg.as_ref().map(|(addr, deadline)| {
                             let deadline = deadline.saturating_sub(spent);
-                            fetch(addr, Fetch::new(request.clone(), deadline))
-                                .map(|answer| answer.and_then(Fetched::into_parsed))
+                            let ask = (!hung).then(|| {
+                                fetch(addr, Fetch::new(request.clone(), deadline))
+                                    .map(|answer| answer.and_then(Fetched::into_parsed))
+                            });
+                            async move {
+                                match ask {
+                                    Some(ask) => ask.await,
+                                    None => Err(UpstreamError::Straggler(straggler_timeout)),
+                                }
+                            }
                         }))
                     })
                     .collect();
@@ -502,6 +541,9 @@ impl Handler<Query> for Supervisor {
                         coarse.request.as_ref().map(|r| ask_all(r, Duration::ZERO)),
                     )
                     .await;
+                    for (hung, answer) in hung.iter().zip(answers.iter().flatten()) {
+                        hung.set(matches!(answer, Some(Err(UpstreamError::Straggler(_)))));
+                    }
                     let totals = coarse.totals(answers.as_deref(), &upstreams_asked);
                     if let (Some(answers), Ok(mut settled)) = (&answers, settled.lock()) {
                         coarse.remember(&mut settled.windows, answers);
@@ -515,6 +557,19 @@ impl Handler<Query> for Supervisor {
                         _ => coarse.sole_holder(&totals),
                     });
                     let _ = decide.send(alone.map_or(Verbatim::Merged, Verbatim::From));
+                    if deferred {
+                        // The first did not answer the coarse round within the
+                        // stragglers' time: it is hung, and its main answer is
+                        // given up with it (the others are asked whole).
+                        if hung.first().is_some_and(std::cell::Cell::get) {
+                            let _ = give_up_first.send(true);
+                        }
+                        let _ = tell_asks.send(Some(match alone {
+                            Some(u) if u > 0 => Asks::Whole,
+                            Some(_) => Asks::Nothing,
+                            None => Asks::after(&differs),
+                        }));
+                    }
                     if alone.is_some() {
                         return Vec::new();
                     }
@@ -578,17 +633,20 @@ impl Handler<Query> for Supervisor {
             let mains = gather(
                 mains,
                 straggler_timeout,
-                |(whole, answer)| *whole && answer.is_ok(),
-                || (false, Err(UpstreamError::Straggler(straggler_timeout))),
+                |main| main.parts.is_none() && main.answer.is_ok(),
+                || Main::whole(Err(UpstreamError::Straggler(straggler_timeout))),
             );
             let all;
             (all, job.coverage) = futures_util::future::join(mains, coverage).await;
-            // In the order given: each upstream's main, then the other parts.
-            let mut all = all.into_iter().map(|(_, answer)| answer);
-            let mut fetched: Vec<Result<Fetched, UpstreamError>> =
-                all.by_ref().take(legs.len()).collect();
-            let more: Vec<(usize, Result<Fetched, UpstreamError>)> =
-                owners.into_iter().zip(all).collect();
+            // Each upstream's main answer (or first part), and the other parts.
+            let mut fetched: Vec<Result<Fetched, UpstreamError>> = Vec::new();
+            let mut partial: Vec<bool> = Vec::new();
+            let mut more: Vec<(usize, Result<Fetched, UpstreamError>)> = Vec::new();
+            for (u, main) in all.into_iter().enumerate() {
+                fetched.push(main.answer);
+                partial.push(main.parts.is_some());
+                more.extend(main.parts.into_iter().flatten().map(|part| (u, part)));
+            }
             let picked = match *decision.borrow() {
                 Verbatim::From(u) => Some(u),
                 _ => None,
@@ -697,9 +755,138 @@ impl Handler<Query> for Supervisor {
     }
 }
 
-/// One main answer on its way: whether it is whole (not a part over some
-/// of the steps), and the answer.
-type MainFuture = std::pin::Pin<Box<dyn Future<Output = (bool, Result<Fetched, UpstreamError>)>>>;
+/// One upstream's main answer on its way.
+type MainFuture = std::pin::Pin<Box<dyn Future<Output = Main>>>;
+
+/// One upstream's main answer: whole, or where it was asked the query over
+/// spans of the steps, its first part and the others.
+struct Main {
+    answer: Result<Fetched, UpstreamError>,
+    /// The other parts; None: `answer` is whole (or no answer).
+    parts: Option<Vec<Result<Fetched, UpstreamError>>>,
+}
+
+impl Main {
+    fn whole(answer: Result<Fetched, UpstreamError>) -> Main {
+        Main {
+            answer,
+            parts: None,
+        }
+    }
+}
+
+/// What an upstream after the first is asked, for a range the first is
+/// asked whole (the coverage then known to differ, if anywhere, where the
+/// coarse counts do).
+#[derive(Clone, Debug, PartialEq)]
+enum Asks {
+    /// The whole range.
+    Whole,
+    /// The range over these spans of its steps alone.
+    Parts(Vec<(i64, i64)>),
+    /// Nothing: the first's answer serves throughout.
+    Nothing,
+}
+
+impl Asks {
+    fn after(differs: &Differs) -> Asks {
+        match differs {
+            Differs::Nowhere => Asks::Nothing,
+            Differs::Within(spans) => Asks::Parts(spans.clone()),
+            Differs::Throughout => Asks::Whole,
+        }
+    }
+}
+
+/// What the upstreams after the first share about one query.
+#[derive(Clone)]
+struct Others {
+    /// What they are asked; None until the coarse round is in.
+    asks: tokio::sync::watch::Receiver<Option<Asks>>,
+    /// Whether the first upstream's main answer is in.
+    first_in: tokio::sync::watch::Receiver<bool>,
+    /// Gives the first upstream's main answer up (as a straggler's).
+    give_up_first: Arc<tokio::sync::watch::Sender<bool>>,
+    /// How long the first's answer is awaited, past the coarse round, before
+    /// one asked parts or nothing is asked the whole range after all.
+    hedge: Duration,
+    budget: Arc<Budget>,
+}
+
+/// An upstream after the first: asked what `asks` says, once it says it
+/// (`whole` is the whole range, with its deadline). Where that is parts or
+/// nothing, it is asked the whole range after all if the first upstream's
+/// answer is not in within `hedge` of that, and once that whole answer is
+/// in, the first's is given up: a slow first upstream then costs what a
+/// straggler does, not its whole deadline.
+async fn other_main(addr: Addr<Backend>, whole: Fetch, others: Others) -> Main {
+    let Others {
+        mut asks,
+        first_in,
+        give_up_first,
+        hedge,
+        budget,
+    } = others;
+    let started = Instant::now();
+    // A round that ends without a word (it broke off): whole.
+    let told = asks
+        .wait_for(Option::is_some)
+        .await
+        .ok()
+        .and_then(|a| a.clone());
+    let spans = match told.unwrap_or(Asks::Whole) {
+        Asks::Whole => return Main::whole(fetch(&addr, whole).await),
+        Asks::Nothing => Vec::new(),
+        Asks::Parts(spans) => spans,
+    };
+    let hedge = tokio::time::sleep(hedge);
+    if !spans.is_empty() {
+        // The kept buffers are sized for whole answers; this query reads
+        // one (parts take none): the others would only sit beside it.
+        budget.keep_at_most(1);
+    }
+    let left = whole.deadline.saturating_sub(started.elapsed());
+    let parts = futures_util::future::join_all(spans.iter().map(|&(from, to)| {
+        let part = Arc::new(whole.request.over_steps(from, to));
+        fetch(
+            &addr,
+            Fetch {
+                part: true,
+                ..Fetch::new(part, left)
+            },
+        )
+    }))
+    .await;
+    let first = until(first_in, |answered| *answered);
+    if let futures_util::future::Either::Right(_) =
+        futures_util::future::select(std::pin::pin!(first), std::pin::pin!(hedge)).await
+    {
+        // Not with the decision to send the first's answer alone, which
+        // would drop it.
+        let left = whole.deadline.saturating_sub(started.elapsed());
+        let whole = fetch(&addr, Fetch::new(whole.request, left)).await;
+        if whole.is_ok() {
+            let _ = give_up_first.send(true);
+        }
+        return Main::whole(whole);
+    }
+    let mut parts = parts.into_iter();
+    match parts.next() {
+        None => Main::whole(Err(UpstreamError::NotNeeded)),
+        Some(first) => Main {
+            answer: first,
+            parts: Some(parts.collect()),
+        },
+    }
+}
+
+/// Resolves once `watch` holds a value `ready` accepts; never if its sender
+/// goes first.
+async fn until<T>(mut watch: tokio::sync::watch::Receiver<T>, ready: impl FnMut(&T) -> bool) {
+    if watch.wait_for(ready).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
 
 /// Sends one `Fetch`; a backend that is gone (it is being restarted) is `Unavailable`.
 fn fetch(
