@@ -765,36 +765,47 @@ fn proxy_with_straggler_timeout_1s(name: &str, a: &fake::Fake, b: &fake::Fake) -
     )
 }
 
-#[test]
-fn a_first_upstream_slow_to_answer_a_range_the_others_were_not_asked_costs_a_straggler_timeout() {
-    // Counting alike: b is asked nothing once the counts are in; but a's
-    // answer is late, so b is asked the whole range a second after them,
-    // and a is given up once b's answer is in.
+/// A range over the hour through a first fake `a` whose coverage answers as
+/// `a_coverage` and whose answer to the query is 8 s late, and a second `b`
+/// answering at once (straggler timeout 1 s): the answer is b's whole range,
+/// with a warning naming a, in one straggler timeout and a margin, not a's
+/// 8 s nor a second straggler timeout after b's answer. Returns b.
+fn late_first_answered_by_the_second(name: &str, a_coverage: fake::Behaviour) -> fake::Fake {
     let t0 = settled_hour();
     let a = fake::start(fake::Behaviour::Split {
-        coverage: Box::new(fake::Behaviour::Answer(200, coarse_counts(t0, None))),
+        coverage: Box::new(a_coverage),
         main: Box::new(fake::Behaviour::Delay(8_000, hour_of_samples(t0, "1"))),
     });
     let b = fake::start(fake::Behaviour::Split {
         coverage: Box::new(fake::Behaviour::Answer(200, coarse_counts(t0, None))),
         main: Box::new(fake::Behaviour::Answer(200, hour_of_samples(t0, "2"))),
     });
-    let proxy = proxy_with_straggler_timeout_1s("slow-first", &a, &b);
+    let proxy = proxy_with_straggler_timeout_1s(name, &a, &b);
     let asked = std::time::Instant::now();
     let got = range(&proxy.url, "rate(x[5m])", t0, t0 + 3600, STEP_S);
     let took = asked.elapsed();
-    assert_eq!(got["data"]["result"][0]["values"][0][1], "2", "{got}");
+    let values = &got["data"]["result"][0]["values"];
+    assert_eq!(values[0][1], "2", "{got}");
+    assert_eq!(values.as_array().map(Vec::len), Some(241), "{got}");
     let warnings = got["warnings"].to_string();
     assert!(
         warnings.contains(&format!("upstream {}", a.url)),
         "{warnings}"
     );
-    // The hedge (one straggler timeout), b's answer, and a margin; not a's
-    // 8 s, nor a second straggler timeout after b's answer.
     assert!(
         took < std::time::Duration::from_millis(1_800),
         "took {took:?}"
     );
+    b
+}
+
+#[test]
+fn a_first_upstream_slow_to_answer_a_range_the_others_were_not_asked_costs_a_straggler_timeout() {
+    // Counting alike: b is asked nothing once the counts are in; but a's
+    // answer is late, so b is asked the whole range a second after them,
+    // and a is given up once b's answer is in.
+    let counts = fake::Behaviour::Answer(200, coarse_counts(settled_hour(), None));
+    let b = late_first_answered_by_the_second("slow-first", counts);
     assert_eq!(range_mains(&b).len(), 1, "b asked the whole range once");
 }
 
@@ -802,35 +813,8 @@ fn a_first_upstream_slow_to_answer_a_range_the_others_were_not_asked_costs_a_str
 fn a_first_upstream_hung_in_the_coarse_round_is_given_up_with_its_range() {
     // a answers nothing in time, the coarse round included: given up a
     // straggler timeout after b's count, when b is asked the whole range.
-    let t0 = settled_hour();
-    let a = fake::start(fake::Behaviour::Split {
-        coverage: Box::new(fake::Behaviour::Delay(8_000, coarse_counts(t0, None))),
-        main: Box::new(fake::Behaviour::Delay(8_000, hour_of_samples(t0, "1"))),
-    });
-    let b = fake::start(fake::Behaviour::Split {
-        coverage: Box::new(fake::Behaviour::Answer(200, coarse_counts(t0, None))),
-        main: Box::new(fake::Behaviour::Answer(200, hour_of_samples(t0, "2"))),
-    });
-    let proxy = proxy_with_straggler_timeout_1s("hung-first", &a, &b);
-    let asked = std::time::Instant::now();
-    let got = range(&proxy.url, "rate(x[5m])", t0, t0 + 3600, STEP_S);
-    let took = asked.elapsed();
-    assert_eq!(got["data"]["result"][0]["values"][0][1], "2", "{got}");
-    assert_eq!(
-        got["data"]["result"][0]["values"].as_array().map(Vec::len),
-        Some(241),
-        "{got}"
-    );
-    let warnings = got["warnings"].to_string();
-    assert!(
-        warnings.contains(&format!("upstream {}", a.url)),
-        "{warnings}"
-    );
-    // One straggler timeout and a margin, not a second one after b's answer.
-    assert!(
-        took < std::time::Duration::from_millis(1_800),
-        "took {took:?}"
-    );
+    let counts = fake::Behaviour::Delay(8_000, coarse_counts(settled_hour(), None));
+    late_first_answered_by_the_second("hung-first", counts);
 }
 
 #[test]
