@@ -344,28 +344,33 @@ fn across_two_holes_the_coverage_over_steps_is_asked_around_each_hole_only() {
     // Each with the most of the range its spans may hold: the last at steps
     // half its window wide, coarse first only because the range holds many
     // of them (`coarse_pays`), its spans 16 steps wider each side.
+    // The query itself, as each replica logs it: a the whole range, and b,
+    // once the coarse counts are in, the query over the spans alone.
+    let logged_as_asked = |log: &Path, q: &str| logged(log, |logged| logged == q);
     for (q, step, most) in [
         ("temperature_celsius", STEP_S, 0.5),
         ("sum by (job) (rate(http_requests_total[5m]))", STEP_S, 0.5),
         ("sum by (job) (rate(http_requests_total[1m]))", 30, 0.5),
     ] {
-        let before = (
-            fine_rounds_logged(&log_a).len(),
-            fine_rounds_logged(&log_b).len(),
-        );
+        let before =
+            [&log_a, &log_b].map(|l| (fine_rounds_logged(l).len(), logged_as_asked(l, q).len()));
         let got = points(&range(&proxy.url, q, tl.start, tl.end, step));
         let want = points(&range(&c.reference.url, q, tl.start, tl.end, step));
         assert_eq!(differences(&got, &want), vec![], "{q}");
-        for (log, before) in [(&log_a, before.0), (&log_b, before.1)] {
-            let rounds = fine_rounds_logged(log)[before..].to_vec();
+        for (log, before) in [(&log_a, before[0]), (&log_b, before[1])] {
+            let rounds = fine_rounds_logged(log)[before.0..].to_vec();
             assert_a_span_around_each_hole(&tl, rounds, most, q);
         }
+        let asked_a = logged_as_asked(&log_a, q)[before[0].1..].to_vec();
+        assert_eq!(asked_a, vec![(tl.start, tl.end)], "{q}: a the whole range");
+        let asked_b = logged_as_asked(&log_b, q)[before[1].1..].to_vec();
+        assert_a_span_around_each_hole(&tl, asked_b, most, &format!("{q}: b in parts"));
     }
     // Asked again, every coverage count remembered: where the replicas
     // differ is known before the query goes out, so a is asked the whole
     // range and b the query over the spans around the holes alone.
     let q = "sum by (job) (rate(http_requests_total[5m]))";
-    let logged_as_asked = |log: &Path| logged(log, |logged| logged == q);
+    let logged_as_asked = |log: &Path| logged_as_asked(log, q);
     let before = (logged_as_asked(&log_a).len(), logged_as_asked(&log_b).len());
     let got = points(&range(&proxy.url, q, tl.start, tl.end, STEP_S));
     let want = points(&range(&c.reference.url, q, tl.start, tl.end, STEP_S));
