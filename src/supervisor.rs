@@ -258,105 +258,8 @@ impl Handler<Query> for Supervisor {
     fn handle(&mut self, query: Query, _: &mut Self::Context) -> Self::Result {
         let (mut plan, coverage_window_ms) = match (&self.coverage, &query.shape.reads) {
             (Some(cov), Reads::Stretches(stretches)) => {
-                let stretches: std::borrow::Cow<'_, [query::Stretch]> =
-                    match (query.instant_ms, query.range_ms) {
-                        (Some(_), _) => query::at_instant(stretches).into(),
-                        (None, Some((start, end, _))) => {
-                            query::pinned_to_range(stretches, start, end).into()
-                        }
-                        (None, None) => stretches.into(),
-                    };
-                let stretches = match &cov.selector {
-                    Some(selector) => query::with_selector(selector, &stretches).into(),
-                    None => stretches,
-                };
-                let coverage = query::coverage_query(&stretches);
-                let fine = match query.instant_ms {
-                    // An instant's coverage over the steps before it too, to
-                    // learn each upstream's usual deficit as over a range.
-                    Some(t) => {
-                        let step = query::INSTANT_HISTORY_STEP_MS;
-                        let start = t - query::INSTANT_HISTORY_STEPS * step;
-                        let coverage = query::instant_coverage_query(&stretches, t);
-                        query.request.as_range(&coverage, start, t, step)
-                    }
-                    None => query.request.with_query(&coverage),
-                };
-                let samples = || query::coverage_samples_query(&stretches);
-                let coarse = match (
-                    query.instant_ms,
-                    query.range_ms,
-                    query::coarse_step_ms(&stretches),
-                    query::widest_moving_ms(&stretches),
-                ) {
-                    // An instant's coarse round is its own window, once: a
-                    // range of one step, so differing counts ask the
-                    // coverage over its history whole.
-                    (Some(t), ..) => Some(CoarseRound {
-                        request: Some(Arc::new(query.request.with_query(&samples()))),
-                        steps: Steps {
-                            start_ms: t,
-                            end_ms: t,
-                            step_ms: 1,
-                        },
-                        reach_ms: 0,
-                        coverage: coverage.clone(),
-                        windows: None,
-                        samples: String::new(),
-                        known: Vec::new(),
-                        generations: Vec::new(),
-                        asked_from: t,
-                        reads_past_ms: None,
-                    }),
-                    (None, Some((start_ms, end_ms, step_ms)), Some(width), Some(reach_ms))
-                        if step_ms > 0
-                            && end_ms >= start_ms
-                            && coarse_pays(start_ms, end_ms, step_ms, width, reach_ms) =>
-                    {
-                        // Windows one stretch apart (where the stretch is
-                        // narrower than a step, the query's own steps), on
-                        // multiples of their width, so that a range asked
-                        // again with its start moved on (a dashboard
-                        // refreshing) counts at the same times and what is
-                        // remembered serves; the first at or before `start`,
-                        // the last at or past `end`.
-                        let width = width.max(step_ms);
-                        let first = start_ms.div_euclid(width) * width;
-                        let tiles = (end_ms - first + width - 1) / width;
-                        let samples = samples();
-                        Some(CoarseRound {
-                            request: Some(Arc::new(query.request.as_range(
-                                &samples,
-                                first,
-                                first + tiles * width,
-                                width,
-                            ))),
-                            steps: Steps {
-                                start_ms,
-                                end_ms,
-                                step_ms,
-                            },
-                            reach_ms,
-                            coverage: coverage.clone(),
-                            windows: Some(Steps {
-                                start_ms: first,
-                                end_ms: first + tiles * width,
-                                step_ms: width,
-                            }),
-                            samples,
-                            known: Vec::new(),
-                            generations: Vec::new(),
-                            asked_from: first,
-                            reads_past_ms: query::reads_past_ms(&stretches),
-                        })
-                    }
-                    _ => None,
-                };
-                let plan = CoveragePlan {
-                    fine: Arc::new(fine),
-                    coarse,
-                };
-                (Some(plan), query::mean_width_ms(&stretches))
+                let (plan, width) = CoveragePlan::for_query(&query, cov, stretches);
+                (Some(plan), width)
             }
             _ => (None, None),
         };
@@ -954,6 +857,117 @@ struct CoveragePlan {
     /// wide and one stretch apart; for an instant, in its own window: asked
     /// first, and `fine` is asked only where the upstreams' counts differ.
     coarse: Option<CoarseRound>,
+}
+
+impl CoveragePlan {
+    /// The coverage a query asks, counting the stretches it reads (or the
+    /// configured selector over them); and how wide its moving stretches
+    /// are in all (`query::mean_width_ms`).
+    fn for_query(
+        query: &Query,
+        cov: &CoverageConfig,
+        stretches: &[query::Stretch],
+    ) -> (CoveragePlan, Option<i64>) {
+        let stretches: std::borrow::Cow<'_, [query::Stretch]> =
+            match (query.instant_ms, query.range_ms) {
+                (Some(_), _) => query::at_instant(stretches).into(),
+                (None, Some((start, end, _))) => {
+                    query::pinned_to_range(stretches, start, end).into()
+                }
+                (None, None) => stretches.into(),
+            };
+        let stretches = match &cov.selector {
+            Some(selector) => query::with_selector(selector, &stretches).into(),
+            None => stretches,
+        };
+        let coverage = query::coverage_query(&stretches);
+        let fine = match query.instant_ms {
+            // An instant's coverage over the steps before it too, to
+            // learn each upstream's usual deficit as over a range.
+            Some(t) => {
+                let step = query::INSTANT_HISTORY_STEP_MS;
+                let start = t - query::INSTANT_HISTORY_STEPS * step;
+                let coverage = query::instant_coverage_query(&stretches, t);
+                query.request.as_range(&coverage, start, t, step)
+            }
+            None => query.request.with_query(&coverage),
+        };
+        let samples = || query::coverage_samples_query(&stretches);
+        let coarse = match (
+            query.instant_ms,
+            query.range_ms,
+            query::coarse_step_ms(&stretches),
+            query::widest_moving_ms(&stretches),
+        ) {
+            // An instant's coarse round is its own window, once: a
+            // range of one step, so differing counts ask the
+            // coverage over its history whole.
+            (Some(t), ..) => Some(CoarseRound {
+                request: Some(Arc::new(query.request.with_query(&samples()))),
+                steps: Steps {
+                    start_ms: t,
+                    end_ms: t,
+                    step_ms: 1,
+                },
+                reach_ms: 0,
+                coverage: coverage.clone(),
+                windows: None,
+                samples: String::new(),
+                known: Vec::new(),
+                generations: Vec::new(),
+                asked_from: t,
+                reads_past_ms: None,
+            }),
+            (None, Some((start_ms, end_ms, step_ms)), Some(width), Some(reach_ms))
+                if step_ms > 0
+                    && end_ms >= start_ms
+                    && coarse_pays(start_ms, end_ms, step_ms, width, reach_ms) =>
+            {
+                // Windows one stretch apart (where the stretch is
+                // narrower than a step, the query's own steps), on
+                // multiples of their width, so that a range asked
+                // again with its start moved on (a dashboard
+                // refreshing) counts at the same times and what is
+                // remembered serves; the first at or before `start`,
+                // the last at or past `end`.
+                let width = width.max(step_ms);
+                let first = start_ms.div_euclid(width) * width;
+                let tiles = (end_ms - first + width - 1) / width;
+                let samples = samples();
+                Some(CoarseRound {
+                    request: Some(Arc::new(query.request.as_range(
+                        &samples,
+                        first,
+                        first + tiles * width,
+                        width,
+                    ))),
+                    steps: Steps {
+                        start_ms,
+                        end_ms,
+                        step_ms,
+                    },
+                    reach_ms,
+                    coverage: coverage.clone(),
+                    windows: Some(Steps {
+                        start_ms: first,
+                        end_ms: first + tiles * width,
+                        step_ms: width,
+                    }),
+                    samples,
+                    known: Vec::new(),
+                    generations: Vec::new(),
+                    asked_from: first,
+                    reads_past_ms: query::reads_past_ms(&stretches),
+                })
+            }
+            _ => None,
+        };
+        let plan = CoveragePlan {
+            fine: Arc::new(fine),
+            coarse,
+        };
+        (plan, query::mean_width_ms(&stretches))
+    }
 }
 
 /// A query's coarse coverage round, and what it takes to ask the coverage
