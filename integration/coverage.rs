@@ -197,22 +197,30 @@ fn a_query_clear_of_holes_is_settled_by_the_coarse_coverage_and_one_across_a_hol
     // past the end at most) all end before hole a.
     let clear = (tl.start + 1200, tl.hole_a.start - 1200);
     let across = (tl.hole_a.start - 1800, tl.hole_a.end + 1800);
-    for q in [
-        "temperature_celsius",
-        "sum by (job) (rate(http_requests_total[5m]))",
-        "max_over_time(temperature_celsius[15m])",
-        "avg_over_time(temperature_celsius[5m] offset 10m)",
+    // Each upstream is asked the coarse coverage, and the first the query.
+    // Clear, the first's answer goes out as it came; the other is asked the
+    // query beside it where the range is short (under twice one hole's span,
+    // `CoarseRound::holds_two_spans`: the first four here, 20 minutes with a
+    // 5-minute look-back or longer), else nothing more (the last). Across
+    // the hole the coarse counts differ: each is asked the coverage over the
+    // steps around it, and the other, if not asked the query already, the
+    // query over those steps.
+    for (q, step, clear_sent) in [
+        ("temperature_celsius", STEP_S, 4.0),
+        ("sum by (job) (rate(http_requests_total[5m]))", STEP_S, 4.0),
+        ("max_over_time(temperature_celsius[15m])", STEP_S, 4.0),
+        (
+            "avg_over_time(temperature_celsius[5m] offset 10m)",
+            STEP_S,
+            4.0,
+        ),
+        ("sum by (job) (rate(http_requests_total[1m]))", 5, 3.0),
     ] {
-        // Each upstream is asked the coarse coverage; the first the query
-        // too. Clear, its answer goes out as it came, and the other is asked
-        // nothing more. Across the hole the coarse counts differ: each is
-        // asked the coverage over the steps around it, and the other the
-        // query over those steps.
-        for ((from, to), sent, verbatim) in [(clear, 3.0, 1.0), (across, 6.0, 0.0)] {
+        for ((from, to), sent, verbatim) in [(clear, clear_sent, 1.0), (across, 6.0, 0.0)] {
             let before = (upstream_requests(&proxy.url), verbatim_answers(&proxy.url));
-            let got = range(&proxy.url, q, from, to, STEP_S);
+            let got = range(&proxy.url, q, from, to, step);
             let asked = upstream_requests(&proxy.url) - before.0;
-            let want = range(&c.reference.url, q, from, to, STEP_S);
+            let want = range(&c.reference.url, q, from, to, step);
             assert_eq!(
                 differences(&points(&got), &points(&want)),
                 vec![],
@@ -225,11 +233,7 @@ fn a_query_clear_of_holes_is_settled_by_the_coarse_coverage_and_one_across_a_hol
                 "{q} over {from}..{to}: verbatim"
             );
             if verbatim > 0.0 {
-                assert_eq!(
-                    got,
-                    range(&c.a.url, q, from, to, STEP_S),
-                    "{q}: as a gave it"
-                );
+                assert_eq!(got, range(&c.a.url, q, from, to, step), "{q}: as a gave it");
             }
         }
     }
@@ -678,12 +682,13 @@ fn a_range_asked_again_has_its_settled_coverage_counts_remembered() {
     let clear = (tl.start + 1200, tl.hole_a.start - 1200);
     let across = (tl.hole_a.start - 1800, tl.hole_a.end + 1800);
     // Requests to both upstreams, asked the first time and then again: the
-    // coarse round to each and the query to a (across the hole, the coverage
-    // over the steps around it to each and the query over them to b); then,
+    // coarse round to each and the query to a, and (a range of 20 minutes,
+    // too short to wait for the counts) to b; across the hole, the coverage
+    // over the steps around it to each and the query over them to b; then,
     // the counts all remembered, the query to a alone (clear: a's answer is
     // the answer, b is not asked), or to a and, over the span around the
     // hole alone, to b.
-    for ((from, to), first, again) in [(clear, 3.0, 1.0), (across, 6.0, 2.0)] {
+    for ((from, to), first, again) in [(clear, 4.0, 1.0), (across, 6.0, 2.0)] {
         let want = points(&range(&c.reference.url, q, from, to, STEP_S));
         for (proxy, asked) in [
             (&remembering, [first, again, again]),

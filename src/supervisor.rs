@@ -320,7 +320,9 @@ impl Handler<Query> for Supervisor {
             && plan
                 .as_ref()
                 .and_then(|p| p.coarse.as_ref())
-                .is_some_and(|c| c.request.is_some() && c.reads_past_ms.is_some());
+                .is_some_and(|c| {
+                    c.request.is_some() && c.reads_past_ms.is_some() && c.holds_two_spans()
+                });
         let (tell_asks, asks) = tokio::sync::watch::channel(match &foreseen {
             Some(differs) => Some(Asks::after(differs)),
             None if deferred => None,
@@ -1173,6 +1175,28 @@ impl CoarseRound {
         coverage::differing_spans(totals, self.steps, self.reach_ms, margin_ms)
     }
 
+    /// Whether the range holds twice the steps one hole's span asks (a
+    /// hole's own steps aside; see `differs`): then a hole, unless it is
+    /// long, leaves most steps to the first upstream's answer alone, and
+    /// the others are asked the spans. In a shorter range one hole often
+    /// differs throughout, and the others, asked only once the counts are
+    /// in, would answer a round trip later than asked with the first (the
+    /// last 15 minutes of a dashboard just after a restart); such a range
+    /// is cheap to ask of every replica anyway.
+    fn holds_two_spans(&self) -> bool {
+        let Steps {
+            start_ms,
+            end_ms,
+            step_ms,
+        } = self.steps;
+        if step_ms <= 0 || end_ms < start_ms {
+            return false;
+        }
+        let steps = (end_ms - start_ms) / step_ms + 1;
+        let one_span = 2 * (self.reach_ms + margin_ms(self.reach_ms, step_ms)) / step_ms + 1;
+        steps >= 2 * one_span
+    }
+
     /// For an instant (a round of one step), the upstream that holds every
     /// sample its window holds anywhere, where the others hold none there
     /// (`coverage::sole_holder`): its answer is the answer.
@@ -1713,6 +1737,22 @@ mod tests {
             asked_from: first,
             reads_past_ms: Some(0),
         }
+    }
+
+    #[test]
+    fn the_others_wait_for_the_coarse_counts_in_a_range_holding_two_spans_of_a_hole() {
+        let minute = 60_000;
+        // At 15-second steps with a 5-minute look-back, one hole's span asks
+        // 2 x (20 + 20) + 1 = 81 steps: 162 steps (40.25 minutes) or more.
+        assert!(coarse_round(0, 3 * 60 * minute, 5 * minute).holds_two_spans());
+        assert!(coarse_round(0, 161 * 15_000, 5 * minute).holds_two_spans());
+        assert!(!coarse_round(0, 160 * 15_000, 5 * minute).holds_two_spans());
+        assert!(!coarse_round(0, 15 * minute, 5 * minute).holds_two_spans());
+        // A 1-minute stretch: 16 steps each side to learn from, 2 x (4 + 16)
+        // + 1 = 41 steps, so 82 (20.25 minutes).
+        assert!(coarse_round(0, 21 * minute, minute).holds_two_spans());
+        assert!(!coarse_round(0, 20 * minute, minute).holds_two_spans());
+        assert!(!coarse_round(0, 10 * minute, minute).holds_two_spans());
     }
 
     #[test]
