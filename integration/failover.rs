@@ -43,6 +43,11 @@ fn sum_up(base: &str) -> (u16, Option<String>, String) {
 fn kill_9_of_a_replica_fails_no_request_and_it_is_marked_down() {
     let (mut x, y) = pair("kill");
     let proxy = Proxy::start_with_env(proxy_binary(), &[&x.url, &y.url], &[], FAST);
+    // And a range over the whole timeline: x, the first, is asked it, and y
+    // only its coarse counts, until x is killed (then y is asked again, whole).
+    let c = cluster();
+    let whole_range = |base: &str| range(base, "sum(up)", c.tl.start, c.tl.end, STEP_S);
+    let want = points(&whole_range(&c.reference.url));
     let (mut served, mut killed_at, mut down_seen_after) = (0, None, None);
     let started = std::time::Instant::now();
     while started.elapsed() < std::time::Duration::from_secs(5) {
@@ -55,6 +60,13 @@ fn kill_9_of_a_replica_fails_no_request_and_it_is_marked_down() {
             (status, value.as_deref()),
             (200, Some("4")),
             "request {served}: {warnings}"
+        );
+        let got = whole_range(&proxy.url);
+        assert_eq!(
+            differences(&points(&got), &want),
+            vec![],
+            "range {served}: {}",
+            got["warnings"]
         );
         served += 1;
         if let Some(k) = killed_at
