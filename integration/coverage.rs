@@ -828,6 +828,31 @@ fn a_first_upstream_hung_in_the_coarse_round_is_given_up_with_its_range() {
 }
 
 #[test]
+fn a_range_whose_second_upstream_fails_its_coarse_count_asks_it_the_whole_range() {
+    // b refuses every coverage query: with its count missing, b is asked
+    // the whole range once the round is in, and ranks last with a warning.
+    let t0 = settled_hour();
+    let a = fake::start(fake::Behaviour::Split {
+        coverage: Box::new(fake::Behaviour::Answer(200, coarse_counts(t0, None))),
+        main: Box::new(fake::Behaviour::Answer(200, hour_of_samples(t0, "1"))),
+    });
+    let b = fake::start(fake::Behaviour::fail_coverage(hour_of_samples(t0, "2")));
+    let proxy = proxy_with_straggler_timeout_1s("second-count-fails", &a, &b);
+    let got = range(&proxy.url, "rate(x[5m])", t0, t0 + 3600, STEP_S);
+    let values = &got["data"]["result"][0]["values"];
+    assert_eq!(values.as_array().map(Vec::len), Some(241), "{got}");
+    assert_eq!(values[0][1], "1", "{got}");
+    let warnings = got["warnings"].to_string();
+    assert!(
+        warnings.contains(&format!("upstream {}: coverage query failed", b.url)),
+        "{warnings}"
+    );
+    let mains = range_mains(&b);
+    assert_eq!(mains.len(), 1, "{mains:#?}");
+    assert!(mains[0].contains(&format!("start={t0}&")), "{mains:#?}");
+}
+
+#[test]
 fn a_first_answer_that_fails_beside_parts_has_the_others_asked_again_whole() {
     // Two fakes counting the same samples but at one window, where b holds
     // fewer: a is asked the whole range and b the steps around that window
