@@ -293,7 +293,8 @@ impl Handler<Query> for Supervisor {
         // `Verbatim`): not with replica labels to take out, nor with an
         // upstream down, which the answer's warnings must name.
         let (decide, decision) = tokio::sync::watch::channel(Verbatim::Open);
-        let verbatim_from = (plan.as_ref().is_some_and(|p| p.coarse.is_some())
+        let coarse = plan.as_ref().and_then(|p| p.coarse.as_ref());
+        let verbatim_from = (coarse.is_some()
             && self.replica_labels.is_empty()
             && routing.iter().all(Option::is_none))
         .then_some(0);
@@ -303,9 +304,7 @@ impl Handler<Query> for Supervisor {
         // steps, the others are asked the query over those spans alone (the
         // first's answer serves everywhere else). Not through `@`, whose
         // `start()` and `end()` would move with a span's.
-        let foreseen = plan
-            .as_ref()
-            .and_then(|p| p.coarse.as_ref())
+        let foreseen = coarse
             .filter(|c| c.request.is_none() && c.reads_past_ms.is_some())
             .filter(|_| verbatim_from.is_some() && query.range_ms.is_some())
             .map(|c| c.differs(&c.totals(None, &upstreams_asked)));
@@ -317,12 +316,9 @@ impl Handler<Query> for Supervisor {
         let deferred = foreseen.is_none()
             && verbatim_from.is_some()
             && query.range_ms.is_some()
-            && plan
-                .as_ref()
-                .and_then(|p| p.coarse.as_ref())
-                .is_some_and(|c| {
-                    c.request.is_some() && c.reads_past_ms.is_some() && c.holds_two_spans()
-                });
+            && coarse.is_some_and(|c| {
+                c.request.is_some() && c.reads_past_ms.is_some() && c.holds_two_spans()
+            });
         let (tell_asks, asks) = tokio::sync::watch::channel(match &foreseen {
             Some(differs) => Some(Asks::after(differs)),
             None if deferred => None,
@@ -419,16 +415,13 @@ impl Handler<Query> for Supervisor {
                         let hung = hung.get();
                         OptionFuture::from(leg.as_ref().map(|(addr, deadline)| {
                             let deadline = deadline.saturating_sub(spent);
-                            let ask = (!hung).then(|| {
+                            OptionFuture::from((!hung).then(|| {
                                 fetch(addr, Fetch::new(request.clone(), deadline))
                                     .map(|answer| answer.and_then(Fetched::into_parsed))
-                            });
-                            async move {
-                                match ask {
-                                    Some(ask) => ask.await,
-                                    None => Err(UpstreamError::Straggler(straggler_timeout)),
-                                }
-                            }
+                            }))
+                            .map(|answer| {
+                                answer.unwrap_or(Err(UpstreamError::Straggler(straggler_timeout)))
+                            })
                         }))
                     })
                     .collect();
@@ -835,8 +828,13 @@ const COARSE_STEPS: i64 = 4;
 /// a step) are such ranges.
 fn coarse_pays(start_ms: i64, end_ms: i64, step_ms: i64, width_ms: i64, reach_ms: i64) -> bool {
     let steps = (end_ms - start_ms) / step_ms + 1;
-    let one_span = 2 * (reach_ms + margin_ms(reach_ms, step_ms)) / step_ms + 1;
-    width_ms >= COARSE_STEPS * step_ms || steps >= 8 * one_span
+    width_ms >= COARSE_STEPS * step_ms || steps >= 8 * one_span_steps(reach_ms, step_ms)
+}
+
+/// How many steps one hole's span asks besides the hole's own: the widest
+/// moving stretch and the margin, on each side (`CoarseRound::differs`).
+fn one_span_steps(reach_ms: i64, step_ms: i64) -> i64 {
+    2 * (reach_ms + margin_ms(reach_ms, step_ms)) / step_ms + 1
 }
 
 /// How far past what differs a span asked apart reaches on each side,
@@ -1193,8 +1191,7 @@ impl CoarseRound {
             return false;
         }
         let steps = (end_ms - start_ms) / step_ms + 1;
-        let one_span = 2 * (self.reach_ms + margin_ms(self.reach_ms, step_ms)) / step_ms + 1;
-        steps >= 2 * one_span
+        steps >= 2 * one_span_steps(self.reach_ms, step_ms)
     }
 
     /// For an instant (a round of one step), the upstream that holds every
