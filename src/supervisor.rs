@@ -319,11 +319,20 @@ impl Handler<Query> for Supervisor {
             && coarse.is_some_and(|c| {
                 c.request.is_some() && c.reads_past_ms.is_some() && c.holds_two_spans()
             });
-        let (tell_asks, asks) = tokio::sync::watch::channel(match &foreseen {
+        let asks_now = match &foreseen {
             Some(differs) => Some(Asks::after(differs)),
             None if deferred => None,
             None => Some(Asks::Whole),
-        });
+        };
+        // The kept buffers are sized for whole answers, and this query reads
+        // one, the first's, unless the others are asked whole after all
+        // (their buffers then new): the rest would only sit beside it. Done
+        // before any answer takes a kept buffer, so that the same largest
+        // ones serve each such query.
+        if asks_now != Some(Asks::Whole) {
+            self.budget.keep_at_most(1);
+        }
+        let (tell_asks, asks) = tokio::sync::watch::channel(asks_now);
         // The first upstream's main answer: when it is in, and whether it is
         // given up (it did not answer the coarse round: it is hung).
         let (first_in, first_answered) = tokio::sync::watch::channel(false);
@@ -335,7 +344,6 @@ impl Handler<Query> for Supervisor {
             first_in: first_answered,
             give_up_first: give_up_first.clone(),
             hedge: straggler_timeout,
-            budget: self.budget.clone(),
         };
         let mains: Vec<MainFuture> = legs
             .iter()
@@ -708,7 +716,6 @@ struct Others {
     /// How long the first's answer is awaited, past the coarse round, before
     /// one asked parts or nothing is asked the whole range after all.
     hedge: Duration,
-    budget: Arc<Budget>,
 }
 
 /// An upstream after the first: asked what `asks` says, once it says it
@@ -723,9 +730,10 @@ async fn other_main(addr: Addr<Backend>, whole: Fetch, others: Others) -> Main {
         first_in,
         give_up_first,
         hedge,
-        budget,
     } = others;
     let started = Instant::now();
+    // Of the deadline, what waiting for the counts (and the parts) left.
+    let left = |deadline: Duration| deadline.saturating_sub(started.elapsed());
     // A round that ends without a word (it broke off): whole.
     let told = asks
         .wait_for(Option::is_some)
@@ -733,24 +741,25 @@ async fn other_main(addr: Addr<Backend>, whole: Fetch, others: Others) -> Main {
         .ok()
         .and_then(|a| a.clone());
     let spans = match told.unwrap_or(Asks::Whole) {
-        Asks::Whole => return Main::whole(fetch(&addr, whole).await),
+        Asks::Whole => {
+            let whole = Fetch {
+                deadline: left(whole.deadline),
+                ..whole
+            };
+            return Main::whole(fetch(&addr, whole).await);
+        }
         Asks::Nothing => Vec::new(),
         Asks::Parts(spans) => spans,
     };
     let hedge = tokio::time::sleep(hedge);
-    if !spans.is_empty() {
-        // The kept buffers are sized for whole answers; this query reads
-        // one (parts take none): the others would only sit beside it.
-        budget.keep_at_most(1);
-    }
-    let left = whole.deadline.saturating_sub(started.elapsed());
+    let parts_left = left(whole.deadline);
     let parts = futures_util::future::join_all(spans.iter().map(|&(from, to)| {
         let part = Arc::new(whole.request.over_steps(from, to));
         fetch(
             &addr,
             Fetch {
                 part: true,
-                ..Fetch::new(part, left)
+                ..Fetch::new(part, parts_left)
             },
         )
     }))
@@ -761,8 +770,7 @@ async fn other_main(addr: Addr<Backend>, whole: Fetch, others: Others) -> Main {
     {
         // Not with the decision to send the first's answer alone, which
         // would drop it.
-        let left = whole.deadline.saturating_sub(started.elapsed());
-        let whole = fetch(&addr, Fetch::new(whole.request, left)).await;
+        let whole = fetch(&addr, Fetch::new(whole.request, left(whole.deadline))).await;
         if whole.is_ok() {
             let _ = give_up_first.send(true);
         }
