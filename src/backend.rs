@@ -594,17 +594,22 @@ impl VerbatimWatch {
     }
 
     /// Resolves once another upstream's answer is picked to go out alone;
-    /// never if none is.
-    async fn passed_over(mut self) {
+    /// never if none is (decided without this: read on).
+    async fn passed_over(self) {
         let me = self.me;
-        let picked = self
-            .decision
-            .wait_for(|d| matches!(d, Verbatim::From(u) if *u != me))
-            .await;
-        if picked.is_err() {
-            // Decided without this: read on.
-            std::future::pending::<()>().await;
-        }
+        until(
+            self.decision,
+            |d| matches!(d, Verbatim::From(u) if *u != me),
+        )
+        .await
+    }
+}
+
+/// Resolves once `watch` holds a value `ready` accepts; never if its sender
+/// goes first.
+pub async fn until<T>(mut watch: tokio::sync::watch::Receiver<T>, ready: impl FnMut(&T) -> bool) {
+    if watch.wait_for(ready).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -8,7 +8,7 @@
 
 use crate::backend::{
     ApiRequest, Backend, Body, Fetch, FetchBody, Fetched, INLINE_BYTES, Reading, SharedHealth,
-    UpstreamError, Verbatim, VerbatimWatch,
+    UpstreamError, Verbatim, VerbatimWatch, until,
 };
 use crate::budget::{Budget, Held};
 use crate::config::{Config, CoverageConfig, HealthConfig, UpstreamConfig};
@@ -783,14 +783,6 @@ async fn other_main(addr: Addr<Backend>, whole: Fetch, others: Others) -> Main {
             answer: first,
             parts: Some(parts.collect()),
         },
-    }
-}
-
-/// Resolves once `watch` holds a value `ready` accepts; never if its sender
-/// goes first.
-async fn until<T>(mut watch: tokio::sync::watch::Receiver<T>, ready: impl FnMut(&T) -> bool) {
-    if watch.wait_for(ready).await.is_err() {
-        std::future::pending::<()>().await;
     }
 }
 
