@@ -44,6 +44,8 @@ pub const MAX_UPSTREAMS: usize = 64;
 #[derive(Debug, Default)]
 pub struct StepMask {
     by_t: HashMap<i64, u64, ahash::RandomState>,
+    /// `by_t`'s steps in order, for [`Eligibility::open_until`].
+    steps: Vec<i64>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -446,17 +448,23 @@ impl StepMask {
                 (*t, mask)
             })
             .collect();
-        StepMask { by_t }
+        StepMask::new(by_t)
+    }
+
+    fn new(by_t: HashMap<i64, u64, ahash::RandomState>) -> StepMask {
+        let mut steps: Vec<i64> = by_t.keys().copied().collect();
+        steps.sort_unstable();
+        StepMask { by_t, steps }
     }
 
     /// One mask from masks over disjoint spans of steps (a range's coverage
     /// asked span by span): each span's steps as its own mask says.
     pub fn join(masks: impl IntoIterator<Item = StepMask>) -> StepMask {
-        let mut joined = StepMask::default();
+        let mut by_t = HashMap::default();
         for mask in masks {
-            joined.by_t.extend(mask.by_t);
+            by_t.extend(mask.by_t);
         }
-        joined
+        StepMask::new(by_t)
     }
 
     /// Steps at which `upstream` may not contribute, for tests and metrics.
@@ -474,6 +482,13 @@ impl Eligibility for StepMask {
         self.by_t
             .get(&t_ms)
             .is_none_or(|m| m & (1 << upstream) != 0)
+    }
+
+    /// The first step it knows at or after `t_ms` (where some upstream may
+    /// be left out; steps it does not know are open to all).
+    fn open_until(&self, t_ms: i64) -> i64 {
+        let i = self.steps.partition_point(|&s| s < t_ms);
+        self.steps.get(i).copied().unwrap_or(i64::MAX)
     }
 }
 
@@ -554,6 +569,14 @@ mod tests {
         assert!(m.allows(0, 4000));
         // Unknown steps are open.
         assert!(m.allows(0, 9000));
+        // Runs: open to all up to the next step it knows, and past the last.
+        assert_eq!(m.open_until(500), 1000);
+        assert_eq!(m.open_until(4000), 4000);
+        assert_eq!(m.open_until(4500), 5000);
+        assert_eq!(m.open_until(5001), i64::MAX);
+        let joined = StepMask::join([m, StepMask::default()]);
+        assert_eq!(joined.open_until(4500), 5000);
+        assert!(!joined.allows(0, 5000));
     }
 
     #[test]

@@ -32,6 +32,13 @@ pub trait Eligibility {
     fn is_all(&self) -> bool {
         false
     }
+    /// The earliest time at or after `t_ms` at which `allows` may be false
+    /// for some upstream: before it, every upstream is allowed, so the
+    /// merger takes a run of one copy's samples without asking at each.
+    /// By default `t_ms` itself (nothing known: ask at every sample).
+    fn open_until(&self, t_ms: i64) -> i64 {
+        if self.is_all() { i64::MAX } else { t_ms }
+    }
 }
 
 /// An eligibility over upstreams, read by answer, where one upstream may
@@ -50,6 +57,10 @@ impl<E: Eligibility> Eligibility for ByOwner<'_, E> {
 
     fn is_all(&self) -> bool {
         self.eligibility.is_all()
+    }
+
+    fn open_until(&self, t_ms: i64) -> i64 {
+        self.eligibility.open_until(t_ms)
     }
 }
 
@@ -409,14 +420,41 @@ fn pick_floats<E: Eligibility>(lists: &[CopyRanges<'_>], eligibility: &E, picks:
     let mut heads: smallvec::SmallVec<[usize; 4]> = smallvec::smallvec![0; copies.len()];
     let all = eligibility.is_all();
     loop {
-        let mut t_min = i64::MAX;
-        for ((_, times, _), &h) in copies.iter().zip(&heads) {
+        // The earliest head, which copy holds it (the first, if several do),
+        // and the earliest head of every other copy.
+        let (mut t_min, mut holder, mut t_others) = (i64::MAX, 0, i64::MAX);
+        for (c, ((_, times, _), &h)) in copies.iter().zip(&heads).enumerate() {
             if let Some(&t) = times.get(h) {
-                t_min = t_min.min(t);
+                if t < t_min {
+                    (t_min, holder, t_others) = (t, c, t_min);
+                } else {
+                    t_others = t_others.min(t);
+                }
             }
         }
         if t_min == i64::MAX {
             break;
+        }
+        // One copy alone until the others' next sample, where every upstream
+        // is allowed (the usual stretch: a replica's samples between the
+        // spans another fills): its run is taken at once, not sample by
+        // sample. The run stops where times stop rising, so an answer out of
+        // order is picked as the loop below would.
+        let bound = t_others.min(eligibility.open_until(t_min));
+        if t_min < bound {
+            let (u, times, base) = copies[holder];
+            let h = heads[holder];
+            let mut end = h + 1;
+            while end < times.len() && times[end] > times[end - 1] && times[end] < bound {
+                end += 1;
+            }
+            picks.extend((h..end).map(|i| Pick {
+                upstream: u,
+                sample: base + i as u32,
+                histogram: false,
+            }));
+            heads[holder] = end;
+            continue;
         }
         let mut chosen = false;
         for ((u, times, base), h) in copies.iter().zip(heads.iter_mut()) {

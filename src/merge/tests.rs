@@ -573,3 +573,81 @@ fn a_vector_keeps_the_first_answers_order_then_the_others() {
         ])
     );
 }
+
+/// Steps where some upstreams are left out (bit u set: u allowed); open to
+/// all elsewhere. With `knows_runs` it tells the merger where they are.
+struct Closed {
+    at: std::collections::BTreeMap<i64, u64>,
+    knows_runs: bool,
+}
+
+impl Eligibility for Closed {
+    fn allows(&self, upstream: usize, t: i64) -> bool {
+        self.at.get(&t).is_none_or(|m| m & (1 << upstream) != 0)
+    }
+
+    fn open_until(&self, t: i64) -> i64 {
+        if !self.knows_runs {
+            return t;
+        }
+        self.at.range(t..).next().map_or(i64::MAX, |(s, _)| *s)
+    }
+}
+
+#[test]
+fn runs_taken_at_once_pick_what_asking_at_every_sample_picks() {
+    let mut rng = fastrand::Rng::with_seed(7);
+    for round in 0..300 {
+        let upstreams = rng.usize(1..=3);
+        let bodies: Vec<String> = (0..upstreams)
+            .map(|u| {
+                let series: Vec<(String, Vec<(i64, String)>)> = (0..rng.usize(1..4))
+                    .map(|s| {
+                        let mut t = 0;
+                        // Mostly rising, now and then out of order or repeated.
+                        let values = (0..rng.usize(0..30))
+                            .map(|_| {
+                                t = match rng.u8(..20) {
+                                    0 => t - rng.i64(0..3),
+                                    _ => t + rng.i64(1..3),
+                                };
+                                (t, format!("{u}.{t}"))
+                            })
+                            .collect();
+                        (format!(r#"{{"i":"{s}"}}"#), values)
+                    })
+                    .collect();
+                let refs: Vec<(&str, Vec<(i64, &str)>)> = series
+                    .iter()
+                    .map(|(m, v)| {
+                        (
+                            m.as_str(),
+                            v.iter().map(|(t, v)| (*t, v.as_str())).collect(),
+                        )
+                    })
+                    .collect();
+                let refs: Vec<(&str, &[(i64, &str)])> =
+                    refs.iter().map(|(m, v)| (*m, v.as_slice())).collect();
+                matrix(&refs)
+            })
+            .collect();
+        let answers: Vec<Answer> = bodies.iter().map(|b| answer(b)).collect();
+        let answers: Vec<Option<&Answer>> = answers.iter().map(Some).collect();
+        let at: std::collections::BTreeMap<i64, u64> = (0..rng.usize(0..8))
+            .map(|_| (rng.i64(0..40) * 1000, rng.u64(0..8)))
+            .collect();
+        let opts = MergeOptions::default();
+        let asked = Closed {
+            at: at.clone(),
+            knows_runs: false,
+        };
+        let runs = Closed {
+            at,
+            knows_runs: true,
+        };
+        let (want, want_report) = run_with(&answers, &opts, &asked, &[]);
+        let (got, got_report) = run_with(&answers, &opts, &runs, &[]);
+        assert_eq!(got, want, "round {round}: {bodies:?}");
+        assert_eq!(got_report, want_report, "round {round}");
+    }
+}
