@@ -423,6 +423,27 @@ struct Index {
     stats: Option<Span>,
 }
 
+impl Index {
+    /// Appends `later`, the series parsed from the batches after this
+    /// index's (spans are body offsets already; table positions move).
+    fn append(&mut self, later: Index) {
+        let labels = self.labels.len() as u32;
+        let samples = self.samples.len();
+        let moved = |r: &Range<u32>, by: u32| r.start + by..r.end + by;
+        self.series.extend(later.series.iter().map(|s| Series {
+            labels: moved(&s.labels, labels),
+            floats: moved(&s.floats, samples),
+            histograms: moved(&s.histograms, samples),
+        }));
+        self.labels.extend_from_slice(&later.labels);
+        self.samples.times.extend_from_slice(&later.samples.times);
+        self.samples.starts.extend_from_slice(&later.samples.starts);
+        if later.shape.is_some() {
+            self.shape = later.shape;
+        }
+    }
+}
+
 /// Walks the tape and the structural index in step. The tape has one node per
 /// value; the structural index has one entry per value *and* per `,` `:` and
 /// closing bracket, which the walker consumes where the grammar puts them.
@@ -513,6 +534,8 @@ pub struct Parser {
     worker: Option<BatchWorker>,
     /// No worker thread could be started: every batch is parsed in place.
     in_place: bool,
+    /// At the end: batches are cut into this list, to be parsed after.
+    cuts: Option<Vec<(usize, usize)>>,
     spares: Option<Arc<dyn SpareTables>>,
 }
 
@@ -682,6 +705,29 @@ fn parse_batch(
     Ok(())
 }
 
+/// Parses the batches `cuts` (body offsets `(open, close)`, in order) in
+/// place, each as an array (its ends swapped for `[` and `]` meanwhile);
+/// `buf` holds the body from offset `at` on, and simd-json's padding past
+/// the last batch.
+fn parse_in_place(
+    buf: &mut [u8],
+    at: usize,
+    cuts: &[(usize, usize)],
+    scratch: &mut Scratch,
+    ix: &mut Index,
+    deferred: &mut Vec<u32>,
+) -> Result<(), AnswerError> {
+    for &(open, close) in cuts {
+        let (o, c) = (open - at, close - at);
+        let opener = std::mem::replace(&mut buf[o], b'[');
+        buf[c] = b']';
+        parse_batch(&mut buf[o..], close + 1 - open, open, scratch, ix, deferred)?;
+        buf[o] = opener;
+        buf[c] = b',';
+    }
+    Ok(())
+}
+
 const SERIES_START: &[u8] = b"{\"metric\":";
 const SERIES_BOUNDARY: &[u8] = b"},{\"metric\":";
 
@@ -714,6 +760,7 @@ impl Parser {
             deferred: Vec::new(),
             worker: None,
             in_place: false,
+            cuts: None,
             spares: None,
         }
     }
@@ -758,23 +805,115 @@ impl Parser {
         if buf.len() < len + PADDING {
             buf.resize(len + PADDING, 0);
         }
-        // The batches cut on arrival come first; the rest follow them in place.
-        if let Some(worker) = self.worker.take() {
-            let (index, mut deferred) = worker.join(&mut buf)?;
-            self.index = index;
-            self.deferred.append(&mut deferred);
-        }
+        // The batches cut on arrival come first; the rest follow them, cut
+        // now and parsed in place.
+        let worker = self.worker.take();
+        let mut rest = Vec::new();
         if len > self.batch_bytes {
-            self.take_spare_table();
+            self.cuts = Some(Vec::new());
+            let scanned = self.scan(&mut buf, len, true);
+            rest = self.cuts.take().unwrap_or_default();
+            scanned?;
         }
-        // A sample `[1700000000.123,"1"],` takes at least 20 bytes: sized so the
-        // table never grows (and copies) while it fills. Pages not written are
-        // never touched, so the slack costs address space, not memory.
-        self.index
-            .samples
-            .reserve((len / 20 + 1).saturating_sub(self.index.samples.len() as usize));
-        if len > self.batch_bytes {
-            self.scan(&mut buf, len, true)?;
+        // The body is in, so the cores that sent and read it are free: the
+        // rest's second half is parsed on a thread of its own, beside the
+        // worker's last batches and the first half here. The batch between
+        // the halves is parsed last, so that neither half's padding (bytes
+        // simd-json reads past a batch's end) is a byte the other rewrites.
+        let half = rest.len() / 2;
+        let halves = rest.len() >= 3 && rest[half].0 + 1 + PADDING <= rest[half].1;
+        let (mine, between, theirs) = if halves {
+            (&rest[..half], Some(rest[half]), &rest[half + 1..])
+        } else {
+            (&rest[..], None, &rest[..0])
+        };
+        let theirs_at = theirs.first().map_or(buf.len(), |c| c.0);
+        let spares = self.spares.clone();
+        let (head, tail) = buf.split_at_mut(theirs_at);
+        let (here, there) = std::thread::scope(|scope| {
+            let helper = (!theirs.is_empty())
+                .then(|| {
+                    std::thread::Builder::new()
+                        .name("parse-rest".into())
+                        .spawn_scoped(scope, move || {
+                            let mut scratch = spares
+                                .as_ref()
+                                .and_then(|s| s.spare_scratch())
+                                .unwrap_or_default();
+                            let (mut ix, mut deferred) = (Index::default(), Vec::new());
+                            ix.samples.reserve(tail.len() / 20 + 1);
+                            let parsed = parse_in_place(
+                                tail,
+                                theirs_at,
+                                theirs,
+                                &mut scratch,
+                                &mut ix,
+                                &mut deferred,
+                            );
+                            if let Some(spares) = &spares {
+                                spares.keep_scratch(scratch);
+                            }
+                            parsed.map(|()| (ix, deferred))
+                        })
+                        .ok()
+                })
+                .flatten();
+            let here = (|| {
+                if let Some(worker) = worker {
+                    let (index, mut deferred) = worker.join(head)?;
+                    self.index = index;
+                    self.deferred.append(&mut deferred);
+                }
+                if len > self.batch_bytes {
+                    self.take_spare_table();
+                }
+                // A sample `[1700000000.123,"1"],` takes at least 20 bytes: sized
+                // so the table never grows (and copies) while it fills. Pages not
+                // written are never touched, so the slack costs address space,
+                // not memory.
+                self.index
+                    .samples
+                    .reserve((len / 20 + 1).saturating_sub(self.index.samples.len() as usize));
+                parse_in_place(
+                    head,
+                    0,
+                    mine,
+                    &mut self.scratch,
+                    &mut self.index,
+                    &mut self.deferred,
+                )
+            })();
+            let there = helper.map(|h| {
+                h.join()
+                    .map_err(|_| AnswerError::Json("the batch parser panicked".into()))?
+            });
+            (here, there)
+        });
+        here?;
+        let ix = &mut self.index;
+        parse_in_place(
+            &mut buf,
+            0,
+            between.as_slice(),
+            &mut self.scratch,
+            ix,
+            &mut self.deferred,
+        )?;
+        match there {
+            Some(there) => {
+                let (index, mut deferred) = there?;
+                self.index.append(index);
+                self.deferred.append(&mut deferred);
+            }
+            // No thread could be started: parsed here, after all.
+            None => parse_in_place(
+                &mut buf,
+                0,
+                theirs,
+                &mut self.scratch,
+                ix,
+                &mut self.deferred,
+            )?,
         }
         let deferred = match (self.batches, self.first, self.last) {
             (1.., Some(first), Some(last)) => {
@@ -896,6 +1035,10 @@ impl Parser {
     /// by then) in place.
     fn batch(&mut self, buf: &mut [u8], open: usize, close: usize) -> Result<(), AnswerError> {
         self.batches += 1;
+        if let Some(cuts) = self.cuts.as_mut() {
+            cuts.push((open, close));
+            return Ok(());
+        }
         if let Some(worker) = self.worker.as_mut() {
             let mut bytes = worker.spent.pop().unwrap_or_default();
             bytes.clear();
@@ -917,19 +1060,14 @@ impl Parser {
                 _ => worker.take_back(buf, true).and(Err(truncated())),
             };
         }
-        let opener = std::mem::replace(&mut buf[open], b'[');
-        buf[close] = b']';
-        parse_batch(
-            &mut buf[open..],
-            close + 1 - open,
-            open,
+        parse_in_place(
+            buf,
+            0,
+            &[(open, close)],
             &mut self.scratch,
             &mut self.index,
             &mut self.deferred,
-        )?;
-        buf[open] = opener;
-        buf[close] = b',';
-        Ok(())
+        )
     }
 
     /// Parses the envelope: `buf[..first]` (up to the first series) followed by
@@ -1566,6 +1704,40 @@ mod tests {
                 .unwrap();
             assert_eq!(batches, 0, "a body no larger than a batch is parsed whole");
         }
+    }
+
+    #[test]
+    fn the_rest_parsed_in_two_halves_reads_as_one_pass_reads() {
+        // Every series longer than simd-json's padding and a batch of its
+        // own, so what is left at the end is parsed in two halves (the second
+        // on a thread of its own), escapes on both sides of the split.
+        let series: Vec<String> = (0..41)
+            .map(|i| {
+                let values: Vec<String> = (0..i % 7 + 1)
+                    .map(|t| format!("[{},\"{}\"]", 1000 + t * 15, i * t))
+                    .collect();
+                format!(
+                    r#"{{"metric":{{"__name__":"m","i":"{i}","esc":"a\"b\u00e9{i}"}},"values":[{}]}}"#,
+                    values.join(",")
+                )
+            })
+            .collect();
+        let body = format!(
+            r#"{{"status":"success","data":{{"resultType":"matrix","result":[{}]}},"warnings":["w"]}}"#,
+            series.join(",")
+        );
+        assert!(series.iter().all(|s| s.len() > PADDING + 1));
+        let whole = parse(&body).unwrap().digest();
+        assert_eq!(parse_batched(&body, 1).unwrap().digest(), whole);
+        // Fed in pieces, some batches go to the worker first; the rest splits.
+        for piece in [300, 2000, body.len()] {
+            let (answer, batches, _) = parse_fed(&body, 1, piece).unwrap();
+            assert_eq!(batches, 40, "{piece}");
+            assert_eq!(answer.digest(), whole, "{piece}");
+        }
+        // A corrupt series in the second half fails the answer.
+        let bad = body.replacen(r#""i":"35""#, r#""i":35"#, 1);
+        assert!(parse_batched(&bad, 1).is_err());
     }
 
     /// Spare tables that once held another answer's samples.
