@@ -44,8 +44,9 @@ pub const MAX_UPSTREAMS: usize = 64;
 #[derive(Debug, Default)]
 pub struct StepMask {
     by_t: HashMap<i64, u64, ahash::RandomState>,
-    /// `by_t`'s steps in order, for [`Eligibility::open_until`].
-    steps: Vec<i64>,
+    /// The steps of `by_t` that leave some upstream out, in order, for
+    /// [`Eligibility::open_until`].
+    closed: Vec<i64>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -434,7 +435,7 @@ impl StepMask {
                 distance
             })
             .collect();
-        let by_t = (0..steps.len())
+        let by_t: HashMap<i64, u64, ahash::RandomState> = (0..steps.len())
             .map(|i| {
                 let (t, _, _, per_target, _) = &steps[i];
                 let reach = reach(i);
@@ -448,23 +449,26 @@ impl StepMask {
                 (*t, mask)
             })
             .collect();
-        StepMask::new(by_t)
-    }
-
-    fn new(by_t: HashMap<i64, u64, ahash::RandomState>) -> StepMask {
-        let mut steps: Vec<i64> = by_t.keys().copied().collect();
-        steps.sort_unstable();
-        StepMask { by_t, steps }
+        let every = (0..n).fold(0u64, |m, u| m | 1 << u);
+        let mut closed: Vec<i64> = by_t
+            .iter()
+            .filter(|(_, m)| **m & every != every)
+            .map(|(t, _)| *t)
+            .collect();
+        closed.sort_unstable();
+        StepMask { by_t, closed }
     }
 
     /// One mask from masks over disjoint spans of steps (a range's coverage
     /// asked span by span): each span's steps as its own mask says.
     pub fn join(masks: impl IntoIterator<Item = StepMask>) -> StepMask {
-        let mut by_t = HashMap::default();
+        let mut joined = StepMask::default();
         for mask in masks {
-            by_t.extend(mask.by_t);
+            joined.by_t.extend(mask.by_t);
+            joined.closed.extend(mask.closed);
         }
-        StepMask::new(by_t)
+        joined.closed.sort_unstable();
+        joined
     }
 
     /// Steps at which `upstream` may not contribute, for tests and metrics.
@@ -484,11 +488,10 @@ impl Eligibility for StepMask {
             .is_none_or(|m| m & (1 << upstream) != 0)
     }
 
-    /// The first step it knows at or after `t_ms` (where some upstream may
-    /// be left out; steps it does not know are open to all).
+    /// The first step at or after `t_ms` that leaves some upstream out.
     fn open_until(&self, t_ms: i64) -> i64 {
-        let i = self.steps.partition_point(|&s| s < t_ms);
-        self.steps.get(i).copied().unwrap_or(i64::MAX)
+        let i = self.closed.partition_point(|&s| s < t_ms);
+        self.closed.get(i).copied().unwrap_or(i64::MAX)
     }
 }
 
@@ -569,10 +572,11 @@ mod tests {
         assert!(m.allows(0, 4000));
         // Unknown steps are open.
         assert!(m.allows(0, 9000));
-        // Runs: open to all up to the next step it knows, and past the last.
-        assert_eq!(m.open_until(500), 1000);
-        assert_eq!(m.open_until(4000), 4000);
-        assert_eq!(m.open_until(4500), 5000);
+        // Runs: open to all up to the next step that leaves one out (t=5),
+        // and past the last.
+        assert_eq!(m.open_until(500), 5000);
+        assert_eq!(m.open_until(4000), 5000);
+        assert_eq!(m.open_until(5000), 5000);
         assert_eq!(m.open_until(5001), i64::MAX);
         let joined = StepMask::join([m, StepMask::default()]);
         assert_eq!(joined.open_until(4500), 5000);

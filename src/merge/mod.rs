@@ -419,6 +419,9 @@ fn pick_floats<E: Eligibility>(lists: &[CopyRanges<'_>], eligibility: &E, picks:
         .collect();
     let mut heads: smallvec::SmallVec<[usize; 4]> = smallvec::smallvec![0; copies.len()];
     let all = eligibility.is_all();
+    // Times in `open.0..open.1` are open to every upstream (asked again
+    // outside it, and so at every step where some upstream is left out).
+    let mut open = (i64::MAX, i64::MIN);
     loop {
         // The earliest head, which copy holds it (the first, if several do),
         // and the earliest head of every other copy.
@@ -440,7 +443,11 @@ fn pick_floats<E: Eligibility>(lists: &[CopyRanges<'_>], eligibility: &E, picks:
         // spans another fills): its run is taken at once, not sample by
         // sample. The run stops where times stop rising, so an answer out of
         // order is picked as the loop below would.
-        let bound = t_others.min(eligibility.open_until(t_min));
+        if !(open.0..open.1).contains(&t_min) {
+            open = (t_min, eligibility.open_until(t_min));
+        }
+        let is_open = t_min < open.1;
+        let bound = t_others.min(open.1);
         if t_min < bound {
             let (u, times, base) = copies[holder];
             let h = heads[holder];
@@ -459,7 +466,7 @@ fn pick_floats<E: Eligibility>(lists: &[CopyRanges<'_>], eligibility: &E, picks:
         let mut chosen = false;
         for ((u, times, base), h) in copies.iter().zip(heads.iter_mut()) {
             if times.get(*h) == Some(&t_min) {
-                if !chosen && (all || eligibility.allows(*u as usize, t_min)) {
+                if !chosen && (all || is_open || eligibility.allows(*u as usize, t_min)) {
                     picks.push(Pick {
                         upstream: *u,
                         sample: base + *h as u32,

@@ -579,6 +579,8 @@ fn a_vector_keeps_the_first_answers_order_then_the_others() {
 struct Closed {
     at: std::collections::BTreeMap<i64, u64>,
     knows_runs: bool,
+    /// Every upstream's bit: a step whose mask holds them all is open.
+    every: u64,
 }
 
 impl Eligibility for Closed {
@@ -590,64 +592,101 @@ impl Eligibility for Closed {
         if !self.knows_runs {
             return t;
         }
-        self.at.range(t..).next().map_or(i64::MAX, |(s, _)| *s)
+        self.at
+            .range(t..)
+            .find(|(_, m)| **m & self.every != self.every)
+            .map_or(i64::MAX, |(s, _)| *s)
     }
 }
 
 #[test]
 fn runs_taken_at_once_pick_what_asking_at_every_sample_picks() {
+    type Series = Vec<(i64, String)>;
     let mut rng = fastrand::Rng::with_seed(7);
-    for round in 0..300 {
+    for round in 0..400 {
+        // Half the rounds in order, as Prometheus answers; the others now
+        // and then out of order or repeated, where the two must still agree.
+        let in_order = round % 2 == 0;
         let upstreams = rng.usize(1..=3);
-        let bodies: Vec<String> = (0..upstreams)
+        let copies: Vec<Vec<Series>> = (0..upstreams)
             .map(|u| {
-                let series: Vec<(String, Vec<(i64, String)>)> = (0..rng.usize(1..4))
-                    .map(|s| {
+                (0..4)
+                    .map(|_| {
                         let mut t = 0;
-                        // Mostly rising, now and then out of order or repeated.
-                        let values = (0..rng.usize(0..30))
+                        (0..rng.usize(0..30))
                             .map(|_| {
                                 t = match rng.u8(..20) {
-                                    0 => t - rng.i64(0..3),
+                                    0 if !in_order => t - rng.i64(0..3),
                                     _ => t + rng.i64(1..3),
                                 };
                                 (t, format!("{u}.{t}"))
                             })
-                            .collect();
-                        (format!(r#"{{"i":"{s}"}}"#), values)
+                            .collect()
                     })
-                    .collect();
-                let refs: Vec<(&str, Vec<(i64, &str)>)> = series
-                    .iter()
-                    .map(|(m, v)| {
-                        (
-                            m.as_str(),
-                            v.iter().map(|(t, v)| (*t, v.as_str())).collect(),
-                        )
-                    })
-                    .collect();
-                let refs: Vec<(&str, &[(i64, &str)])> =
-                    refs.iter().map(|(m, v)| (*m, v.as_slice())).collect();
-                matrix(&refs)
+                    .collect()
             })
             .collect();
+        let body = |series: &[Series]| {
+            let metrics: Vec<String> = (0..series.len())
+                .map(|s| format!(r#"{{"i":"{s}"}}"#))
+                .collect();
+            let refs: Vec<(&str, Vec<(i64, &str)>)> = series
+                .iter()
+                .zip(&metrics)
+                .filter(|(v, _)| !v.is_empty())
+                .map(|(v, m)| {
+                    (
+                        m.as_str(),
+                        v.iter().map(|(t, v)| (*t, v.as_str())).collect(),
+                    )
+                })
+                .collect();
+            let refs: Vec<(&str, &[(i64, &str)])> =
+                refs.iter().map(|(m, v)| (*m, v.as_slice())).collect();
+            matrix(&refs)
+        };
+        let bodies: Vec<String> = copies.iter().map(|c| body(c)).collect();
         let answers: Vec<Answer> = bodies.iter().map(|b| answer(b)).collect();
         let answers: Vec<Option<&Answer>> = answers.iter().map(Some).collect();
         let at: std::collections::BTreeMap<i64, u64> = (0..rng.usize(0..8))
             .map(|_| (rng.i64(0..40) * 1000, rng.u64(0..8)))
             .collect();
-        let opts = MergeOptions::default();
+        let every = (1 << upstreams) - 1;
         let asked = Closed {
             at: at.clone(),
             knows_runs: false,
+            every,
         };
         let runs = Closed {
             at,
             knows_runs: true,
+            every,
         };
+        let opts = MergeOptions::default();
         let (want, want_report) = run_with(&answers, &opts, &asked, &[]);
         let (got, got_report) = run_with(&answers, &opts, &runs, &[]);
         assert_eq!(got, want, "round {round}: {bodies:?}");
         assert_eq!(got_report, want_report, "round {round}");
+        if in_order {
+            // At each time, the first upstream that has a sample there and is allowed.
+            let merged: Vec<Series> = (0..4)
+                .map(|s| {
+                    let times: std::collections::BTreeSet<i64> = copies
+                        .iter()
+                        .flat_map(|c| c[s].iter().map(|p| p.0))
+                        .collect();
+                    times
+                        .into_iter()
+                        .filter_map(|t| {
+                            copies.iter().enumerate().find_map(|(u, c)| {
+                                let sample = c[s].iter().find(|p| p.0 == t)?;
+                                asked.allows(u, t * 1000).then(|| sample.clone())
+                            })
+                        })
+                        .collect()
+                })
+                .collect();
+            assert_eq!(got, body(&merged), "round {round}: {bodies:?}");
+        }
     }
 }
