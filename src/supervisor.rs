@@ -1384,10 +1384,14 @@ impl MergeJob {
         let fresh_piece = || Vec::with_capacity(capacity);
         let mut body = fresh_piece();
         let mut client_there = true;
+        // How long the merge waited for the client to take its pieces.
+        let mut waited = Duration::ZERO;
         let mut spill = |out: &mut Vec<u8>| {
             if let Some(hand_on) = hand_on.as_mut().filter(|_| out.len() >= piece_bytes) {
                 let piece = std::mem::replace(out, fresh_piece());
+                let handing = Instant::now();
                 client_there = hand_on(Piece::More(piece.into()));
+                waited += handing.elapsed();
             }
             client_there
         };
@@ -1410,7 +1414,11 @@ impl MergeJob {
                 &mut spill,
             ),
         };
-        log::debug!("{}: merged in {:?}", self.path, started.elapsed());
+        log::debug!(
+            "{}: merged in {:?}, {waited:?} of it handing pieces on",
+            self.path,
+            started.elapsed()
+        );
         let report = merged.ok()?;
         self.metrics
             .merged(&self.path, started.elapsed(), report.filled_samples);

@@ -488,10 +488,9 @@ impl Eligibility for StepMask {
             .is_none_or(|m| m & (1 << upstream) != 0)
     }
 
-    /// The first step at or after `t_ms` that leaves some upstream out.
-    fn open_until(&self, t_ms: i64) -> i64 {
-        let i = self.closed.partition_point(|&s| s < t_ms);
-        self.closed.get(i).copied().unwrap_or(i64::MAX)
+    /// The steps that leave some upstream out.
+    fn closed(&self) -> Option<&[i64]> {
+        Some(&self.closed)
     }
 }
 
@@ -572,14 +571,10 @@ mod tests {
         assert!(m.allows(0, 4000));
         // Unknown steps are open.
         assert!(m.allows(0, 9000));
-        // Runs: open to all up to the next step that leaves one out (t=5),
-        // and past the last.
-        assert_eq!(m.open_until(500), 5000);
-        assert_eq!(m.open_until(4000), 5000);
-        assert_eq!(m.open_until(5000), 5000);
-        assert_eq!(m.open_until(5001), i64::MAX);
-        let joined = StepMask::join([m, StepMask::default()]);
-        assert_eq!(joined.open_until(4500), 5000);
+        // Runs: open to all but at the one step that leaves one out.
+        assert_eq!(m.closed(), Some(&[5000][..]));
+        let joined = StepMask::join([StepMask::default(), m]);
+        assert_eq!(joined.closed(), Some(&[5000][..]));
         assert!(!joined.allows(0, 5000));
     }
 

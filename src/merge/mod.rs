@@ -32,12 +32,12 @@ pub trait Eligibility {
     fn is_all(&self) -> bool {
         false
     }
-    /// The earliest time at or after `t_ms` at which `allows` may be false
-    /// for some upstream: before it, every upstream is allowed, so the
-    /// merger takes a run of one copy's samples without asking at each.
-    /// By default `t_ms` itself (nothing known: ask at every sample).
-    fn open_until(&self, t_ms: i64) -> i64 {
-        if self.is_all() { i64::MAX } else { t_ms }
+    /// The times, ascending, at which `allows` may be false for some
+    /// upstream: everywhere else every upstream is allowed, so the merger
+    /// takes runs of samples without asking at each. None: not known (asked
+    /// at every sample).
+    fn closed(&self) -> Option<&[i64]> {
+        self.is_all().then_some(&[])
     }
 }
 
@@ -59,8 +59,8 @@ impl<E: Eligibility> Eligibility for ByOwner<'_, E> {
         self.eligibility.is_all()
     }
 
-    fn open_until(&self, t_ms: i64) -> i64 {
-        self.eligibility.open_until(t_ms)
+    fn closed(&self) -> Option<&[i64]> {
+        self.eligibility.closed()
     }
 }
 
@@ -419,9 +419,9 @@ fn pick_floats<E: Eligibility>(lists: &[CopyRanges<'_>], eligibility: &E, picks:
         .collect();
     let mut heads: smallvec::SmallVec<[usize; 4]> = smallvec::smallvec![0; copies.len()];
     let all = eligibility.is_all();
-    // Times in `open.0..open.1` are open to every upstream (asked again
-    // outside it, and so at every step where some upstream is left out).
-    let mut open = (i64::MAX, i64::MIN);
+    let closed = eligibility.closed();
+    // `closed[next]` is the first closed time at or after the last `t_min`.
+    let mut next = 0;
     loop {
         // The earliest head, which copy holds it (the first, if several do),
         // and the earliest head of every other copy.
@@ -443,11 +443,15 @@ fn pick_floats<E: Eligibility>(lists: &[CopyRanges<'_>], eligibility: &E, picks:
         // spans another fills): its run is taken at once, not sample by
         // sample. The run stops where times stop rising, so an answer out of
         // order is picked as the loop below would.
-        if !(open.0..open.1).contains(&t_min) {
-            open = (t_min, eligibility.open_until(t_min));
-        }
-        let is_open = t_min < open.1;
-        let bound = t_others.min(open.1);
+        let open_until = match closed {
+            Some(closed) => {
+                next = next_closed(closed, next, t_min);
+                closed.get(next).copied().unwrap_or(i64::MAX)
+            }
+            None => t_min,
+        };
+        let is_open = t_min < open_until;
+        let bound = t_others.min(open_until);
         if t_min < bound {
             let (u, times, base) = copies[holder];
             let h = heads[holder];
@@ -478,6 +482,23 @@ fn pick_floats<E: Eligibility>(lists: &[CopyRanges<'_>], eligibility: &E, picks:
             }
         }
     }
+}
+
+/// The first of `closed` (ascending) at or after `t`, from `from`, the
+/// answer for an earlier `t`: a few steps on as times rise, searched where
+/// they jump ahead or fall back (the next series, an answer out of order).
+fn next_closed(closed: &[i64], from: usize, t: i64) -> usize {
+    if from > 0 && closed[from - 1] >= t {
+        return closed.partition_point(|&s| s < t);
+    }
+    let mut at = from;
+    for _ in 0..4 {
+        match closed.get(at) {
+            Some(&s) if s < t => at += 1,
+            _ => return at,
+        }
+    }
+    at + closed[at..].partition_point(|&s| s < t)
 }
 
 /// Writes one series from its picks; returns false (writing nothing) when it has none.

@@ -575,12 +575,10 @@ fn a_vector_keeps_the_first_answers_order_then_the_others() {
 }
 
 /// Steps where some upstreams are left out (bit u set: u allowed); open to
-/// all elsewhere. With `knows_runs` it tells the merger where they are.
+/// all elsewhere. With `closed` it tells the merger which steps those are.
 struct Closed {
     at: std::collections::BTreeMap<i64, u64>,
-    knows_runs: bool,
-    /// Every upstream's bit: a step whose mask holds them all is open.
-    every: u64,
+    closed: Option<Vec<i64>>,
 }
 
 impl Eligibility for Closed {
@@ -588,14 +586,8 @@ impl Eligibility for Closed {
         self.at.get(&t).is_none_or(|m| m & (1 << upstream) != 0)
     }
 
-    fn open_until(&self, t: i64) -> i64 {
-        if !self.knows_runs {
-            return t;
-        }
-        self.at
-            .range(t..)
-            .find(|(_, m)| **m & self.every != self.every)
-            .map_or(i64::MAX, |(s, _)| *s)
+    fn closed(&self) -> Option<&[i64]> {
+        self.closed.as_deref()
     }
 }
 
@@ -652,15 +644,18 @@ fn runs_taken_at_once_pick_what_asking_at_every_sample_picks() {
             .map(|_| (rng.i64(0..40) * 1000, rng.u64(0..8)))
             .collect();
         let every = (1 << upstreams) - 1;
+        let closed = at
+            .iter()
+            .filter(|(_, m)| **m & every != every)
+            .map(|(t, _)| *t)
+            .collect();
         let asked = Closed {
             at: at.clone(),
-            knows_runs: false,
-            every,
+            closed: None,
         };
         let runs = Closed {
             at,
-            knows_runs: true,
-            every,
+            closed: Some(closed),
         };
         let opts = MergeOptions::default();
         let (want, want_report) = run_with(&answers, &opts, &asked, &[]);
@@ -687,6 +682,24 @@ fn runs_taken_at_once_pick_what_asking_at_every_sample_picks() {
                 })
                 .collect();
             assert_eq!(got, body(&merged), "round {round}: {bodies:?}");
+        }
+    }
+}
+
+#[test]
+fn the_next_closed_step_is_found_from_wherever_the_last_was() {
+    let mut rng = fastrand::Rng::with_seed(3);
+    for _ in 0..200 {
+        let mut closed: Vec<i64> = (0..rng.usize(0..40)).map(|_| rng.i64(0..100)).collect();
+        closed.sort_unstable();
+        closed.dedup();
+        let mut from = 0;
+        for _ in 0..50 {
+            // Mostly a little later, now and then far ahead or back.
+            let t = rng.i64(-5..110);
+            let at = next_closed(&closed, from, t);
+            assert_eq!(at, closed.partition_point(|&s| s < t), "{closed:?} {from} {t}");
+            from = at;
         }
     }
 }
