@@ -424,23 +424,28 @@ struct Index {
 }
 
 impl Index {
-    /// Appends `later`, the series parsed from the batches after this
-    /// index's (spans are body offsets already; table positions move).
-    fn append(&mut self, later: Index) {
+    /// Takes in `part`, series parsed from batches after this index's: its
+    /// labels and samples go at the end of this index's tables (spans are
+    /// body offsets already), its series, their ranges moved, onto `later`,
+    /// to follow this index's own. `part` is left empty, its memory kept.
+    fn adopt(&mut self, part: &mut Index, later: &mut Vec<Series>) {
         let labels = self.labels.len() as u32;
         let samples = self.samples.len();
         let moved = |r: &Range<u32>, by: u32| r.start + by..r.end + by;
-        self.series.extend(later.series.iter().map(|s| Series {
+        later.extend(part.series.iter().map(|s| Series {
             labels: moved(&s.labels, labels),
             floats: moved(&s.floats, samples),
             histograms: moved(&s.histograms, samples),
         }));
-        self.labels.extend_from_slice(&later.labels);
-        self.samples.times.extend_from_slice(&later.samples.times);
-        self.samples.starts.extend_from_slice(&later.samples.starts);
-        if later.shape.is_some() {
-            self.shape = later.shape;
+        self.labels.extend_from_slice(&part.labels);
+        self.samples.times.extend_from_slice(&part.samples.times);
+        self.samples.starts.extend_from_slice(&part.samples.starts);
+        if let Some(shape) = part.shape.take() {
+            self.shape = Some(shape);
         }
+        part.series.clear();
+        part.labels.clear();
+        part.samples.clear();
     }
 }
 
@@ -578,8 +583,9 @@ struct BatchWorker {
 }
 
 /// What a [`BatchWorker`] parsed: the index, and the body offsets that must
-/// hold a closing quote (see [`Walker::raw_str`]).
-type Parsed = (Index, Vec<u32>);
+/// hold a closing quote (see [`Walker::raw_str`]); and its scratch, for what is
+/// parsed after.
+type Parsed = (Index, Vec<u32>, Scratch);
 
 impl BatchWorker {
     /// Starts the thread, which fills `index` (at the first batch it holds at
@@ -621,7 +627,7 @@ impl BatchWorker {
                     });
                     counter.fetch_add(1, Ordering::Release);
                 }
-                Ok((index, deferred))
+                Ok((index, deferred, scratch))
             })
             .ok()?;
         Some(BatchWorker {
@@ -830,39 +836,58 @@ impl Parser {
         let theirs_at = theirs.first().map_or(buf.len(), |c| c.0);
         let spares = self.spares.clone();
         let (head, tail) = buf.split_at_mut(theirs_at);
+        // The second half's series, in order, to follow the rest; their labels
+        // and samples join this index's tables batch by batch as the helper
+        // hands them over, so its own tables never hold more than a few
+        // batches (a table's order is free: each series names its ranges).
+        let mut later: Vec<Series> = Vec::new();
         let (here, there) = std::thread::scope(|scope| {
-            let helper = (!theirs.is_empty())
-                .then(|| {
-                    std::thread::Builder::new()
-                        .name("parse-rest".into())
-                        .spawn_scoped(scope, move || {
-                            let mut scratch = spares
-                                .as_ref()
-                                .and_then(|s| s.spare_scratch())
-                                .unwrap_or_default();
-                            let (mut ix, mut deferred) = (Index::default(), Vec::new());
-                            ix.samples.reserve(tail.len() / 20 + 1);
-                            let parsed = parse_in_place(
+            let (hand, handed) = mpsc::channel::<(Index, Vec<u32>)>();
+            // Emptied indexes going back, so the helper's batches reuse a few.
+            let (give_back, given_back) = mpsc::channel::<Index>();
+            let helper = if theirs.is_empty() {
+                drop(hand);
+                None
+            } else {
+                std::thread::Builder::new()
+                    .name("parse-rest".into())
+                    .spawn_scoped(scope, move || {
+                        let mut scratch = spares
+                            .as_ref()
+                            .and_then(|s| s.spare_scratch())
+                            .unwrap_or_default();
+                        let mut parsed = Ok(());
+                        for cut in theirs {
+                            let mut ix = given_back.try_recv().unwrap_or_default();
+                            let mut deferred = Vec::new();
+                            parsed = parse_in_place(
                                 tail,
                                 theirs_at,
-                                theirs,
+                                std::slice::from_ref(cut),
                                 &mut scratch,
                                 &mut ix,
                                 &mut deferred,
                             );
-                            if let Some(spares) = &spares {
-                                spares.keep_scratch(scratch);
+                            if parsed.is_err() || hand.send((ix, deferred)).is_err() {
+                                break;
                             }
-                            parsed.map(|()| (ix, deferred))
-                        })
-                        .ok()
-                })
-                .flatten();
+                        }
+                        if let Some(spares) = &spares {
+                            spares.keep_scratch(scratch);
+                        }
+                        parsed
+                    })
+                    .ok()
+            };
             let here = (|| {
                 if let Some(worker) = worker {
-                    let (index, mut deferred) = worker.join(head)?;
+                    let (index, mut deferred, scratch) = worker.join(head)?;
                     self.index = index;
                     self.deferred.append(&mut deferred);
+                    // Its scratch, grown for a batch already, serves the rest.
+                    if self.scratch.grown_for() == 0 {
+                        self.scratch = scratch;
+                    }
                 }
                 if len > self.batch_bytes {
                     self.take_spare_table();
@@ -874,16 +899,29 @@ impl Parser {
                 self.index
                     .samples
                     .reserve((len / 20 + 1).saturating_sub(self.index.samples.len() as usize));
-                parse_in_place(
-                    head,
-                    0,
-                    mine,
-                    &mut self.scratch,
-                    &mut self.index,
-                    &mut self.deferred,
-                )
+                for cut in mine {
+                    parse_in_place(
+                        head,
+                        0,
+                        std::slice::from_ref(cut),
+                        &mut self.scratch,
+                        &mut self.index,
+                        &mut self.deferred,
+                    )?;
+                    for (mut part, mut deferred) in handed.try_iter() {
+                        self.index.adopt(&mut part, &mut later);
+                        self.deferred.append(&mut deferred);
+                        let _ = give_back.send(part);
+                    }
+                }
+                Ok::<_, AnswerError>(())
             })();
             let there = helper.map(|h| {
+                // Until the helper is done and its end of the channel gone.
+                for (mut part, mut deferred) in handed.iter() {
+                    self.index.adopt(&mut part, &mut later);
+                    self.deferred.append(&mut deferred);
+                }
                 h.join()
                     .map_err(|_| AnswerError::Json("the batch parser panicked".into()))?
             });
@@ -901,9 +939,8 @@ impl Parser {
         )?;
         match there {
             Some(there) => {
-                let (index, mut deferred) = there?;
-                self.index.append(index);
-                self.deferred.append(&mut deferred);
+                there?;
+                self.index.series.append(&mut later);
             }
             // No thread could be started: parsed here, after all.
             None => parse_in_place(

@@ -698,7 +698,11 @@ fn the_next_closed_step_is_found_from_wherever_the_last_was() {
             // Mostly a little later, now and then far ahead or back.
             let t = rng.i64(-5..110);
             let at = next_closed(&closed, from, t);
-            assert_eq!(at, closed.partition_point(|&s| s < t), "{closed:?} {from} {t}");
+            assert_eq!(
+                at,
+                closed.partition_point(|&s| s < t),
+                "{closed:?} {from} {t}"
+            );
             from = at;
         }
     }
