@@ -257,11 +257,12 @@ fn merge_matrix<E: Eligibility>(
     let entries = SeriesMap::sorted(answers, opts.replica_labels);
     out.push(b'[');
     let mut picks = Vec::new();
+    let mut times = Vec::new();
     if !opts.reorder.limits_per_group() {
         let mut wrote = false;
         for (key, copies) in &entries {
             picks.clear();
-            pick_samples(answers, copies, eligibility, &mut picks);
+            pick_samples(answers, copies, eligibility, &mut picks, &mut times);
             if write_matrix_series(answers, key, &picks, first, wrote, out, report) {
                 wrote = true;
                 if !spill(out) {
@@ -277,7 +278,7 @@ fn merge_matrix<E: Eligibility>(
     let mut cands = Vec::new();
     for (s, (_, copies)) in entries.iter().enumerate() {
         let mut picks = Vec::new();
-        pick_samples(answers, copies, eligibility, &mut picks);
+        pick_samples(answers, copies, eligibility, &mut picks, &mut times);
         for (p, pick) in picks.iter().enumerate().filter(|(_, p)| !p.histogram) {
             let (t, value) = time_and_value(answers, pick);
             cands.push(Candidate {
@@ -327,12 +328,14 @@ fn time_and_value(answers: &[Option<&Answer>], pick: &Pick) -> (i64, f64) {
 type CopyRanges<'a> = (u16, &'a Answer, std::ops::Range<u32>, std::ops::Range<u32>);
 
 /// For one label set, chooses per timestamp the sample of the highest-priority
-/// eligible upstream, over float and histogram samples alike.
+/// eligible upstream, over float and histogram samples alike. `times`:
+/// room for each copy's times, reused from series to series.
 fn pick_samples<E: Eligibility>(
     answers: &[Option<&Answer>],
     copies: &Copies,
     eligibility: &E,
     picks: &mut Vec<Pick>,
+    times: &mut Vec<Vec<i64>>,
 ) {
     let lists: smallvec::SmallVec<[CopyRanges<'_>; 4]> = copies
         .iter()
@@ -358,7 +361,7 @@ fn pick_samples<E: Eligibility>(
         return;
     }
     if lists.iter().all(|(_, _, _, h)| h.is_empty()) {
-        pick_floats(&lists, eligibility, picks);
+        pick_floats(&lists, eligibility, picks, times);
         return;
     }
     let mut heads: smallvec::SmallVec<[(u32, u32); 4]> = lists
@@ -412,10 +415,22 @@ fn pick_samples<E: Eligibility>(
 
 /// [`pick_samples`] for copies holding float samples only (the usual case):
 /// a k-way merge over slices, highest priority first at each timestamp.
-fn pick_floats<E: Eligibility>(lists: &[CopyRanges<'_>], eligibility: &E, picks: &mut Vec<Pick>) {
+fn pick_floats<E: Eligibility>(
+    lists: &[CopyRanges<'_>],
+    eligibility: &E,
+    picks: &mut Vec<Pick>,
+    times: &mut Vec<Vec<i64>>,
+) {
+    if times.len() < lists.len() {
+        times.resize_with(lists.len(), Vec::new);
+    }
+    for ((_, a, f, _), room) in lists.iter().zip(times.iter_mut()) {
+        a.times_into(f.clone(), room);
+    }
     let copies: smallvec::SmallVec<[(u16, &[i64], u32); 4]> = lists
         .iter()
-        .map(|(u, a, f, _)| (*u, a.times(f.clone()), f.start))
+        .zip(times.iter())
+        .map(|((u, _, f, _), times)| (*u, times.as_slice(), f.start))
         .collect();
     let mut heads: smallvec::SmallVec<[usize; 4]> = smallvec::smallvec![0; copies.len()];
     let all = eligibility.is_all();
