@@ -449,6 +449,8 @@ impl StepMask {
                 (*t, mask)
             })
             .collect();
+        // `coverage` has one entry per upstream (the supervisor's spans do),
+        // so these are all the upstreams `allows` is asked about.
         let every = (0..n).fold(0u64, |m, u| m | 1 << u);
         let mut closed: Vec<i64> = by_t
             .iter()
