@@ -176,6 +176,43 @@ fn series_only_one_upstream_has_are_kept_and_sorted() {
 }
 
 #[test]
+fn answers_spanning_months_merge_as_answers_spanning_hours() {
+    // a's times span 60 days (its table turns wide), b's a few hours (it
+    // stays narrow); shifted to a few hours apart, the same merge.
+    let day = 86_400;
+    let t0 = 1_700_000_000;
+    let merged = |span: i64| {
+        let a = answer(&matrix(&[(
+            r#"{"i":"1"}"#,
+            &[(t0, "a0"), (t0 + span, "a1"), (t0 + 2 * span, "a2")],
+        )]));
+        let b = answer(&matrix(&[(
+            r#"{"i":"1"}"#,
+            &[
+                (t0 + span / 2, "b0"),
+                (t0 + span, "b1"),
+                (t0 + 3 * span, "b3"),
+            ],
+        )]));
+        let want = matrix(&[(
+            r#"{"i":"1"}"#,
+            &[
+                (t0, "a0"),
+                (t0 + span / 2, "b0"),
+                (t0 + span, "a1"),
+                (t0 + 2 * span, "a2"),
+                (t0 + 3 * span, "b3"),
+            ],
+        )]);
+        (run(&[Some(&a), Some(&b)], &MergeOptions::default()), want)
+    };
+    for span in [3600, 20 * day, 60 * day] {
+        let (got, want) = merged(span);
+        assert_eq!(got, want, "span {span} s");
+    }
+}
+
+#[test]
 fn replica_labels_are_removed_before_matching() {
     let a = answer(&matrix(&[(r#"{"i":"1","replica":"a"}"#, &[(1, "a1")])]));
     let b = answer(&matrix(&[(
