@@ -7,7 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use prom_ha_proxy::merge::answer::{Answer, PADDING, Parser, Samples, Scratch, SpareTables};
-use prom_ha_proxy::merge::coverage::StepMask;
+use prom_ha_proxy::merge::coverage::{Coverage, StepMask};
 use prom_ha_proxy::merge::meta::{self, MetaAnswer, MetaKind, MetaOptions};
 use prom_ha_proxy::merge::reorder::{Grouping, Reorder};
 use prom_ha_proxy::merge::{AllEligible, Eligibility, MergeOptions, Upstream, merge};
@@ -120,7 +120,11 @@ fuzz_target!(|data: &[u8]| {
     }
     let refs: Vec<Option<&Answer>> = answers.iter().map(Option::as_ref).collect();
     let ups: Vec<Upstream<'_>> = refs.iter().map(|a| Upstream { name: "u", answer: *a }).collect();
-    let mask = StepMask::from_coverage(&refs, &[true, true], "c", None);
+    // The answers read as coverage answers too (counts labelled "c").
+    let coverage: Vec<Option<Coverage>> =
+        refs.iter().map(|a| a.and_then(|a| Coverage::read(a, "c"))).collect();
+    let coverage: Vec<Option<&Coverage>> = coverage.iter().map(Option::as_ref).collect();
+    let mask = StepMask::from_coverage(&coverage, &[true, true], None);
     let reorders = [
         Reorder::None,
         Reorder::Sort { descending: true },
