@@ -289,7 +289,17 @@ impl Prometheus {
         );
         std::fs::write(dir.join("prometheus.yml"), config_yml).unwrap();
         let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
-        Self::spawn_with(name, dir, free_port(), &flags)
+        // A port found free may be taken by another test's server before this
+        // one binds it (servers start in parallel): then this one exits and
+        // the other answers at its address. Caught, and tried on another port.
+        let mut clash = String::new();
+        for _ in 0..3 {
+            match Self::try_spawn(name, dir, free_port(), &flags) {
+                Ok(p) => return p,
+                Err(e) => clash = e,
+            }
+        }
+        panic!("prometheus {name}: {clash}");
     }
 
     /// Starts Prometheus on an existing data directory and port; returns once ready.
@@ -298,6 +308,17 @@ impl Prometheus {
     }
 
     fn spawn_with(name: &str, dir: &Path, port: u16, flags: &[String]) -> Prometheus {
+        Self::try_spawn(name, dir, port, flags).unwrap_or_else(|e| panic!("prometheus {name}: {e}"))
+    }
+
+    /// Starts Prometheus on `port`; Err when the server that comes up there
+    /// is not this one (its data directory is another's).
+    fn try_spawn(
+        name: &str,
+        dir: &Path,
+        port: u16,
+        flags: &[String],
+    ) -> Result<Prometheus, String> {
         let prometheus = require("prometheus");
         let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
         let mut cmd = Command::new(&prometheus);
@@ -330,7 +351,15 @@ impl Prometheus {
             Duration::from_secs(60),
             || http_get(&format!("{url}/-/ready")).is_ok_and(|(s, _)| s == 200),
         );
-        p
+        let path = dir.join("data").display().to_string();
+        let (_, flags) = http_get(&format!("{url}/api/v1/status/flags"))?;
+        let serving: serde_json::Value = serde_json::from_str(&flags).map_err(|e| e.to_string())?;
+        match serving["data"]["storage.tsdb.path"].as_str() {
+            Some(serving) if serving == path => Ok(p),
+            other => Err(format!(
+                "port {port} is served by another Prometheus (data {other:?}, not {path})"
+            )),
+        }
     }
 
     /// Kills this server with SIGKILL, as a crash would.
