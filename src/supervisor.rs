@@ -1182,16 +1182,10 @@ impl CoarseRound {
     /// last 15 minutes of a dashboard just after a restart); such a range
     /// is cheap to ask of every replica anyway.
     fn holds_two_spans(&self) -> bool {
-        let Steps {
-            start_ms,
-            end_ms,
-            step_ms,
-        } = self.steps;
-        if step_ms <= 0 || end_ms < start_ms {
-            return false;
-        }
-        let steps = (end_ms - start_ms) / step_ms + 1;
-        steps >= 2 * one_span_steps(self.reach_ms, step_ms)
+        let steps = self.steps;
+        steps.last().is_some_and(|last| {
+            steps.count((steps.start_ms, last)) >= 2 * one_span_steps(self.reach_ms, steps.step_ms)
+        })
     }
 
     /// For an instant (a round of one step), the upstream that holds every

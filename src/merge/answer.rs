@@ -446,6 +446,7 @@ impl Answer {
     }
 
     /// The timestamps of the samples `range`.
+    #[cfg(test)]
     pub fn times(&self, range: Range<u32>) -> Vec<i64> {
         let mut out = Vec::new();
         self.times_into(range, &mut out);

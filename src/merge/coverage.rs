@@ -152,7 +152,7 @@ impl Steps {
     }
 
     /// How many steps lie in `[from, to]` (both steps of this range).
-    fn count(&self, (from, to): (i64, i64)) -> i64 {
+    pub(crate) fn count(&self, (from, to): (i64, i64)) -> i64 {
         (to - from) / self.step_ms + 1
     }
 }

@@ -433,7 +433,7 @@ fn pick_floats<E: Eligibility>(
         .map(|((u, _, f, _), times)| (*u, times.as_slice(), f.start))
         .collect();
     let mut heads: smallvec::SmallVec<[usize; 4]> = smallvec::smallvec![0; copies.len()];
-    let all = eligibility.is_all();
+    // An eligibility open everywhere (`is_all`) closes no step.
     let closed = eligibility.closed();
     // `closed[next]` is the first closed time at or after the last `t_min`.
     let mut next = 0;
@@ -485,7 +485,7 @@ fn pick_floats<E: Eligibility>(
         let mut chosen = false;
         for ((u, times, base), h) in copies.iter().zip(heads.iter_mut()) {
             if times.get(*h) == Some(&t_min) {
-                if !chosen && (all || is_open || eligibility.allows(*u as usize, t_min)) {
+                if !chosen && (is_open || eligibility.allows(*u as usize, t_min)) {
                     picks.push(Pick {
                         upstream: *u,
                         sample: base + *h as u32,
