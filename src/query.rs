@@ -7,6 +7,7 @@
 //! this parser rejects is still sent upstream unchanged, because Prometheus is
 //! the judge of its own language; the merge then re-applies nothing.
 
+use crate::merge::coverage::LEAST_COUNTS;
 use crate::merge::reorder::{Grouping, Reorder};
 use promql_parser::parser::{self, Expr, Offset, token};
 use std::time::Duration;
@@ -310,14 +311,16 @@ pub fn coverage_query(stretches: &[Stretch]) -> String {
 }
 
 /// The coverage query of an instant at `t_ms`, asked over its history: as
-/// [`coverage_query`], and the fewest samples any one series read at the
-/// instant holds (of the union of the stretches' counts: a series in two
-/// with one label set is counted in the first). A hole in a few targets
-/// takes two samples or more from that series, however few of the total,
-/// where a replica scraping later lacks one at most. Every stretch pinned
-/// at the instant, so Prometheus evaluates it once, not at every step of
-/// the history (which needs only the totals, to learn from); a range has
-/// that history within itself and asks no such count.
+/// [`coverage_query`], and per stretch the fewest samples any one of its
+/// series holds at the instant (`least0`, `least1`, …; the stretches from
+/// the [`LEAST_COUNTS`]th on share the last, a series in two of them with
+/// one label set counted in the first). A hole in a few targets takes two
+/// samples or more from such a series, however few of the total, where a
+/// replica scraping later lacks one at most; counted per stretch, as one
+/// count over all of them is the shortest window's. Every stretch pinned at
+/// the instant, so Prometheus evaluates it once, not at every step of the
+/// history (which needs only the totals, to learn from); a range has that
+/// history within itself and asks no such count.
 pub fn instant_coverage_query(stretches: &[Stretch], t_ms: i64) -> String {
     let at = format!("@ {}", crate::backend::seconds(t_ms));
     let pinned: Vec<Stretch> = stretches
@@ -327,11 +330,20 @@ pub fn instant_coverage_query(stretches: &[Stretch], t_ms: i64) -> String {
             ..s.clone()
         })
         .collect();
-    format!(
-        "{} or label_replace(min({}), \"{COVERAGE_LABEL}\", \"least\", \"\", \"\")",
-        coverage_query(stretches),
-        count_terms(&pinned).join(" or ")
-    )
+    let terms = count_terms(&pinned);
+    let mut q = coverage_query(stretches);
+    let shared = terms.len().min(LEAST_COUNTS - 1);
+    let groups = terms[..shared]
+        .iter()
+        .map(std::slice::from_ref)
+        .chain((shared < terms.len()).then(|| &terms[shared..]));
+    for (k, group) in groups.enumerate() {
+        q.push_str(&format!(
+            " or label_replace(min({}), \"{COVERAGE_LABEL}\", \"least{k}\", \"\", \"\")",
+            group.join(" or ")
+        ));
+    }
+    q
 }
 
 /// Per stretch, `count_over_time` of its selector over exactly that stretch.
@@ -719,10 +731,20 @@ mod tests {
         assert!(q.starts_with(&coverage_query(&stretches)));
         assert!(
             q.ends_with(&format!(
-                " or label_replace(min(count_over_time(x[240000ms] @ 1700000123.500 offset 60000ms) or count_over_time(x[60000ms] @ 1700000000.000)), \"{COVERAGE_LABEL}\", \"least\", \"\", \"\")"
+                " or label_replace(min(count_over_time(x[240000ms] @ 1700000123.500 offset 60000ms)), \"{COVERAGE_LABEL}\", \"least0\", \"\", \"\") or label_replace(min(count_over_time(x[60000ms] @ 1700000000.000)), \"{COVERAGE_LABEL}\", \"least1\", \"\", \"\")"
             )),
             "{q}"
         );
+        // Past the counts there are, the last stretches share one.
+        let many: Vec<Stretch> = (1..=LEAST_COUNTS as i64 + 2)
+            .map(|i| rel(-60 * i, 0))
+            .collect();
+        let q = instant_coverage_query(&many, 1_700_000_123_500);
+        assert!(parser::parse(&q).is_ok(), "{q}");
+        let last = format!("least{}", LEAST_COUNTS - 1);
+        assert!(q.contains(&last) && !q.contains(&format!("least{LEAST_COUNTS}")));
+        let shared = q.rsplit_once("min(").unwrap().1;
+        assert_eq!(shared.matches("count_over_time").count(), 3, "{q}");
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! Each upstream answered a coverage query with two series per step, told
 //! apart by a label: `samples` (how many samples of the query's selectors it
 //! holds in the windows read) and `series` (how many series those are); an
-//! instant's, with a third, `least` (how many the least-sampled of them
-//! holds at the instant, the same at every step). Replicas scrape the
+//! instant's, with one `leastK` per stretch read (how many the least-sampled
+//! series of stretch K holds at the instant, the same at every step). Replicas scrape the
 //! same targets at different offsets, so two complete replicas can differ by
 //! one sample per target: whoever is within `series` of the best counts as
 //! complete, and priority decides among those; but fewer series, or a least
@@ -49,12 +49,18 @@ pub struct StepMask {
     closed: Vec<i64>,
 }
 
+/// How many of an instant's stretches have a least-sampled count of their
+/// own (`least0` …); the stretches after the last share it.
+pub const LEAST_COUNTS: usize = 8;
+
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 struct Counts {
     samples: f64,
     series: f64,
-    /// The fewest samples any one series read holds (0: not known).
-    least: f64,
+    /// Per stretch, the fewest samples any one of its series holds (0: not
+    /// known). One count over every stretch would be the shortest window's:
+    /// a hole in a 2m stretch hides behind a 1m stretch's usual 4 samples.
+    least: [f64; LEAST_COUNTS],
 }
 
 /// One upstream's coverage answer, read: its counts at each step.
@@ -65,7 +71,7 @@ pub struct Coverage {
 
 impl Coverage {
     /// Reads a coverage answer: at each step, one sample of each of the
-    /// series whose `label` says `samples`, `series` and `least`. None if a
+    /// series whose `label` says `samples`, `series` and `leastK`. None if a
     /// count is no whole number, which no count is.
     pub fn read(answer: &Answer, label: &str) -> Option<Coverage> {
         let by_t = per_step(answer, |counts: &mut Counts, s, v| {
@@ -77,8 +83,13 @@ impl Coverage {
             match kind {
                 Some("samples") => counts.samples = v,
                 Some("series") => counts.series = v,
-                Some("least") => counts.least = v,
-                _ => {}
+                Some(least) => {
+                    let k = least.strip_prefix("least").and_then(|k| k.parse().ok());
+                    if let Some(slot) = k.and_then(|k: usize| counts.least.get_mut(k)) {
+                        *slot = v;
+                    }
+                }
+                None => {}
             }
         })?;
         Some(Coverage { by_t })
@@ -312,20 +323,22 @@ impl StepMask {
         // a hole in some targets however few samples it takes of the total.
         let mut table: Vec<(i64, Vec<Counts>)> = table.into_iter().collect();
         table.sort_unstable_by_key(|(t, _)| *t);
-        let steps: Vec<(i64, Vec<Counts>, f64, f64, f64)> = table
+        type Step = (i64, Vec<Counts>, f64, f64, [f64; LEAST_COUNTS]);
+        let steps: Vec<Step> = table
             .into_iter()
             .map(|(t, counts)| {
                 let per_target = (0..n)
                     .filter(|&u| known[u])
                     .map(|u| counts[u].series)
                     .fold(0.0, f64::max);
-                let most = |of: fn(&Counts) -> f64| {
+                let most = |of: &dyn Fn(&Counts) -> f64| {
                     (0..n)
                         .filter(|&u| known[u] && counts[u].series == per_target)
                         .map(|u| of(&counts[u]))
                         .fold(0.0, f64::max)
                 };
-                let (best, least) = (most(|c| c.samples), most(|c| c.least));
+                let best = most(&|c| c.samples);
+                let least = std::array::from_fn(|k| most(&|c| c.least[k]));
                 (t, counts, best, per_target, least)
             })
             .collect();
@@ -333,7 +346,9 @@ impl StepMask {
         // tolerance, however many samples.
         let deficit = |i: usize, u: usize| {
             let counts = &steps[i].1[u];
-            if counts.series < steps[i].3 || counts.least + 1.0 < steps[i].4 {
+            let least_short =
+                (counts.least.iter().zip(&steps[i].4)).any(|(l, best)| l + 1.0 < *best);
+            if counts.series < steps[i].3 || least_short {
                 f64::INFINITY
             } else {
                 steps[i].2 - counts.samples
@@ -923,11 +938,23 @@ mod tests {
         );
     }
 
-    /// Coverage with the least-sampled series' count: `(t_s, samples, series, least)`.
+    /// Coverage with one stretch's least-sampled series' count: `(t_s, samples, series, least)`.
     fn with_least(points: &[(i64, f64, f64, f64)]) -> Coverage {
+        let points: Vec<_> = points
+            .iter()
+            .map(|&(t, samples, series, least)| (t, samples, series, vec![least]))
+            .collect();
+        with_leasts(&points)
+    }
+
+    /// Coverage with each stretch's least-sampled series' count.
+    fn with_leasts(points: &[(i64, f64, f64, Vec<f64>)]) -> Coverage {
         let by_t = points
             .iter()
-            .map(|&(t, samples, series, least)| {
+            .map(|(t, samples, series, leasts)| {
+                let mut least = [0.0; LEAST_COUNTS];
+                least[..leasts.len()].copy_from_slice(leasts);
+                let (samples, series) = (*samples, *series);
                 (
                     t * 1000,
                     Counts {
@@ -939,6 +966,32 @@ mod tests {
             })
             .collect();
         Coverage { by_t }
+    }
+
+    #[test]
+    fn a_stretch_short_of_scrapes_is_short_behind_another_stretch_with_fewer() {
+        // Generated seed 23's instant `min(stdvar_over_time(d[2m])) unless
+        // resets(r[1m])`, 59 s after a's hole in one host's series ended: of
+        // that host's 2m stretch a holds 4 samples, b 8; the 1m stretch holds
+        // 4 in each. Counted over both stretches at once, the least was 4 for
+        // both and a passed; counted per stretch, its 2m stretch is short.
+        let a: Vec<_> = (0..9)
+            .map(|i| (i * 7, 400.0 - 4.0, 20.0, vec![4.0, 4.0]))
+            .collect();
+        let b: Vec<_> = (0..9)
+            .map(|i| (i * 7, 400.0, 20.0, vec![8.0, 4.0]))
+            .collect();
+        let (a, b) = (with_leasts(&a), with_leasts(&b));
+        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], Some(120_000));
+        assert!(!m.allows(0, 56_000), "a's 2m stretch is four scrapes short");
+        assert!(m.allows(1, 56_000));
+        // One sample less in one stretch is a later scrape, not a hole.
+        let late: Vec<_> = (0..9)
+            .map(|i| (i * 7, 400.0 - 1.0, 20.0, vec![7.0, 4.0]))
+            .collect();
+        let late = with_leasts(&late);
+        let m = StepMask::from_coverage(&[Some(&late), Some(&b)], &[true, true], Some(120_000));
+        assert_eq!(m.excluded_steps(0), 0);
     }
 
     #[test]
