@@ -179,14 +179,14 @@ fn main() {
         let n = p.name;
         write!(
             header,
-            " {n} | {n} / slowest alone | {n} / slower at once | {n} − slower at once | {n} CPU ms |"
+            " {n} | {n} / slowest alone | {n} / slower alone, paired | {n} / slower at once | {n} − slower at once | {n} CPU ms |"
         )
         .unwrap();
     }
     println!("{header}");
     println!(
         "|---|---|---|---|---|{}",
-        "---|---|---|---|---|".repeat(proxies.len())
+        "---|---|---|---|---|---|".repeat(proxies.len())
     );
     let agent = agent();
     let pids: Vec<u32> = proxies.iter().map(TimedProxy::pid).collect();
@@ -229,6 +229,17 @@ fn main() {
                 (received_bytes(&p.url) - read_before[i]) / ((rounds + 1) * repeat) as f64;
             biggest_read[i] = biggest_read[i].max(per_query);
         }
+        // Per proxy, the median of each ask's ratio to the slower replica
+        // alone in the same round (asked moments apart): steadier than the
+        // ratio of medians when the machine drifts between rounds.
+        let paired: Vec<f64> = (3..times.len())
+            .map(|c| {
+                let ratios = (0..times[c].len())
+                    .map(|i| times[c][i] / times[0][i].max(times[1][i]))
+                    .collect();
+                median(ratios)
+            })
+            .collect();
         let medians: Vec<f64> = times.into_iter().map(median).collect();
         let (ma, mb, both) = (medians[0], medians[1], medians[2]);
         let slowest = ma.max(mb);
@@ -236,8 +247,9 @@ fn main() {
         for (i, mp) in medians[3..].iter().enumerate() {
             write!(
                 row,
-                " {mp:.2} | {:.3} | {:.3} | {:.2} ms | {:.2} |",
+                " {mp:.2} | {:.3} | {:.3} | {:.3} | {:.2} ms | {:.2} |",
                 mp / slowest,
+                paired[i],
                 mp / both,
                 mp - both,
                 cpu[i] / (rounds * repeat) as f64
