@@ -244,21 +244,16 @@ fn a_query_clear_of_holes_is_settled_by_the_coarse_coverage_and_one_across_a_hol
     // An instant's coarse round is its own window: clear of holes, its
     // history is not asked, nor where the window lies wholly in a hole (one
     // replica holds every sample there, the other none: the other's answer
-    // serves alone); just after one, it is. A vector's counts are asked
-    // beside the query, in its request, and its answer is merged (the one
-    // picked alone); a scalar's in a request of their own, and the answer
-    // picked goes out as it came.
-    for (q, beside) in [
-        ("temperature_celsius", true),
-        ("sum by (job) (rate(http_requests_total[5m]))", true),
-        ("absent_over_time(temperature_celsius[10m])", true),
-        ("scalar(sum(temperature_celsius))", false),
+    // goes out alone); just after one, it is.
+    for q in [
+        "temperature_celsius",
+        "sum by (job) (rate(http_requests_total[5m]))",
+        "absent_over_time(temperature_celsius[10m])",
     ] {
-        let (own, alone) = if beside { (0.0, 0.0) } else { (1.0, 1.0) };
         for (t, per_upstream, verbatim) in [
-            (tl.hole_a.start - 1200, 1.0 + own, alone),
-            (tl.hole_a.start + 600, 1.0 + own, alone),
-            (tl.hole_a.end + 60, 2.0 + own, 0.0),
+            (tl.hole_a.start - 1200, 2.0, 1.0),
+            (tl.hole_a.start + 600, 2.0, 1.0),
+            (tl.hole_a.end + 60, 3.0, 0.0),
         ] {
             let before = (upstream_requests(&proxy.url), verbatim_answers(&proxy.url));
             let got = points(&instant(&proxy.url, q, t));
@@ -630,9 +625,7 @@ fn an_answer_picked_to_go_out_alone_that_fails_is_replaced_by_the_next_upstreams
     let broken = fake::start(split("garbage"));
     let good = fake::start(split(&fake_vector(t)));
     let proxy = fake::start_proxy_without_readiness(proxy_binary(), &[&broken.url, &good.url]);
-    // A scalar, whose counts are asked apart: a vector's go beside it in one
-    // request, and its answer is merged, never handed on as it came.
-    let got = instant(&proxy.url, "scalar(up)", t);
+    let got = instant(&proxy.url, "up", t);
     assert_eq!(got["status"], "success", "{got}");
     assert_eq!(got["data"]["result"][0]["metric"]["instance"], "fake");
     let warnings = got["warnings"].to_string();
@@ -668,11 +661,7 @@ fn an_answer_picked_to_go_out_alone_is_sent_as_the_upstream_gave_it() {
     let first = fake::start(split(&body));
     let second = fake::start(split(&fake_vector(t)));
     let proxy = fake::start_proxy_without_readiness(proxy_binary(), &[&first.url, &second.url]);
-    // A scalar, whose counts are asked apart: a vector's go beside it in one
-    // request, and its answer is merged, never handed on as it came.
-    let q = "scalar(up)";
-    let (status, got) =
-        http_get(&format!("{}/api/v1/query?query={q}&time={t}", proxy.url)).unwrap();
+    let (status, got) = http_get(&format!("{}/api/v1/query?query=up&time={t}", proxy.url)).unwrap();
     assert_eq!((status, got), (200, body));
     assert_eq!(verbatim_answers(&proxy.url), 1.0);
 }

@@ -779,10 +779,9 @@ fn an_instant_query_without_time_is_asked_at_the_proxys_now_everywhere() {
     // x and y count other numbers of samples (neither none), so the coarse
     // round's counts differ and the coverage over the instant's history is
     // asked too.
-    // The query's answer with its coarse counts beside it (`n` samples).
     let counting = |n: u32| {
         format!(
-            r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{}},"value":[1,"{n}"]}},{{"metric":{{"__prom_ha_proxy_coverage__":"samples"}},"value":[1,"{n}"]}}]}}}}"#
+            r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{}},"value":[1,"{n}"]}}]}}}}"#
         )
     };
     let (x, y) = (
@@ -813,12 +812,13 @@ fn an_instant_query_without_time_is_asked_at_the_proxys_now_everywhere() {
             .iter()
             .filter(|r| r.starts_with("GET /api/v1/query?"))
             .collect();
-        assert_eq!(instants.len(), 1, "the query, its coarse counts beside it");
+        assert_eq!(instants.len(), 2, "the query and its coarse coverage");
         let coverage = seen
             .iter()
             .find(|r| r.starts_with("GET /api/v1/query_range?"))
             .expect("its coverage over the instant's history");
         let time = param(instants[0], "time");
+        assert_eq!(param(instants[1], "time"), time, "both at one instant");
         // The 56 s before the instant, every 7 s.
         assert_eq!(param(coverage, "end"), time, "coverage ends at the instant");
         let start: f64 = param(coverage, "start").parse().unwrap();

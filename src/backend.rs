@@ -46,31 +46,6 @@ impl ApiRequest {
         self.rewritten(&self.path, Some(query), &[], &[])
     }
 
-    /// This instant query with `counts` asked beside it in one request:
-    /// `(query) or counts`, every other parameter kept, `stats` included.
-    /// `counts` must be a vector whose every series carries a label the
-    /// query's never do, so `or` adds them all and they can be taken out of
-    /// the answer again; and the query must be a vector too. None where the
-    /// client sent no `query`, or a `limit` (which would cut the two
-    /// together).
-    pub fn with_counts_beside(&self, counts: &str) -> Option<ApiRequest> {
-        let params = |encoded: &[u8]| -> Vec<(String, String)> {
-            serde_urlencoded::from_bytes(encoded).unwrap_or_default()
-        };
-        let (in_url, in_form) = (
-            params(self.query_string.as_bytes()),
-            params(&self.form_body),
-        );
-        let all = || in_url.iter().chain(&in_form);
-        if all().any(|(k, _)| k == "limit") {
-            return None;
-        }
-        let (_, query) = all().find(|(k, _)| k == "query")?;
-        // On lines of its own: a `#` comment in the query ends at its line.
-        let both = format!("(\n{query}\n) or {counts}");
-        Some(self.with_params(&self.path, Some(&both), &[], &[]))
-    }
-
     /// This range query over its steps from `start_ms` to `end_ms` alone,
     /// everything else kept (its query, step, look-back, timeout, …).
     pub fn over_steps(&self, start_ms: i64, end_ms: i64) -> ApiRequest {
@@ -102,25 +77,12 @@ impl ApiRequest {
         drop: &[&str],
         add: &[(&str, String)],
     ) -> ApiRequest {
-        let drop: Vec<&str> = ["stats", "limit"].iter().chain(drop).copied().collect();
-        self.with_params(path, query, &drop, add)
-    }
-
-    /// This request at `path` with `query` for its query (None: its own),
-    /// the parameters in `drop` removed and `add` added (see `rewritten`).
-    fn with_params(
-        &self,
-        path: &str,
-        query: Option<&str>,
-        drop: &[&str],
-        add: &[(&str, String)],
-    ) -> ApiRequest {
         let rewrite = |encoded: &[u8], add: &[(&str, String)]| {
             let pairs: Vec<(String, String)> =
                 serde_urlencoded::from_bytes(encoded).unwrap_or_default();
             let mut pairs: Vec<(String, String)> = pairs
                 .into_iter()
-                .filter(|(k, _)| !drop.contains(&k.as_str()))
+                .filter(|(k, _)| k != "stats" && k != "limit" && !drop.contains(&k.as_str()))
                 .map(|(k, v)| match query {
                     Some(query) if k == "query" => (k, query.to_string()),
                     _ => (k, v),
@@ -1341,51 +1303,6 @@ mod tests {
             Bytes::from_static(b"query=sum%28up%29&start=1&end=2&step=15")
         );
         assert_eq!(c.query_string, "x=1");
-    }
-
-    #[test]
-    fn counts_asked_beside_an_instant_keep_every_parameter_and_its_comments_closed() {
-        let post = ApiRequest {
-            path: "/api/v1/query".into(),
-            method: Method::POST,
-            query_string: "x=1".into(),
-            form_body: Bytes::from_static(b"query=up+%23+a+comment&time=5&stats=all"),
-            authorization: None,
-        };
-        let c = post.with_counts_beside("n").unwrap();
-        let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&c.form_body).unwrap();
-        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
-        assert_eq!(
-            form,
-            vec![
-                pair("query", "(\nup # a comment\n) or n"),
-                pair("time", "5"),
-                pair("stats", "all"),
-            ]
-        );
-        assert_eq!(
-            (c.path.as_str(), c.query_string.as_str()),
-            ("/api/v1/query", "x=1")
-        );
-        let get = ApiRequest {
-            method: Method::GET,
-            query_string: "query=up&time=5".into(),
-            form_body: Bytes::new(),
-            ..post
-        };
-        let c = get.with_counts_beside("n").unwrap();
-        assert_eq!(c.query_string, "query=%28%0Aup%0A%29+or+n&time=5");
-        // A limit would cut the answer and the counts together; no query, nothing to ask.
-        let limited = ApiRequest {
-            query_string: "query=up&limit=2".into(),
-            ..get.clone()
-        };
-        assert!(limited.with_counts_beside("n").is_none());
-        let none = ApiRequest {
-            query_string: "time=5".into(),
-            ..get
-        };
-        assert!(none.with_counts_beside("n").is_none());
     }
 
     #[test]

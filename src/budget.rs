@@ -262,10 +262,6 @@ impl<T> Held<T> {
         }
     }
 
-    pub fn get_mut(&mut self) -> &mut T {
-        &mut self.value
-    }
-
     /// The value, its bytes given back to the budget.
     pub fn release(self) -> T {
         self.value

@@ -17,9 +17,6 @@ use std::time::Duration;
 pub struct QueryShape {
     pub reorder: Reorder,
     pub reads: Reads,
-    /// The expression is an instant vector (not a scalar or a string), so
-    /// other vectors can be asked beside it with `or`.
-    pub vector: bool,
 }
 
 /// Which stored samples the expression reads when evaluated at a step `t`.
@@ -86,7 +83,6 @@ pub fn analyse(query: &str, lookback: Duration) -> QueryShape {
                 )
                 .collect();
             QueryShape {
-                vector: expr.value_type() == parser::value::ValueType::Vector,
                 reorder: reorder_of(&expr),
                 reads: if stretches.is_empty() {
                     Reads::Nothing
@@ -749,16 +745,6 @@ mod tests {
         assert!(q.contains(&last) && !q.contains(&format!("least{LEAST_COUNTS}")));
         let shared = q.rsplit_once("min(").unwrap().1;
         assert_eq!(shared.matches("count_over_time").count(), 3, "{q}");
-    }
-
-    #[test]
-    fn only_a_vector_expression_can_have_counts_asked_beside_it() {
-        for q in ["up", "sum by (job) (rate(x[5m]))", "x > 1", "absent(nope)"] {
-            assert!(analyse(q).vector, "{q}");
-        }
-        for q in ["scalar(up)", "1 + 1", "time()", "x[5m]", "\"text\"", "(up"] {
-            assert!(!analyse(q).vector, "{q}");
-        }
     }
 
     #[test]

@@ -298,21 +298,6 @@ impl Handler<Query> for Supervisor {
             && self.replica_labels.is_empty()
             && routing.iter().all(Option::is_none))
         .then_some(0);
-        // A vector instant that could go out as it came asks its window's
-        // counts inside the query itself: one request per upstream, not two
-        // (on a small instant the second request was most of the proxy's
-        // cost). Its answers then carry the counts, so they are merged, not
-        // handed on as they came; an upstream's alone where the counts say so.
-        let beside = coarse
-            .filter(|_| verbatim_from.is_some())
-            .and_then(|c| c.beside.clone());
-        let (counts_out, counts_in) = match &beside {
-            Some(_) => {
-                let (tell, told) = tokio::sync::oneshot::channel::<BesideCounts>();
-                (Some(tell), Some(told))
-            }
-            None => (None, None),
-        };
         // With every coarse count remembered, where the upstreams differ is
         // known before the query goes out: where nowhere, the first one's
         // answer is all that is asked for; where only within spans of the
@@ -373,10 +358,6 @@ impl Handler<Query> for Supervisor {
                     let down = Err(UpstreamError::Down(down.unwrap_or_default()));
                     return Box::pin(async move { Main::whole(down) });
                 };
-                if let Some(beside) = &beside {
-                    let beside = Fetch::new(beside.clone(), *deadline);
-                    return Box::pin(main_beside(addr.clone(), beside, request.clone()));
-                }
                 if me > 0 {
                     return Box::pin(other_main(
                         addr.clone(),
@@ -462,30 +443,17 @@ impl Handler<Query> for Supervisor {
             let (fine, spent) = match &plan.coarse {
                 None => (vec![FineSpan::whole(plan.fine.clone())], Duration::ZERO),
                 Some(coarse) => {
-                    let fresh = match counts_in {
-                        // Asked beside the query: read off its answers.
-                        Some(counts) => {
-                            let (fresh, hung_now) = counts.await.unwrap_or_default();
-                            for (hung, now) in hung.iter().zip(hung_now) {
-                                hung.set(now);
-                            }
-                            Some(fresh)
-                        }
-                        None => {
-                            let answers = OptionFuture::from(
-                                coarse.request.as_ref().map(|r| ask_all(r, Duration::ZERO)),
-                            )
-                            .await;
-                            for (hung, answer) in hung.iter().zip(answers.iter().flatten()) {
-                                hung.set(matches!(answer, Some(Err(UpstreamError::Straggler(_)))));
-                            }
-                            if let (Some(answers), Ok(mut settled)) = (&answers, settled.lock()) {
-                                coarse.remember(&mut settled.windows, answers);
-                            }
-                            answers.as_deref().map(totals)
-                        }
-                    };
-                    let totals = coarse.totals(fresh, &upstreams_asked);
+                    let answers = OptionFuture::from(
+                        coarse.request.as_ref().map(|r| ask_all(r, Duration::ZERO)),
+                    )
+                    .await;
+                    for (hung, answer) in hung.iter().zip(answers.iter().flatten()) {
+                        hung.set(matches!(answer, Some(Err(UpstreamError::Straggler(_)))));
+                    }
+                    let totals = coarse.totals(answers.as_deref(), &upstreams_asked);
+                    if let (Some(answers), Ok(mut settled)) = (&answers, settled.lock()) {
+                        coarse.remember(&mut settled.windows, answers);
+                    }
                     // Known before the query went out where every count was remembered.
                     let differs = foreseen.unwrap_or_else(|| coarse.differs(&totals));
                     // Every upstream holds the same samples, or (an instant)
@@ -574,17 +542,8 @@ impl Handler<Query> for Supervisor {
                 |main| main.parts.is_none() && main.answer.is_ok(),
                 || Main::whole(Err(UpstreamError::Straggler(straggler_timeout))),
             );
-            let mut all;
-            let beside_asked = counts_out.is_some();
-            match counts_out {
-                // The counts come with the main answers: those first.
-                Some(tell) => {
-                    all = mains.await;
-                    let _ = tell.send(take_counts(&mut all, &legs));
-                    job.coverage = coverage.await;
-                }
-                None => (all, job.coverage) = futures_util::future::join(mains, coverage).await,
-            }
+            let all;
+            (all, job.coverage) = futures_util::future::join(mains, coverage).await;
             // Each upstream's main answer (or first part), and the other parts.
             let mut fetched: Vec<Result<Fetched, UpstreamError>> = Vec::new();
             let mut partial: Vec<bool> = Vec::new();
@@ -611,14 +570,6 @@ impl Handler<Query> for Supervisor {
                 return Ok(Merged::Whole(Bytes::from(body.bytes)));
             }
             job.outcomes = futures_util::future::join_all(fetched.into_iter().map(parsed)).await;
-            // Counts asked beside: the one picked answers alone, merged.
-            if let Some(u) = picked.filter(|_| beside_asked) {
-                for (i, outcome) in job.outcomes.iter_mut().enumerate() {
-                    if i != u && outcome.is_ok() {
-                        *outcome = Err(UpstreamError::NotNeeded);
-                    }
-                }
-            }
             let mut more: Vec<(usize, Outcome)> = futures_util::future::join_all(
                 more.into_iter()
                     .map(|(u, part)| async move { (u, parsed(part).await) }),
@@ -719,8 +670,6 @@ struct Main {
     answer: Result<Fetched, UpstreamError>,
     /// The other parts; None: `answer` is whole (or no answer).
     parts: Option<Vec<Result<Fetched, UpstreamError>>>,
-    /// `answer` carries the coarse counts asked beside the query.
-    counted: bool,
 }
 
 impl Main {
@@ -728,27 +677,7 @@ impl Main {
         Main {
             answer,
             parts: None,
-            counted: false,
         }
-    }
-}
-
-/// The query asked with its coarse counts beside it (`beside`); where the
-/// upstream rejects that (a Prometheus whose sample limit the two together
-/// pass, say), the query as the client sent it (`plain`), its counts then
-/// unknown, as a coverage query that failed.
-async fn main_beside(addr: Addr<Backend>, beside: Fetch, plain: Arc<ApiRequest>) -> Main {
-    let started = Instant::now();
-    let deadline = beside.deadline;
-    match fetch(&addr, beside).await {
-        Err(UpstreamError::Rejected { .. }) => {
-            let left = deadline.saturating_sub(started.elapsed());
-            Main::whole(fetch(&addr, Fetch::new(plain, left)).await)
-        }
-        answer => Main {
-            counted: true,
-            ..Main::whole(answer)
-        },
     }
 }
 
@@ -851,7 +780,6 @@ async fn other_main(addr: Addr<Backend>, whole: Fetch, others: Others) -> Main {
     match parts.next() {
         None => Main::whole(Err(UpstreamError::NotNeeded)),
         Some(first) => Main {
-            counted: false,
             answer: first,
             parts: Some(parts.collect()),
         },
@@ -976,12 +904,6 @@ impl CoveragePlan {
             // coverage over its history whole.
             (Some(t), ..) => Some(CoarseRound {
                 request: Some(Arc::new(query.request.with_query(&samples()))),
-                beside: query
-                    .shape
-                    .vector
-                    .then(|| query.request.with_counts_beside(&samples()))
-                    .flatten()
-                    .map(Arc::new),
                 steps: Steps {
                     start_ms: t,
                     end_ms: t,
@@ -1013,7 +935,6 @@ impl CoveragePlan {
                 let tiles = (end_ms - first + width - 1) / width;
                 let samples = samples();
                 Some(CoarseRound {
-                    beside: None,
                     request: Some(Arc::new(query.request.as_range(
                         &samples,
                         first,
@@ -1056,9 +977,6 @@ impl CoveragePlan {
 struct CoarseRound {
     /// None when every count needed is remembered.
     request: Option<Arc<ApiRequest>>,
-    /// An instant vector's query with `request`'s counts asked beside it, in
-    /// one request (`ApiRequest::with_counts_beside`).
-    beside: Option<Arc<ApiRequest>>,
     steps: Steps,
     /// The widest stretch moving with the steps.
     reach_ms: i64,
@@ -1078,34 +996,6 @@ struct CoarseRound {
     /// How far past a window's end its count reads (`query::reads_past_ms`);
     /// None: never settled, not remembered.
     reads_past_ms: Option<i64>,
-}
-
-/// Per upstream asked, its coarse counts as `(t_ms, count)` (None if unreadable).
-type Totals = Vec<Option<Vec<(i64, f64)>>>;
-
-/// Each asked upstream's counts asked beside the query, and whether each
-/// upstream is hung (a straggler).
-type BesideCounts = (Totals, Vec<bool>);
-
-/// Takes the counts asked beside the query out of each main answer, in the
-/// shape of [`totals`] (one entry per upstream asked).
-fn take_counts(mains: &mut [Main], legs: &[Option<(Addr<Backend>, Duration)>]) -> BesideCounts {
-    let hung = mains
-        .iter()
-        .map(|m| matches!(m.answer, Err(UpstreamError::Straggler(_))))
-        .collect();
-    let counts = mains
-        .iter_mut()
-        .zip(legs)
-        .filter(|(_, leg)| leg.is_some())
-        .map(|(main, _)| match &mut main.answer {
-            Ok(Fetched::Parsed(held)) if main.counted => {
-                coverage::take_totals(held.get_mut(), query::COVERAGE_LABEL)
-            }
-            _ => None,
-        })
-        .collect();
-    (counts, hung)
 }
 
 /// Each asked upstream's coarse coverage answer read as counts (None if unreadable).
@@ -1159,7 +1049,12 @@ impl CoarseRound {
 
     /// Each asked upstream's counts: those remembered, then its answer's
     /// (None if it gave none, when it was asked).
-    fn totals(&self, fresh: Option<Totals>, asked: &[bool]) -> Totals {
+    fn totals(
+        &self,
+        answers: Option<&[Option<Outcome>]>,
+        asked: &[bool],
+    ) -> Vec<Option<Vec<(i64, f64)>>> {
+        let fresh = answers.map(totals);
         asked
             .iter()
             .enumerate()
@@ -1823,7 +1718,6 @@ mod tests {
         };
         CoarseRound {
             request: Some(Arc::new(request.as_range("count", first, last, width))),
-            beside: None,
             steps: Steps {
                 start_ms: first,
                 end_ms: last,

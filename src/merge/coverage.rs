@@ -74,7 +74,7 @@ impl Coverage {
     /// series whose `label` says `samples`, `series` and `leastK`. None if a
     /// count is no whole number, which no count is.
     pub fn read(answer: &Answer, label: &str) -> Option<Coverage> {
-        let by_t = per_step(answer, &answer.series, |counts: &mut Counts, s, v| {
+        let by_t = per_step(answer, |counts: &mut Counts, s, v| {
             let kind = answer
                 .series_labels(s)
                 .iter()
@@ -122,24 +122,7 @@ impl Coverage {
 /// A coarse coverage answer's numbers: per step, the sum of its series'
 /// values, in time order. None if one is no whole count.
 pub fn totals(answer: &Answer) -> Option<Vec<(i64, f64)>> {
-    per_step(answer, &answer.series, |total: &mut f64, _, v| *total += v)
-}
-
-/// The totals of a coarse coverage answer asked beside a query (the series
-/// whose `label` is set), taken out of that query's answer, which is left
-/// with its own series alone. None if a count is no whole number.
-pub fn take_totals(answer: &mut Answer, label: &str) -> Option<Vec<(i64, f64)>> {
-    let labelled = |s: &Series| {
-        answer
-            .series_labels(s)
-            .iter()
-            .any(|l| answer.text(l.name) == label)
-    };
-    let (counts, own): (Vec<Series>, Vec<Series>) =
-        answer.series.iter().cloned().partition(|s| labelled(s));
-    let totals = per_step(answer, &counts, |total: &mut f64, _, v| *total += v);
-    answer.series = own;
-    totals
+    per_step(answer, |total: &mut f64, _, v| *total += v)
 }
 
 /// Per step, in time order, what `add` makes of the values of an answer's
@@ -147,11 +130,10 @@ pub fn take_totals(answer: &mut Answer, label: &str) -> Option<Vec<(i64, f64)>> 
 /// count, as every coverage value is.
 fn per_step<T: Default>(
     answer: &Answer,
-    series: &[Series],
     mut add: impl FnMut(&mut T, &Series, f64),
 ) -> Option<Vec<(i64, T)>> {
     let mut at: HashMap<i64, T, ahash::RandomState> = HashMap::default();
-    for s in series {
+    for s in &answer.series {
         for sample in answer.floats(s) {
             let v = answer.sample_value(sample);
             if !(v >= 0.0 && v.fract() == 0.0) {
@@ -550,22 +532,6 @@ mod tests {
 
     fn coverage(points: &[(i64, f64, f64)]) -> Coverage {
         Coverage::from_counts(points.iter().map(|p| (p.0 * 1000, p.1, p.2)))
-    }
-
-    #[test]
-    fn counts_asked_beside_a_query_are_taken_out_of_its_answer() {
-        let body = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"job":"a"},"value":[1,"0.5"]},{"metric":{"c":"samples"},"value":[1,"80"]},{"metric":{"job":"b"},"value":[1,"2"]}]}}"#;
-        let mut a = Answer::parse(body.as_bytes().to_vec()).unwrap();
-        assert_eq!(take_totals(&mut a, "c"), Some(vec![(1000, 80.0)]));
-        let jobs: Vec<&str> = a
-            .series
-            .iter()
-            .map(|s| a.text(a.series_labels(s)[0].value))
-            .collect();
-        assert_eq!(jobs, ["a", "b"], "the query's own series, in order");
-        // None asked beside (or none counted): no samples, as an empty coverage answer says.
-        assert_eq!(take_totals(&mut a, "c"), Some(vec![]));
-        assert_eq!(a.series.len(), 2);
     }
 
     #[test]
