@@ -248,6 +248,17 @@ pub fn start_proxy_with_config(binary: &Path, name: &str, toml: &str) -> Proxy {
 }
 
 pub fn start_proxy_with(binary: &Path, upstreams: &[&str], args: &[&str]) -> Proxy {
+    // A port found free may be another's by the time the proxy binds it
+    // (`listens_on`): then tried on another.
+    for _ in 0..2 {
+        if let Some(proxy) = try_start_proxy_with(binary, upstreams, args) {
+            return proxy;
+        }
+    }
+    try_start_proxy_with(binary, upstreams, args).expect("proxy: every port tried was another's")
+}
+
+fn try_start_proxy_with(binary: &Path, upstreams: &[&str], args: &[&str]) -> Option<Proxy> {
     let port = free_port();
     let mut cmd = std::process::Command::new(binary);
     cmd.arg("--listen")
@@ -268,7 +279,7 @@ pub fn start_proxy_with(binary: &Path, upstreams: &[&str], args: &[&str]) -> Pro
     wait_until("proxy port", Duration::from_secs(30), || {
         TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
-    proxy
+    listens_on(proxy.process.child.id(), port).then_some(proxy)
 }
 
 /// POSTs a raw form body; returns (status, body).

@@ -199,6 +199,29 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Whether process `pid` holds the socket listening on 127.0.0.1:`port`
+/// (read from /proc): a port found free may be taken by another test's
+/// server before this one binds it, and then that one answers at its URL.
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let wanted = format!("0100007F:{port:04X}");
+    // Columns: sl, local address, remote address, state (0A: listening), …, inode (the tenth).
+    let inode = tcp.lines().skip(1).find_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        (cols.get(1) == Some(&wanted.as_str()) && cols.get(3) == Some(&"0A"))
+            .then(|| cols.get(9).map(|i| format!("socket:[{i}]")))
+            .flatten()
+    });
+    let Some(inode) = inode else {
+        return false;
+    };
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == inode))
+}
+
 /// Spawns `cmd` so that it is killed when this process dies.
 ///
 /// PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, and
@@ -431,7 +454,16 @@ impl Proxy {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> Proxy {
-        Self::start_on(binary, free_port(), upstreams, extra_args, env)
+        // A port found free may be another's by the time the proxy binds it
+        // (`listens_on`): then tried on another.
+        let mut clash = String::new();
+        for _ in 0..3 {
+            match Self::try_start_on(binary, free_port(), upstreams, extra_args, env) {
+                Ok(p) => return p,
+                Err(e) => clash = e,
+            }
+        }
+        panic!("{clash}");
     }
 
     /// Starts the proxy on `port` (chosen beforehand, e.g. for a scrape config).
@@ -442,6 +474,19 @@ impl Proxy {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> Proxy {
+        Self::try_start_on(binary, port, upstreams, extra_args, env)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts the proxy on `port`; an error if, once something answers
+    /// there, it is not this proxy.
+    fn try_start_on(
+        binary: &Path,
+        port: u16,
+        upstreams: &[&str],
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Proxy, String> {
         let mut cmd = Command::new(binary);
         cmd.arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
@@ -472,7 +517,10 @@ impl Proxy {
             },
             || format!("{:?}", last.borrow()),
         );
-        p
+        if !listens_on(p.process.child.id(), port) {
+            return Err(format!("proxy: port {port} is another process's"));
+        }
+        Ok(p)
     }
 }
 

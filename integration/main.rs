@@ -895,3 +895,19 @@ fn an_upstream_answer_over_the_size_limit_is_left_out_with_a_warning() {
         "answer larger than the 2000-byte limit",
     );
 }
+
+#[test]
+fn the_harness_tells_which_process_listens_on_a_port() {
+    // What lets a proxy or a Prometheus started on a port found free notice
+    // that another process took that port first.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    assert!(listens_on(std::process::id(), port));
+    let proxy = fake::start_proxy_without_readiness(proxy_binary(), &["http://127.0.0.1:9"]);
+    let proxy_port: u16 = proxy.url.rsplit_once(':').unwrap().1.parse().unwrap();
+    assert!(listens_on(proxy.process.child.id(), proxy_port));
+    assert!(!listens_on(proxy.process.child.id(), port));
+    assert!(!listens_on(std::process::id(), proxy_port));
+    drop(listener);
+    assert!(!listens_on(std::process::id(), port), "closed: nobody's");
+}
