@@ -450,6 +450,40 @@ impl StepMask {
                 distance
             })
             .collect();
+        // Per upstream, the steps on a hole's ramp: walking away from a step
+        // beyond, the short steps whose deficit keeps falling (at least once
+        // a scrape interval) until it is gone. A hole in a few targets'
+        // series falls by one scrape of each per interval, short of one
+        // sample per series of all at every step of the walk, so one
+        // interval from the last step beyond does not reach its end; an
+        // offset's deficit holds steady, and the walk stops on it. The
+        // upstream with the best count is never on a ramp (its deficit is
+        // none), so this only ever hands a step to it.
+        let on_ramp: Vec<Vec<bool>> = (0..n)
+            .map(|u| {
+                let mut ramp = vec![false; steps.len()];
+                let mut walk = |from: usize, away: &mut dyn Iterator<Item = usize>| {
+                    let (mut least, mut fell_at) = (f64::INFINITY, from);
+                    for i in away {
+                        let d = deficit(i, u);
+                        if beyond(i, u) || d <= 0.0 {
+                            break;
+                        }
+                        if d < least {
+                            (least, fell_at) = (d, i);
+                        } else if i.abs_diff(fell_at) >= reach(i) {
+                            break;
+                        }
+                        ramp[i] = true;
+                    }
+                };
+                for j in (0..steps.len()).filter(|&j| beyond(j, u)) {
+                    walk(j, &mut (j + 1..steps.len()));
+                    walk(j, &mut (0..j).rev());
+                }
+                ramp
+            })
+            .collect();
         let by_t: HashMap<i64, u64, ahash::RandomState> = (0..steps.len())
             .map(|i| {
                 let (t, _, _, per_target, _) = &steps[i];
@@ -457,7 +491,7 @@ impl StepMask {
                 let mask = (0..n)
                     .filter(|&u| {
                         let deficit = deficit(i, u);
-                        let at_edge = deficit > 0.0 && to_beyond[u][i] <= reach;
+                        let at_edge = deficit > 0.0 && (to_beyond[u][i] <= reach || on_ramp[u][i]);
                         known[u] && deficit <= per_target.min(usual[u]) && !at_edge
                     })
                     .fold(0u64, |m, u| m | 1 << u);
@@ -749,6 +783,45 @@ mod tests {
         // Not knowing the window, only the step next to it is caught.
         let m = StepMask::from_coverage(&covs, &[true, true], None);
         assert!(m.allows(0, 30 * 5000) && m.allows(0, 31 * 5000) && !m.allows(0, 32 * 5000));
+    }
+
+    #[test]
+    fn a_few_targets_ramp_out_of_a_hole_is_the_hole_to_its_end() {
+        // Generated seed 24: `rate(…[10m])` at 15 s steps, 40 series of 4
+        // hosts, 40 samples each a window; a lost host-1's 10 series for a
+        // while, lockstep. The range ends as the window leaves the hole:
+        // 4, 3, 2, then 1 scrape of those 10 short, none beyond one sample
+        // per series of all (40), and nothing earlier to learn from.
+        let full = 1600.0;
+        let a: Vec<(i64, f64, f64)> = (0..20)
+            .map(|i| match i {
+                ..16 => (i * 15, full - 200.0, 30.0),
+                _ => (i * 15, full - 10.0 * (20 - i) as f64, 40.0),
+            })
+            .collect();
+        let b: Vec<(i64, f64, f64)> = (0..20).map(|i| (i * 15, full, 40.0)).collect();
+        let (a, b) = (coverage(&a), coverage(&b));
+        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], Some(600_000));
+        assert_eq!(
+            m.excluded_steps(0),
+            20,
+            "a's ramp out is the hole's, to its last step"
+        );
+        assert_eq!(m.excluded_steps(1), 0);
+        // An offset's steady deficit after the ramp is left to a: the walk
+        // stops one scrape interval into it.
+        let late: Vec<(i64, f64, f64)> = (0..30)
+            .map(|i| match i {
+                ..16 => (i * 15, full - 200.0, 30.0),
+                16..=18 => (i * 15, full - 10.0 * (20 - i) as f64, 40.0),
+                _ => (i * 15, full - 10.0, 40.0),
+            })
+            .collect();
+        let b: Vec<(i64, f64, f64)> = (0..30).map(|i| (i * 15, full, 40.0)).collect();
+        let (late, b) = (coverage(&late), coverage(&b));
+        let m = StepMask::from_coverage(&[Some(&late), Some(&b)], &[true, true], Some(600_000));
+        assert!(!m.allows(0, 19 * 15_000) && m.allows(0, 20 * 15_000));
+        assert!((20..30).all(|i| m.allows(0, i * 15_000)));
     }
 
     #[test]
