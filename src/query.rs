@@ -319,8 +319,8 @@ pub fn coverage_query(stretches: &[Stretch]) -> String {
 /// replica scraping later lacks one at most; counted per stretch, as one
 /// count over all of them is the shortest window's. Every stretch pinned at
 /// the instant, so Prometheus evaluates it once, not at every step of the
-/// history (which needs only the totals, to learn from); a range has that
-/// history within itself and asks no such count.
+/// history (which needs only the totals, to learn from); a range of many
+/// steps has that history within itself and asks no such count.
 pub fn instant_coverage_query(stretches: &[Stretch], t_ms: i64) -> String {
     let at = format!("@ {}", crate::backend::seconds(t_ms));
     let pinned: Vec<Stretch> = stretches
@@ -330,8 +330,26 @@ pub fn instant_coverage_query(stretches: &[Stretch], t_ms: i64) -> String {
             ..s.clone()
         })
         .collect();
-    let terms = count_terms(&pinned);
-    let mut q = coverage_query(stretches);
+    with_least_counts(coverage_query(stretches), &count_terms(&pinned))
+}
+
+/// The coverage query of a range of fewer steps than it takes to learn an
+/// upstream's usual deficit from (`coverage::LEARN_FROM_STEPS`): as
+/// [`coverage_query`], and per stretch the fewest samples any one of its
+/// series holds, at every step (`least0`, … as an instant's; see
+/// [`instant_coverage_query`]). Without them, a few targets' series two
+/// scrapes short (a hole's last missing scrapes in the first step's window)
+/// pass for an offset there; with many steps the range learns that from
+/// its own steps, and the third aggregation at every step would cost (see
+/// the README's benchmarks).
+pub fn short_range_coverage_query(stretches: &[Stretch]) -> String {
+    with_least_counts(coverage_query(stretches), &count_terms(stretches))
+}
+
+/// `coverage` with each stretch's least-sampled series' count beside it
+/// (`terms`, one per stretch; from the [`LEAST_COUNTS`]th on they share one).
+fn with_least_counts(coverage: String, terms: &[String]) -> String {
+    let mut q = coverage;
     let shared = terms.len().min(LEAST_COUNTS - 1);
     let groups = terms[..shared]
         .iter()
@@ -735,6 +753,13 @@ mod tests {
             )),
             "{q}"
         );
+        // A short range's: the same counts, unpinned, at every step.
+        let q = short_range_coverage_query(&stretches);
+        assert!(parser::parse(&q).is_ok(), "{q}");
+        assert!(q.starts_with(&coverage_query(&stretches)), "{q}");
+        assert!(q.ends_with(&format!(
+            " or label_replace(min(count_over_time(x[240000ms] offset 60000ms)), \"{COVERAGE_LABEL}\", \"least0\", \"\", \"\") or label_replace(min(count_over_time(x[60000ms] @ 1700000000.000)), \"{COVERAGE_LABEL}\", \"least1\", \"\", \"\")"
+        )), "{q}");
         // Past the counts there are, the last stretches share one.
         let many: Vec<Stretch> = (1..=LEAST_COUNTS as i64 + 2)
             .map(|i| rel(-60 * i, 0))

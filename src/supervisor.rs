@@ -890,7 +890,20 @@ impl CoveragePlan {
                 let coverage = query::instant_coverage_query(&stretches, t);
                 query.request.as_range(&coverage, start, t, step)
             }
-            None => query.request.with_query(&coverage),
+            // A range too short to learn from its own steps counts each
+            // stretch's least-sampled series too, as an instant does.
+            None => match query.range_ms {
+                Some((start, end, step))
+                    if step > 0
+                        && end >= start
+                        && (end - start) / step + 1 < coverage::LEARN_FROM_STEPS as i64 =>
+                {
+                    query
+                        .request
+                        .with_query(&query::short_range_coverage_query(&stretches))
+                }
+                _ => query.request.with_query(&coverage),
+            },
         };
         let samples = || query::coverage_samples_query(&stretches);
         let coarse = match (

@@ -34,7 +34,7 @@ use std::collections::HashMap;
 
 /// How many steps it takes to learn an upstream's usual deficit; with fewer
 /// (an instant query), every upstream gets one sample per target.
-const LEARN_FROM_STEPS: usize = 8;
+pub const LEARN_FROM_STEPS: usize = 8;
 
 /// The most upstreams a mask can hold (one bit each).
 pub const MAX_UPSTREAMS: usize = 64;
