@@ -248,18 +248,17 @@ pub fn start_proxy_with_config(binary: &Path, name: &str, toml: &str) -> Proxy {
 }
 
 pub fn start_proxy_with(binary: &Path, upstreams: &[&str], args: &[&str]) -> Proxy {
-    // A port found free may be another's by the time the proxy binds it
-    // (`listens_on`): then tried on another.
-    for _ in 0..2 {
-        if let Some(proxy) = try_start_proxy_with(binary, upstreams, args) {
-            return proxy;
-        }
-    }
-    try_start_proxy_with(binary, upstreams, args).expect("proxy: every port tried was another's")
+    on_a_free_port(|port| try_start_proxy_with(binary, port, upstreams, args))
 }
 
-fn try_start_proxy_with(binary: &Path, upstreams: &[&str], args: &[&str]) -> Option<Proxy> {
-    let port = free_port();
+/// Starts the proxy on `port`, waiting for the port alone; an error if what
+/// listens there is not this proxy (`listens_on`).
+fn try_start_proxy_with(
+    binary: &Path,
+    port: u16,
+    upstreams: &[&str],
+    args: &[&str],
+) -> Result<Proxy, String> {
     let mut cmd = std::process::Command::new(binary);
     cmd.arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
@@ -279,7 +278,10 @@ fn try_start_proxy_with(binary: &Path, upstreams: &[&str], args: &[&str]) -> Opt
     wait_until("proxy port", Duration::from_secs(30), || {
         TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
-    listens_on(proxy.process.child.id(), port).then_some(proxy)
+    if !listens_on(proxy.process.child.id(), port) {
+        return Err(format!("proxy: port {port} is another process's"));
+    }
+    Ok(proxy)
 }
 
 /// POSTs a raw form body; returns (status, body).

@@ -199,6 +199,21 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `start` on a port found free, tried again on another (three tries in
+/// all) when it says the port turned out to be another's: servers start in
+/// parallel, and one may take a port between another finding it free and
+/// binding it.
+pub fn on_a_free_port<T>(mut start: impl FnMut(u16) -> Result<T, String>) -> T {
+    let mut clash = String::new();
+    for _ in 0..3 {
+        match start(free_port()) {
+            Ok(started) => return started,
+            Err(e) => clash = e,
+        }
+    }
+    panic!("{clash}");
+}
+
 /// Whether process `pid` holds the socket listening on 127.0.0.1:`port`
 /// (read from /proc): a port found free may be taken by another test's
 /// server before this one binds it, and then that one answers at its URL.
@@ -312,17 +327,11 @@ impl Prometheus {
         );
         std::fs::write(dir.join("prometheus.yml"), config_yml).unwrap();
         let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
-        // A port found free may be taken by another test's server before this
-        // one binds it (servers start in parallel): then this one exits and
-        // the other answers at its address. Caught, and tried on another port.
-        let mut clash = String::new();
-        for _ in 0..3 {
-            match Self::try_spawn(name, dir, free_port(), &flags) {
-                Ok(p) => return p,
-                Err(e) => clash = e,
-            }
-        }
-        panic!("prometheus {name}: {clash}");
+        // A Prometheus whose port another took first exits, and the other
+        // answers at its address: caught by `try_spawn`.
+        on_a_free_port(|port| {
+            Self::try_spawn(name, dir, port, &flags).map_err(|e| format!("prometheus {name}: {e}"))
+        })
     }
 
     /// Starts Prometheus on an existing data directory and port; returns once ready.
@@ -454,16 +463,7 @@ impl Proxy {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> Proxy {
-        // A port found free may be another's by the time the proxy binds it
-        // (`listens_on`): then tried on another.
-        let mut clash = String::new();
-        for _ in 0..3 {
-            match Self::try_start_on(binary, free_port(), upstreams, extra_args, env) {
-                Ok(p) => return p,
-                Err(e) => clash = e,
-            }
-        }
-        panic!("{clash}");
+        on_a_free_port(|port| Self::try_start_on(binary, port, upstreams, extra_args, env))
     }
 
     /// Starts the proxy on `port` (chosen beforehand, e.g. for a scrape config).

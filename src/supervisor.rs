@@ -892,11 +892,15 @@ impl CoveragePlan {
             }
             // A range too short to learn from its own steps counts each
             // stretch's least-sampled series too, as an instant does.
-            None => match query.range_ms {
-                Some((start, end, step))
-                    if step > 0
-                        && end >= start
-                        && (end - start) / step + 1 < coverage::LEARN_FROM_STEPS as i64 =>
+            None => match query.range_ms.map(|(start_ms, end_ms, step_ms)| Steps {
+                start_ms,
+                end_ms,
+                step_ms,
+            }) {
+                Some(steps)
+                    if steps.last().is_some_and(|last| {
+                        steps.count((steps.start_ms, last)) < coverage::LEARN_FROM_STEPS as i64
+                    }) =>
                 {
                     query
                         .request
