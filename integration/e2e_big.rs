@@ -168,6 +168,11 @@ fn main() {
             ),
             5,
         ),
+        (
+            "the same instant a minute after hole a",
+            instant_path("sum by (shard) (rate(big_series[5m]))", tl.hole_a.end + 60),
+            5,
+        ),
     ];
     println!(
         "{series} series; {rounds} rounds per row, each asking every column in turn \

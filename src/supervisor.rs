@@ -312,12 +312,17 @@ impl Handler<Query> for Supervisor {
         // (`Asks`): the first upstream is asked the whole range at once, and
         // the others, once the counts are in, the spans that differ, or
         // nothing. Their main answers, mostly not needed, would take the
-        // replicas' time from the one that is.
+        // replicas' time from the one that is. So does an instant's: the
+        // others are asked it whole where its window's counts differ, beside
+        // the coverage over its history, which is asked then anyway.
         let deferred = foreseen.is_none()
             && verbatim_from.is_some()
-            && query.range_ms.is_some()
             && coarse.is_some_and(|c| {
-                c.request.is_some() && c.reads_past_ms.is_some() && c.holds_two_spans()
+                c.request.is_some()
+                    && match query.range_ms {
+                        Some(_) => c.reads_past_ms.is_some() && c.holds_two_spans(),
+                        None => query.instant_ms.is_some(),
+                    }
             });
         let asks_now = match &foreseen {
             Some(differs) => Some(Asks::after(differs)),
@@ -734,12 +739,14 @@ async fn other_main(addr: Addr<Backend>, whole: Fetch, others: Others) -> Main {
     let started = Instant::now();
     // Of the deadline, what waiting for the counts (and the parts) left.
     let left = |deadline: Duration| deadline.saturating_sub(started.elapsed());
-    // A round that ends without a word (it broke off): whole.
-    let told = asks
-        .wait_for(Option::is_some)
+    // A round that ends without a word (it broke off), or is not in within
+    // the stragglers' time or half the deadline (an upstream hung in it, with
+    // a client's timeout shorter than the stragglers'): whole.
+    let wait = hedge.min(whole.deadline / 2);
+    let told = tokio::time::timeout(wait, asks.wait_for(Option::is_some))
         .await
         .ok()
-        .and_then(|a| a.clone());
+        .and_then(|told| told.ok().and_then(|a| a.clone()));
     let spans = match told.unwrap_or(Asks::Whole) {
         Asks::Whole => {
             let whole = Fetch {
