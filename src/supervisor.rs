@@ -333,8 +333,10 @@ impl Handler<Query> for Supervisor {
         // one, the first's, unless the others are asked whole after all
         // (their buffers then new): the rest would only sit beside it. Done
         // before any answer takes a kept buffer, so that the same largest
-        // ones serve each such query.
-        if asks_now != Some(Asks::Whole) {
+        // ones serve each such query. Not for an instant: its answers are
+        // seldom large, and a dashboard's instants between its large ranges
+        // would drop the buffers those ranges keep.
+        if asks_now != Some(Asks::Whole) && query.range_ms.is_some() {
             self.budget.keep_at_most(1);
         }
         let (tell_asks, asks) = tokio::sync::watch::channel(asks_now);
