@@ -9,7 +9,13 @@
 //!
 //! Left out on purpose: `topk`, `bottomk` and `limitk`. Among tied values
 //! Prometheus picks arbitrarily (one server asked twice answers differently),
-//! so no reference can tell right from wrong there.
+//! so no reference can tell right from wrong there. And `sort`/`sort_desc`
+//! anywhere but outermost: under an aggregation they make Prometheus 2.42's
+//! range answers differ in their last bits from one ask to the next
+//! (`stdvar by (code) (sort_desc(x))` asked of the reference 3 times: up to
+//! 85 of 213 points differ, 6.5 against 6.500000000000001; without the sort,
+//! none), which a `round` or a threshold above turns into whole numbers
+//! (seed 38: 426 against 427).
 
 use crate::*;
 use fastrand::Rng;
@@ -160,7 +166,10 @@ impl Gen {
                 ]);
                 format!("{agg}{by} ({})", sub(self))
             }
-            r if r < 0.52 => format!("{}({})", self.pick(&["sort", "sort_desc"]), sub(self)),
+            // Outermost only (see the module's doc).
+            r if r < 0.52 && depth == 0 => {
+                format!("{}({})", self.pick(&["sort", "sort_desc"]), sub(self))
+            }
             r if r < 0.56 => format!("quantile({}, {})", self.pick(&["0.5", "0.9"]), sub(self)),
             r if r < 0.60 => format!(
                 r#"count_values("v", {})"#,
