@@ -742,10 +742,11 @@ async fn other_main(addr: Addr<Backend>, whole: Fetch, others: Others) -> Main {
     // Of the deadline, what waiting for the counts (and the parts) left.
     let left = |deadline: Duration| deadline.saturating_sub(started.elapsed());
     // A round that ends without a word (it broke off), or is not in within
-    // the stragglers' time or half the deadline (an upstream hung in it, with
-    // a client's timeout shorter than the stragglers'): whole.
-    let wait = hedge.min(whole.deadline / 2);
-    let told = tokio::time::timeout(wait, asks.wait_for(Option::is_some))
+    // half the deadline (an upstream hung in it, with a client's timeout
+    // shorter than the stragglers' time, which would leave nothing): whole.
+    // Not sooner: a heavy query's counts may take seconds, and its whole
+    // answer asked of every upstream would cost them all that much more.
+    let told = tokio::time::timeout(whole.deadline / 2, asks.wait_for(Option::is_some))
         .await
         .ok()
         .and_then(|told| told.ok().and_then(|a| a.clone()));
