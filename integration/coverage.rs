@@ -246,14 +246,16 @@ fn a_query_clear_of_holes_is_settled_by_the_coarse_coverage_and_one_across_a_hol
     // its history is not asked, nor b the query (a's answer goes out alone);
     // where the window lies wholly in a's hole (b holds every sample there,
     // a none), b is asked the query, whose answer goes out alone; just after
-    // the hole, b is asked the query and each the history.
-    for q in [
-        "temperature_celsius",
-        "sum by (job) (rate(http_requests_total[5m]))",
-        "absent_over_time(temperature_celsius[10m])",
+    // the hole, b is asked the query and each the history. An answer of no
+    // series from a (`absent_over_time` clear of holes) has b asked the
+    // query before the counts are in (its answer then dropped unread).
+    for (q, empty_when_clear) in [
+        ("temperature_celsius", 0.0),
+        ("sum by (job) (rate(http_requests_total[5m]))", 0.0),
+        ("absent_over_time(temperature_celsius[10m])", 1.0),
     ] {
         for (t, sent, verbatim) in [
-            (tl.hole_a.start - 1200, 3.0, 1.0),
+            (tl.hole_a.start - 1200, 3.0 + empty_when_clear, 1.0),
             (tl.hole_a.start + 600, 4.0, 1.0),
             (tl.hole_a.end + 60, 6.0, 0.0),
         ] {
@@ -646,6 +648,51 @@ fn an_answer_picked_to_go_out_alone_that_fails_is_replaced_by_the_next_upstreams
     };
     assert_eq!((mains(&broken), mains(&good)), (1, 1));
     assert_eq!(verbatim_answers(&proxy.url), 0.0);
+}
+
+#[test]
+fn an_instant_the_first_upstream_answers_empty_has_the_others_asked_before_the_counts() {
+    let t = cluster().tl.end;
+    let empty = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+    // a's answer, of no series, is in at once, and every count 600 ms
+    // later; b answers the query 600 ms after it is asked. Asked only once
+    // the counts are in, b would answer after 1.2 s.
+    for (a_counts, want_series) in [
+        // a counts nothing where b counts samples: b's answer is the answer.
+        (empty.to_string(), 1),
+        // Both count alike (the query matches nothing a holds, and a holds
+        // the window): a's empty answer is the answer, b's dropped unread.
+        (coverage_vector(t, 10), 0),
+    ] {
+        let a = fake::start(fake::Behaviour::Split {
+            coverage: Box::new(fake::Behaviour::Delay(600, a_counts)),
+            main: Box::new(fake::Behaviour::Answer(200, empty.into())),
+        });
+        let b = fake::start(fake::Behaviour::Split {
+            coverage: Box::new(fake::Behaviour::Delay(600, coverage_vector(t, 10))),
+            main: Box::new(fake::Behaviour::Delay(600, fake_vector(t))),
+        });
+        let proxy = fake::start_proxy_without_readiness(proxy_binary(), &[&a.url, &b.url]);
+        let asked = std::time::Instant::now();
+        let got = instant(&proxy.url, "up", t);
+        let took = asked.elapsed();
+        let series = got["data"]["result"].as_array().map(Vec::len);
+        assert_eq!(series, Some(want_series), "{got}");
+        assert!(
+            took < std::time::Duration::from_millis(1_000),
+            "took {took:?}"
+        );
+        let b_mains = b
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.contains("/api/v1/query") && !r.contains("__prom_ha_proxy_coverage__"))
+            .count();
+        assert_eq!(b_mains, 1);
+        // Either way one answer went out as it came.
+        assert_eq!(verbatim_answers(&proxy.url), 1.0);
+    }
 }
 
 #[test]

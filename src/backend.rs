@@ -14,7 +14,7 @@
 
 use crate::budget::{Budget, Held, Reservation};
 use crate::config::{Auth, HealthConfig, UpstreamConfig};
-use crate::merge::answer::{Answer, AnswerError, PADDING, Parser};
+use crate::merge::answer::{self, Answer, AnswerError, PADDING, Parser};
 use crate::metrics::Metrics;
 use actix::prelude::*;
 use actix_web::http::{Method, header};
@@ -514,6 +514,10 @@ pub struct Fetch {
     /// asked with it, so it takes none of the budget's kept buffers, which
     /// are sized for those.
     pub part: bool,
+    /// Told, once a 2xx body is in (before it waits for the verbatim
+    /// decision), whether it holds no result at all: the supervisor asks the
+    /// others at once when the first upstream holds nothing of the window.
+    pub on_arrival: Option<tokio::sync::oneshot::Sender<bool>>,
 }
 
 impl Fetch {
@@ -524,6 +528,7 @@ impl Fetch {
             deadline,
             verbatim: None,
             part: false,
+            on_arrival: None,
         }
     }
 }
@@ -894,7 +899,7 @@ pub fn upstream_url(base: &url::Url, path: &str, query_string: &str) -> String {
 /// never stalls that arbiter.
 pub const INLINE_BYTES: usize = 64 << 10;
 
-async fn fetch(reader: Reader, msg: Fetch) -> Result<Fetched, UpstreamError> {
+async fn fetch(reader: Reader, mut msg: Fetch) -> Result<Fetched, UpstreamError> {
     let started = Instant::now();
     let mut parser = Parser::new(reader.reading.parse_batch_bytes);
     if reader.kept_buffers {
@@ -923,6 +928,10 @@ async fn fetch(reader: Reader, msg: Fetch) -> Result<Fetched, UpstreamError> {
     };
     if !(200..300).contains(&body.status) {
         return Err(UpstreamError::from_status(body.status, &body.bytes));
+    }
+    if let Some(tell) = msg.on_arrival.take() {
+        // A body with a series has had a batch cut by the parser, or will.
+        let _ = tell.send(!parser.has_cut() && answer::holds_no_result(&body.bytes));
     }
     // Untouched by the parser: wait for the decision (it comes with the
     // coverage the merge would wait for anyway), so that an answer picked to
@@ -1186,6 +1195,7 @@ mod tests {
             deadline: Duration::from_secs(10),
             verbatim: None,
             part: false,
+            on_arrival: None,
         }
     }
 

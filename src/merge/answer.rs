@@ -880,6 +880,16 @@ pub fn looks_like_success(body: &[u8]) -> bool {
     known && body.trim_ascii_end().ends_with(b"}")
 }
 
+/// Whether `body` is a successful vector or matrix answer of no series, as
+/// Prometheus encodes one (`"result":[]` right after the result type).
+pub fn holds_no_result(body: &[u8]) -> bool {
+    body.strip_prefix(br#"{"status":"success","data":{"resultType":""#)
+        .is_some_and(|rest| {
+            rest.starts_with(br#"vector","result":[]"#)
+                || rest.starts_with(br#"matrix","result":[]"#)
+        })
+}
+
 impl Parser {
     pub fn new(batch_bytes: usize) -> Parser {
         Parser {
@@ -1720,6 +1730,40 @@ mod tests {
             ("", false),
         ] {
             assert_eq!(looks_like_success(body.as_bytes()), passes, "{body}");
+        }
+    }
+
+    #[test]
+    fn only_an_answer_of_no_series_holds_no_result() {
+        for (body, empty) in [
+            (
+                r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
+                true,
+            ),
+            (
+                r#"{"status":"success","data":{"resultType":"matrix","result":[]},"warnings":["w"]}"#,
+                true,
+            ),
+            (
+                r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"1"]}]}}"#,
+                false,
+            ),
+            // A scalar is a result, though an array.
+            (
+                r#"{"status":"success","data":{"resultType":"scalar","result":[1,"1"]}}"#,
+                false,
+            ),
+            (
+                r#"{"status":"success","data":{"resultType":"vector","result":[ ]}}"#,
+                false,
+            ),
+            (
+                r#"{"status":"error","errorType":"bad_data","error":"x"}"#,
+                false,
+            ),
+            ("", false),
+        ] {
+            assert_eq!(holds_no_result(body.as_bytes()), empty, "{body}");
         }
     }
 
