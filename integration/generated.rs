@@ -16,10 +16,29 @@
 //! 85 of 213 points differ, 6.5 against 6.500000000000001; without the sort,
 //! none), which a `round` or a threshold above turns into whole numbers
 //! (seed 38: 426 against 427).
+//!
+//! A query whose answer differs is asked of the reference three times more;
+//! where the reference does not answer alike each time (an aggregation over
+//! a function's output, see [`steadily`]), it is not compared, but listed,
+//! and more than one in a hundred such fails the run.
 
 use crate::*;
 use fastrand::Rng;
 use harness::Hole;
+
+/// Whether the reference, asked `path` three times more, answers as it did
+/// (`want`) each time. Where it does not, no answer can be told right or
+/// wrong: Prometheus 2.42's range evaluation hands a function's output
+/// series to the aggregation above it in map order, so sums of large values
+/// differ in their last bits from one ask to the next, and `% 1` or `round`
+/// above make those whole (seed 45: `stdvar by (le) (label_replace(…)) % 1`,
+/// 87 of 260 points differing between two asks of the reference).
+fn steadily(layout: &Layout, path: &str, params: &[(&str, String)], want: &Points) -> bool {
+    (0..3).all(|_| {
+        let (status, again) = get(layout.reference, path, params);
+        status == 200 && differences(&points(&again), want).is_empty()
+    })
+}
 
 /// Builds one expression at a time from a seeded generator.
 struct Gen {
@@ -529,6 +548,7 @@ fn run(layout: &Layout, extra_instants_ms: &[i64], count: u64) {
     let mut instants_ms = instants_around(layout.holes);
     instants_ms.extend_from_slice(extra_instants_ms);
     let (mut points_compared, mut rejected, mut differing) = (0usize, 0, Vec::new());
+    let mut unsteady = Vec::new();
     for i in 0..count {
         g.ranged = g.rng.bool();
         let q = g.expr(0);
@@ -605,6 +625,9 @@ fn run(layout: &Layout, extra_instants_ms: &[i64], count: u64) {
             answers.push((" (asked again)", status, again));
         }
         let want = points(&want_v);
+        // Whether the reference answers this query alike when asked again;
+        // asked only where an answer differs (see `unsteady`).
+        let mut steady = None;
         for (asked, status, got_v) in answers {
             assert_eq!(status, 200, "{q}{asked}: {got_v}");
             assert!(
@@ -614,6 +637,12 @@ fn run(layout: &Layout, extra_instants_ms: &[i64], count: u64) {
             let got = points(&got_v);
             points_compared += want.values().map(BTreeMap::len).sum::<usize>();
             let diffs = differences(&got, &want);
+            if !diffs.is_empty()
+                && !*steady.get_or_insert_with(|| steadily(layout, path, &params, &want))
+            {
+                unsteady.push(format!("#{i} {path} {params:?}"));
+                break;
+            }
             if let Some((key, t)) = diffs.first() {
                 let near = |p: &Points| {
                     p.get(key).map(|s| {
@@ -632,8 +661,17 @@ fn run(layout: &Layout, extra_instants_ms: &[i64], count: u64) {
         }
     }
     println!(
-        "{}: seed {seed}: {count} generated queries ({rejected} rejected alike), {points_compared} reference points compared",
-        layout.name
+        "{}: seed {seed}: {count} generated queries ({rejected} rejected alike, {} unsteady at the reference), {points_compared} reference points compared",
+        layout.name,
+        unsteady.len()
+    );
+    for q in &unsteady {
+        println!("  unsteady at the reference, not compared: {q}");
+    }
+    assert!(
+        unsteady.len() as u64 * 100 <= count,
+        "{} of {count} generated queries unsteady at the reference: the generator is off",
+        unsteady.len()
     );
     assert!(
         rejected * 5 < count,
