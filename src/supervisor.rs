@@ -304,9 +304,11 @@ impl Handler<Query> for Supervisor {
         // steps, the others are asked the query over those spans alone (the
         // first's answer serves everywhere else). Not through `@`, whose
         // `start()` and `end()` would move with a span's.
+        // So with an instant's one window (remembered where its instant is
+        // past: a dashboard over a past hour asks it again at each refresh).
         let foreseen = coarse
             .filter(|c| c.request.is_none() && c.reads_past_ms.is_some())
-            .filter(|_| verbatim_from.is_some() && query.range_ms.is_some())
+            .filter(|_| verbatim_from.is_some())
             .map(|c| c.differs(&c.totals(None, &upstreams_asked)));
         // Else, for such a range, the others wait for the coarse counts
         // (`Asks`): the first upstream is asked the whole range at once, and
@@ -325,6 +327,9 @@ impl Handler<Query> for Supervisor {
                     }
             });
         let asks_now = match &foreseen {
+            // An instant is asked whole or not at all.
+            Some(Differs::Nowhere) if query.range_ms.is_none() => Some(Asks::Nothing),
+            Some(_) if query.range_ms.is_none() => Some(Asks::Whole),
             Some(differs) => Some(Asks::after(differs)),
             None if deferred => None,
             None => Some(Asks::Whole),
@@ -968,11 +973,11 @@ impl CoveragePlan {
                 reach_ms: 0,
                 coverage: coverage.clone(),
                 windows: None,
-                samples: String::new(),
+                samples: samples(),
                 known: Vec::new(),
                 generations: Vec::new(),
                 asked_from: t,
-                reads_past_ms: None,
+                reads_past_ms: query::reads_past_ms(&stretches),
             }),
             (None, Some((start_ms, end_ms, step_ms)), Some(width), Some(reach_ms))
                 if step_ms > 0
@@ -1072,11 +1077,11 @@ impl CoarseRound {
         asked: &[bool],
         generations: Vec<u64>,
     ) {
-        let (Some(windows), Some(request), Some(_)) =
-            (self.windows, self.request.as_ref(), self.reads_past_ms)
-        else {
+        let (Some(request), Some(_)) = (self.request.as_ref(), self.reads_past_ms) else {
             return;
         };
+        // An instant's one window, at its time.
+        let windows = self.windows.unwrap_or(self.steps);
         let now = Instant::now();
         let times = || (windows.start_ms..=windows.end_ms).step_by(windows.step_ms as usize);
         let mut known: Known<Option<f64>> = asked
@@ -1095,9 +1100,14 @@ impl CoarseRound {
         for k in known.iter_mut().flatten() {
             k.retain(|(t, _)| *t < from);
         }
-        self.request = (from <= windows.end_ms).then(|| {
-            Arc::new(request.as_range(&self.samples, from, windows.end_ms, windows.step_ms))
-        });
+        self.request = match self.windows {
+            Some(_) => (from <= windows.end_ms).then(|| {
+                Arc::new(request.as_range(&self.samples, from, windows.end_ms, windows.step_ms))
+            }),
+            // Known to every upstream asked, or asked of every one as it is.
+            None => (from <= windows.end_ms || known.iter().all(Option::is_none))
+                .then(|| request.clone()),
+        };
         self.known = known;
         self.generations = generations;
         self.asked_from = from;
@@ -1188,11 +1198,10 @@ impl CoarseRound {
 
     /// Remembers each asked upstream's counts in the windows asked.
     fn remember(&self, settled: &mut SettledCounts<Option<f64>>, answers: &[Option<Outcome>]) {
-        let (Some(windows), Some(_), Some(reads_past_ms)) =
-            (self.windows, self.request.as_ref(), self.reads_past_ms)
-        else {
+        let (Some(_), Some(reads_past_ms)) = (self.request.as_ref(), self.reads_past_ms) else {
             return;
         };
+        let windows = self.windows.unwrap_or(self.steps);
         let from = self.asked_from;
         let now_ms = crate::backend::now_ms();
         let now = Instant::now();
@@ -1203,10 +1212,16 @@ impl CoarseRound {
             else {
                 continue;
             };
+            // An instant's one count is its own time's, whatever time the
+            // answer gives it (Prometheus echoes `time` to the millisecond).
+            let one = self
+                .windows
+                .is_none()
+                .then(|| counts.first().map(|(_, n)| *n));
             let at: std::collections::HashMap<i64, f64> = counts.into_iter().collect();
             let read = (from..=windows.end_ms)
                 .step_by(windows.step_ms as usize)
-                .map(|t| (t, at.get(&t).copied()));
+                .map(|t| (t, one.unwrap_or_else(|| at.get(&t).copied())));
             let generation = self.generations.get(u).copied().unwrap_or_default();
             // A window is settled by the end of what its count reads.
             let now_ms = now_ms - reads_past_ms;
