@@ -616,14 +616,13 @@ fn run(layout: &Layout, extra_instants_ms: &[i64], count: u64) {
             rejected += 1;
             continue;
         }
-        // A range is asked again, as a dashboard refreshing asks: its
-        // coverage counts remembered now, the upstreams after the first
-        // asked only over the spans that differ, if any.
+        // Asked again, as a dashboard refreshing asks: a range's coverage
+        // counts remembered now, the upstreams after the first asked only
+        // over the spans that differ, if any; an instant's window counted,
+        // the others asked nothing or the query at once.
         let mut answers = vec![("", status, got_v)];
-        if g.ranged {
-            let (status, again) = get(layout.proxy, path, &params);
-            answers.push((" (asked again)", status, again));
-        }
+        let (status, again) = get(layout.proxy, path, &params);
+        answers.push((" (asked again)", status, again));
         let want = points(&want_v);
         // Whether the reference answers this query alike when asked again;
         // asked only where an answer differs (see `unsteady`).
