@@ -11,7 +11,7 @@
 //! BENCH_N (default "2,3,5") upstream counts; BENCH_SHAPES (default all) a
 //! comma list of the shapes below.
 
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group};
 use prom_ha_proxy::merge::answer::{Answer, PADDING};
 use prom_ha_proxy::merge::coverage::{Coverage, StepMask};
 use prom_ha_proxy::merge::meta::{self, MetaAnswer, MetaKind, MetaOptions};
@@ -169,6 +169,24 @@ fn coverage(points: usize, complete: f64) -> Coverage {
     )
 }
 
+/// `n` upstream answers of `shape`, the first of about `mb` MB.
+fn bodies(shape: Shape, mb: usize, n: usize) -> Vec<Vec<u8>> {
+    let (first, series) = answer(shape, mb << 20, None, 0, n);
+    let mut bodies = vec![first];
+    bodies.extend((1..n).map(|r| answer(shape, 0, Some(series), r, n).0));
+    bodies
+}
+
+/// The floor: simd-json's tape of every body, nothing else.
+fn tape_all(bufs: &mut [Vec<u8>], bodies: &[Vec<u8>]) {
+    let mut buffers = simd_json::Buffers::new(0);
+    for (buf, body) in bufs.iter_mut().zip(bodies) {
+        let mut tape = simd_json::Tape::null();
+        simd_json::fill_tape_padded(buf, body.len(), &mut buffers, &mut tape).unwrap();
+        std::hint::black_box(&tape);
+    }
+}
+
 /// Parses the bodies and merges them under `eligibility`.
 fn parse_and_merge<E: Eligibility>(
     bufs: Vec<Vec<u8>>,
@@ -243,9 +261,7 @@ fn bench(c: &mut Criterion) {
                 continue;
             }
             for &n in &counts {
-                let (first, series) = answer(shape, mb << 20, None, 0, n);
-                let mut bodies = vec![first];
-                bodies.extend((1..n).map(|r| answer(shape, 0, Some(series), r, n).0));
+                let bodies = bodies(shape, mb, n);
                 let total: usize = bodies.iter().map(Vec::len).sum();
                 let mut group = c.benchmark_group(format!("{name}_{mb}MB_x{n}"));
                 group
@@ -257,20 +273,7 @@ fn bench(c: &mut Criterion) {
                 group.bench_function("parse_only", |b| {
                     b.iter_batched(
                         fresh,
-                        |mut bufs| {
-                            let mut buffers = simd_json::Buffers::new(0);
-                            for (buf, body) in bufs.iter_mut().zip(&bodies) {
-                                let mut tape = simd_json::Tape::null();
-                                simd_json::fill_tape_padded(
-                                    buf,
-                                    body.len(),
-                                    &mut buffers,
-                                    &mut tape,
-                                )
-                                .unwrap();
-                                std::hint::black_box(&tape);
-                            }
-                        },
+                        |mut bufs| tape_all(&mut bufs, &bodies),
                         BatchSize::PerIteration,
                     )
                 });
@@ -331,5 +334,92 @@ fn bench(c: &mut Criterion) {
     }
 }
 
+/// `BENCH_PAIRED=<rounds>`: each matrix group's parse_only and merge timed
+/// one after the other (in turn first), round after round, and the median
+/// of the rounds' ratios printed beside each one's median. On this shared
+/// machine one function's median, taken in criterion's window of seconds,
+/// drifts by a third from one run to the next at 2 MB (parse_only of
+/// few_long 2 MB x 2: 6.3 to 8.2 ms in five runs); a ratio within one round
+/// drifts with both.
+fn paired(rounds: usize) {
+    let sizes: Vec<usize> = list("BENCH_MB", "2,20");
+    let counts: Vec<usize> = list("BENCH_N", "2,3,5");
+    let wanted: Vec<String> = list("BENCH_SHAPES", "many_short,few_long,buckets,native");
+    println!("| group | parse_only ms | merge ms | merge / parse, paired | p10 .. p90 |");
+    println!("|---|---|---|---|---|");
+    let median = |mut xs: Vec<f64>, q: f64| {
+        xs.sort_by(f64::total_cmp);
+        xs[((xs.len() - 1) as f64 * q).round() as usize]
+    };
+    for mb in sizes {
+        for (name, shape) in SHAPES {
+            let matrix = matches!(
+                shape,
+                Shape::Floats { .. } | Shape::Buckets { .. } | Shape::Native { .. }
+            );
+            if !matrix || !wanted.iter().any(|w| w == name) {
+                continue;
+            }
+            for &n in &counts {
+                let bodies = bodies(shape, mb, n);
+                let fresh = || bodies.iter().map(|x| padded(x)).collect::<Vec<_>>();
+                // As criterion times them: the input buffers freed within,
+                // the merged output after.
+                let parse = || {
+                    let mut bufs = fresh();
+                    let t = std::time::Instant::now();
+                    tape_all(&mut bufs, &bodies);
+                    drop(bufs);
+                    t.elapsed().as_secs_f64() * 1e3
+                };
+                let merge = || {
+                    let bufs = fresh();
+                    let t = std::time::Instant::now();
+                    let out = std::hint::black_box(parse_and_merge(bufs, &bodies, &AllEligible));
+                    let took = t.elapsed().as_secs_f64() * 1e3;
+                    drop(out);
+                    took
+                };
+                // One of each first, unmeasured: the allocator's and the caches' warm-up.
+                parse();
+                merge();
+                let (mut p, mut m, mut r) = (Vec::new(), Vec::new(), Vec::new());
+                for round in 0..rounds {
+                    let (pt, mt) = if round % 2 == 0 {
+                        let pt = parse();
+                        (pt, merge())
+                    } else {
+                        let mt = merge();
+                        (parse(), mt)
+                    };
+                    p.push(pt);
+                    m.push(mt);
+                    r.push(mt / pt);
+                }
+                println!(
+                    "| {name}_{mb}MB_x{n} | {:.2} | {:.2} | {:.3} | {:.2} .. {:.2} |",
+                    median(p, 0.5),
+                    median(m, 0.5),
+                    median(r.clone(), 0.5),
+                    median(r.clone(), 0.1),
+                    median(r, 0.9)
+                );
+            }
+        }
+    }
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    match std::env::var("BENCH_PAIRED")
+        .ok()
+        .and_then(|r| r.parse().ok())
+    {
+        Some(rounds) => paired(rounds),
+        None => {
+            benches();
+            Criterion::default().configure_from_args().final_summary();
+        }
+    }
+}
