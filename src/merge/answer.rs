@@ -1696,73 +1696,60 @@ mod tests {
     }
 
     #[test]
-    fn only_a_success_answers_opening_and_end_pass_as_one() {
-        for (body, passes) in [
+    fn only_a_success_answers_opening_and_end_pass_as_one_and_only_no_series_as_empty() {
+        // (body, looks like a success, holds no result)
+        for (body, passes, empty) in [
             (
                 r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#,
+                true,
                 true,
             ),
             (
                 r#"{"status":"success","data":{"resultType":"vector","result":[]},"warnings":["w"]}"#,
                 true,
-            ),
-            (
-                r#"{"status":"success","data":{"resultType":"scalar","result":[1,"1"]}}"#,
-                true,
-            ),
-            (
-                r#"{"status":"success","data":{"resultType":"matrixx","result":[]}}"#,
-                false,
-            ),
-            (
-                r#"{"status":"success","data":{"resultType":"matrix","result":["#,
-                false,
-            ),
-            (
-                r#"{"status":"error","errorType":"bad_data","error":"x"}"#,
-                false,
-            ),
-            (
-                r#" {"status":"success","data":{"resultType":"matrix","result":[]}}"#,
-                false,
-            ),
-            ("garbage", false),
-            ("", false),
-        ] {
-            assert_eq!(looks_like_success(body.as_bytes()), passes, "{body}");
-        }
-    }
-
-    #[test]
-    fn only_an_answer_of_no_series_holds_no_result() {
-        for (body, empty) in [
-            (
-                r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
-                true,
-            ),
-            (
-                r#"{"status":"success","data":{"resultType":"matrix","result":[]},"warnings":["w"]}"#,
                 true,
             ),
             (
                 r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"1"]}]}}"#,
+                true,
                 false,
             ),
             // A scalar is a result, though an array.
             (
                 r#"{"status":"success","data":{"resultType":"scalar","result":[1,"1"]}}"#,
+                true,
+                false,
+            ),
+            // Not Prometheus' encoding of no series: taken for some.
+            (
+                r#"{"status":"success","data":{"resultType":"vector","result":[ ]}}"#,
+                true,
                 false,
             ),
             (
-                r#"{"status":"success","data":{"resultType":"vector","result":[ ]}}"#,
+                r#"{"status":"success","data":{"resultType":"matrixx","result":[]}}"#,
+                false,
+                false,
+            ),
+            (
+                r#"{"status":"success","data":{"resultType":"matrix","result":["#,
+                false,
                 false,
             ),
             (
                 r#"{"status":"error","errorType":"bad_data","error":"x"}"#,
                 false,
+                false,
             ),
-            ("", false),
+            (
+                r#" {"status":"success","data":{"resultType":"matrix","result":[]}}"#,
+                false,
+                false,
+            ),
+            ("garbage", false, false),
+            ("", false, false),
         ] {
+            assert_eq!(looks_like_success(body.as_bytes()), passes, "{body}");
             assert_eq!(holds_no_result(body.as_bytes()), empty, "{body}");
         }
     }
