@@ -6,7 +6,9 @@
 //! query itself costs a replica. A window that ended long enough ago
 //! (`settle`) holds what it will hold, so its count is remembered, for
 //! `remember_for`, and the next round asks only the windows after the last
-//! one known. What can still change a settled window (a replica restarted
+//! one known; a past instant's window (a dashboard over a past hour asks
+//! its instants at the same time on every refresh) is one such window, keyed
+//! alike. What can still change a settled window (a replica restarted
 //! with part of its write-ahead log lost, retention, deletion, backfill) is
 //! met by forgetting: everything of an upstream whose health `generation`
 //! moved (it went down or came back, or a request to it failed), and every

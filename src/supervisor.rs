@@ -1043,7 +1043,8 @@ struct CoarseRound {
     reach_ms: i64,
     /// The coverage query over the steps.
     coverage: String,
-    /// A range's windows' ends (an instant's round is not remembered).
+    /// A range's windows' ends; None for an instant, whose one window ends
+    /// at its time (`steps`), remembered as a range's are.
     windows: Option<Steps>,
     /// The query counting the samples in each window: what is remembered by.
     samples: String,
