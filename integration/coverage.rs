@@ -672,14 +672,7 @@ fn an_answer_picked_to_go_out_alone_that_fails_is_replaced_by_the_next_upstreams
         "{warnings}"
     );
     // The second was asked the query once: when the first's had failed.
-    let mains = |f: &fake::Fake| {
-        f.requests
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| r.contains("/api/v1/query") && !r.contains("__prom_ha_proxy_coverage__"))
-            .count()
-    };
+    let mains = |f: &fake::Fake| query_mains(f, "/api/v1/query").len();
     assert_eq!((mains(&broken), mains(&good)), (1, 1));
     assert_eq!(verbatim_answers(&proxy.url), 0.0);
 }
@@ -716,14 +709,7 @@ fn an_instant_the_first_upstream_answers_empty_has_the_others_asked_before_the_c
             took < std::time::Duration::from_millis(1_000),
             "took {took:?}"
         );
-        let b_mains = b
-            .requests
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| r.contains("/api/v1/query") && !r.contains("__prom_ha_proxy_coverage__"))
-            .count();
-        assert_eq!(b_mains, 1);
+        assert_eq!(query_mains(&b, "/api/v1/query").len(), 1);
         // Either way one answer went out as it came.
         assert_eq!(verbatim_answers(&proxy.url), 1.0);
     }
@@ -837,11 +823,16 @@ fn hour_of_samples(t0: i64, who: &str) -> String {
 
 /// The first lines of the range queries (not coverage) `fake` was sent.
 fn range_mains(fake: &fake::Fake) -> Vec<String> {
+    query_mains(fake, " /api/v1/query_range")
+}
+
+/// The first lines of the requests to a path starting `path` (not coverage) `fake` was sent.
+fn query_mains(fake: &fake::Fake, path: &str) -> Vec<String> {
     fake.requests
         .lock()
         .unwrap()
         .iter()
-        .filter(|r| r.contains(" /api/v1/query_range") && !r.contains("__prom_ha_proxy_coverage__"))
+        .filter(|r| r.contains(path) && !r.contains("__prom_ha_proxy_coverage__"))
         .map(|r| r.lines().next().unwrap_or_default().to_string())
         .collect()
 }

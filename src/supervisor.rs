@@ -326,10 +326,9 @@ impl Handler<Query> for Supervisor {
                         None => query.instant_ms.is_some(),
                     }
             });
+        // (An instant's one step differs nowhere or throughout, never within
+        // spans: it is asked whole or not at all.)
         let asks_now = match &foreseen {
-            // An instant is asked whole or not at all.
-            Some(Differs::Nowhere) if query.range_ms.is_none() => Some(Asks::Nothing),
-            Some(_) if query.range_ms.is_none() => Some(Asks::Whole),
             Some(differs) => Some(Asks::after(differs)),
             None if deferred => None,
             None => Some(Asks::Whole),
@@ -1101,14 +1100,13 @@ impl CoarseRound {
         for k in known.iter_mut().flatten() {
             k.retain(|(t, _)| *t < from);
         }
-        self.request = match self.windows {
-            Some(_) => (from <= windows.end_ms).then(|| {
+        self.request = (from <= windows.end_ms).then(|| match self.windows {
+            Some(_) => {
                 Arc::new(request.as_range(&self.samples, from, windows.end_ms, windows.step_ms))
-            }),
-            // Known to every upstream asked, or asked of every one as it is.
-            None => (from <= windows.end_ms || known.iter().all(Option::is_none))
-                .then(|| request.clone()),
-        };
+            }
+            // An instant's one window: asked as it is, of every upstream.
+            None => request.clone(),
+        });
         self.known = known;
         self.generations = generations;
         self.asked_from = from;
