@@ -28,6 +28,8 @@ pub enum Behaviour {
     ResetMidBody,
     /// Answer `Answer(200, body)` after this many milliseconds.
     Delay(u64, String),
+    /// Answer 302 with this `Location` (a misconfigured or hostile server).
+    Redirect(String),
     /// Queries (`/api/v1/query…`) get `first` the first `times` times
     /// (counted across connections), `then` after; anything else `first`.
     Then {
@@ -115,7 +117,12 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, seen: Arc<Mutex<Vec<String
         // so that the fault is met by a query, not skipped as down.
         let probe = request.starts_with("GET ") && request.contains("/-/ready");
         let behaviour = match behaviour {
-            Behaviour::Trickle | Behaviour::ResetMidBody | Behaviour::Delay(..) if probe => {
+            Behaviour::Trickle
+            | Behaviour::ResetMidBody
+            | Behaviour::Delay(..)
+            | Behaviour::Redirect(_)
+                if probe =>
+            {
                 Behaviour::Answer(200, "ready".into())
             }
             other => other,
@@ -157,6 +164,14 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, seen: Arc<Mutex<Vec<String
             }
             Behaviour::Answer(status, body) => {
                 if respond(&mut stream, *status, body).is_err() {
+                    return;
+                }
+            }
+            Behaviour::Redirect(location) => {
+                let head = format!(
+                    "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n"
+                );
+                if stream.write_all(head.as_bytes()).is_err() {
                     return;
                 }
             }

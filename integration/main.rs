@@ -15,6 +15,7 @@ mod failover;
 mod fake;
 mod generated;
 mod harness;
+mod spellings;
 
 use harness::*;
 use serde_json::Value;

@@ -151,6 +151,8 @@ pub enum UpstreamError {
     },
     /// A non-2xx answer that is not a Prometheus error.
     Status { status: u16, detail: String },
+    /// A redirect (3xx), never followed; where it pointed.
+    Redirect { status: u16, location: String },
     /// The body was larger than the configured limit.
     TooLarge { limit: usize },
     /// The connection broke while the body was being read.
@@ -207,6 +209,7 @@ impl UpstreamError {
             UpstreamError::Timeout(_) => "timeout",
             UpstreamError::Rejected { .. } => "rejected",
             UpstreamError::Status { .. } => "http_error",
+            UpstreamError::Redirect { .. } => "redirect",
             UpstreamError::TooLarge { .. } => "too_large",
             UpstreamError::Body(_) => "cut_off",
             UpstreamError::Answer(_) => "bad_answer",
@@ -271,6 +274,9 @@ impl std::fmt::Display for UpstreamError {
                 write!(f, "HTTP {status}: {error_type}: {error}")
             }
             UpstreamError::Status { status, detail } => write!(f, "HTTP {status}: {detail}"),
+            UpstreamError::Redirect { status, location } => {
+                write!(f, "HTTP {status}: redirect to {location:?} not followed")
+            }
             UpstreamError::TooLarge { limit } => {
                 write!(f, "answer larger than the {limit}-byte limit")
             }
@@ -686,6 +692,9 @@ impl Backend {
         let client = awc::Client::builder()
             // The deadline is applied around the whole exchange in `fetch`.
             .disable_timeout()
+            // A redirect would take a request to a path the allow-list never
+            // chose, on a server the configuration never named.
+            .disable_redirects()
             .finish();
         let name = upstream.display_name();
         metrics.upstream_health(&name, true);
@@ -1007,6 +1016,15 @@ async fn exchange(
     let mut resp = sent.map_err(|e| UpstreamError::Connect(e.to_string()))?;
     let headed = Instant::now();
     let status = resp.status();
+    if status.is_redirection() {
+        let location = resp.headers().get(header::LOCATION);
+        return Err(UpstreamError::Redirect {
+            status: status.as_u16(),
+            location: location.map_or_else(String::new, |l| {
+                String::from_utf8_lossy(l.as_bytes()).into_owned()
+            }),
+        });
+    }
     let content_type = resp
         .headers()
         .get(header::CONTENT_TYPE)

@@ -1,22 +1,26 @@
 //! The HTTP edge: routes, request parameters, and the one place where errors
 //! become Prometheus-format error answers.
 //!
-//! Handlers read only what the proxy needs (`query`, `timeout`, `limit`); the
-//! client's query string and form body are forwarded upstream byte for byte.
+//! Every request is routed by the allow-list in [`crate::routes`], from its
+//! path as it came: anything not in the table is refused there and never
+//! reaches an upstream. Handlers read only what the proxy needs (`query`,
+//! `timeout`, `limit`); the client's parameters go upstream as the client
+//! sent them, except an instant query's `time`, added where it is missing.
 //! Client headers are not forwarded, except `Authorization` to upstreams
-//! configured to take it. Writes and admin calls never reach an upstream.
+//! configured to take it.
 
 use crate::backend::{ApiRequest, SharedHealth, UpstreamError};
 use crate::merge::json::write_error;
 use crate::merge::meta::MetaKind;
 use crate::metrics::Metrics;
 use crate::query;
+use crate::routes::{self, Handling, Local, Refusal, Route};
 use crate::supervisor::{Forward, Merged, MetaQuery, Piece, ProxyError, Query, Supervisor};
 use actix::Addr;
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::Service;
 use actix_web::http::{Method, StatusCode, header};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -56,7 +60,8 @@ impl ApiError {
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "bad_data".to_string(),
-                "method not allowed: use GET or POST".to_string(),
+                "method not allowed: the API takes GET or POST, the proxy's own pages GET"
+                    .to_string(),
             ),
             ApiError::ReadOnly(path) => (
                 StatusCode::FORBIDDEN,
@@ -160,7 +165,6 @@ pub async fn serve(config: crate::config::Config) -> std::io::Result<()> {
             .app_data(state.clone())
             // Inside compression, so bytes are counted as the merge wrote them.
             .wrap_fn(move |req, srv| {
-                let endpoint = req.match_pattern().unwrap_or_else(|| "unmatched".into());
                 let (metrics, answer) = (metrics.clone(), srv.call(req));
                 async move {
                     let res = answer.await?;
@@ -168,7 +172,8 @@ pub async fn serve(config: crate::config::Config) -> std::io::Result<()> {
                         BodySize::Sized(n) => n as usize,
                         _ => 0,
                     };
-                    metrics.request(&endpoint, res.status().as_u16(), sent);
+                    let endpoint = endpoint_label(res.request());
+                    metrics.request(endpoint, res.status().as_u16(), sent);
                     Ok(res)
                 }
             })
@@ -185,82 +190,55 @@ pub async fn serve(config: crate::config::Config) -> std::io::Result<()> {
     server.run().await
 }
 
-/// Paths that change state: never proxied (the proxy is read-only).
-const READ_ONLY_SCOPES: [&str; 5] = [
-    "/api/v1/admin/{rest:.*}",
-    "/api/v1/write",
-    "/api/v1/otlp/{rest:.*}",
-    "/-/reload",
-    "/-/quit",
-];
+/// The label an answered request is counted under in the metrics: its
+/// allow-list entry, set by [`dispatch`].
+#[derive(Clone, Copy)]
+struct EndpointLabel(&'static str);
 
-/// The merged endpoints other than the queries, and how each is merged.
-const MERGED: [(&str, MetaKind); 9] = [
-    ("/api/v1/series", MetaKind::Series),
-    ("/api/v1/labels", MetaKind::LabelNames),
-    ("/api/v1/label/{name}/values", MetaKind::LabelValues),
-    ("/api/v1/metadata", MetaKind::Metadata),
-    ("/api/v1/targets/metadata", MetaKind::TargetMetadata),
-    ("/api/v1/query_exemplars", MetaKind::Exemplars),
-    ("/api/v1/rules", MetaKind::Rules),
-    ("/api/v1/alerts", MetaKind::Alerts),
-    ("/api/v1/targets", MetaKind::Targets),
-];
+fn endpoint_label(req: &HttpRequest) -> &'static str {
+    req.extensions()
+        .get::<EndpointLabel>()
+        .map_or("unmatched", |e| e.0)
+}
 
-/// Answered by the highest-priority healthy upstream, unchanged. Named so that
-/// metrics count them apart; any other `/api/v1/` read path is forwarded too.
-const FORWARDED: [&str; 8] = [
-    "/api/v1/status/buildinfo",
-    "/api/v1/status/runtimeinfo",
-    "/api/v1/status/flags",
-    "/api/v1/status/config",
-    "/api/v1/status/tsdb",
-    "/api/v1/status/walreplay",
-    "/api/v1/format_query",
-    "/api/v1/parse_query",
-];
-
-/// Registers every route.
+/// Registers the one handler: every request is routed by the allow-list
+/// ([`routes::route`]), from the path exactly as it came, before anything else.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    for path in READ_ONLY_SCOPES {
-        cfg.service(web::resource(path).to(read_only));
+    cfg.default_service(web::to(dispatch));
+}
+
+async fn dispatch(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<State>,
+) -> HttpResponse {
+    let route = match routes::route(req.method().as_str(), req.uri().path()) {
+        Ok(route) => route,
+        Err(refusal) => return refused(&req, refusal),
+    };
+    req.extensions_mut()
+        .insert(EndpointLabel(route.endpoint.pattern));
+    match route.endpoint.handling {
+        Handling::Instant | Handling::Range => proxy_query(route, req, payload, state).await,
+        Handling::Merged(kind) => meta_query(kind, route, req, payload, state).await,
+        Handling::Forwarded => forward(route, req, payload, state).await,
+        Handling::Local(Local::StatusPage) => status_page(state).await,
+        Handling::Local(Local::Healthy) => healthy().await,
+        Handling::Local(Local::Ready) => ready(state).await,
+        Handling::Local(Local::Metrics) => metrics(state).await,
     }
-    cfg.service(read_route("/api/v1/query", web::to(instant_query)))
-        .service(read_route("/api/v1/query_range", web::to(range_query)));
-    for (path, kind) in MERGED {
-        cfg.service(read_route(
-            path,
-            web::to(move |req, payload, state| meta_query(kind, req, payload, state)),
-        ));
-    }
-    for path in FORWARDED.into_iter().chain(["/api/v1/{path:.*}"]) {
-        cfg.service(read_route(path, web::to(forward)));
-    }
-    cfg.route("/-/healthy", web::get().to(healthy))
-        .route("/-/ready", web::get().to(ready))
-        .route("/metrics", web::get().to(metrics))
-        .route("/", web::get().to(status_page))
-        .default_service(web::to(not_found));
 }
 
-/// A GET and POST resource; other methods get a 405.
-fn read_route(path: &str, handler: actix_web::Route) -> actix_web::Resource {
-    use actix_web::guard;
-    web::resource(path)
-        .route(handler.guard(guard::Any(guard::Get()).or(guard::Post())))
-        .default_service(web::to(method_not_allowed))
-}
-
-async fn method_not_allowed() -> HttpResponse {
-    ApiError::MethodNotAllowed.response()
-}
-
-async fn read_only(req: HttpRequest) -> HttpResponse {
-    ApiError::ReadOnly(req.path().to_string()).response()
-}
-
-async fn not_found(req: HttpRequest) -> HttpResponse {
-    ApiError::NotFound(req.path().to_string()).response()
+fn refused(req: &HttpRequest, refusal: Refusal) -> HttpResponse {
+    let path = req.uri().path().to_string();
+    let error = match refusal {
+        Refusal::ReadOnly => ApiError::ReadOnly(path),
+        Refusal::BadPath(why) => ApiError::BadData(format!("bad path {path:?}: {why}")),
+        Refusal::NotFound => ApiError::NotFound(path),
+        Refusal::Method => ApiError::MethodNotAllowed,
+    };
+    log::debug!("{} {}: refused: {error:?}", req.method(), req.uri().path());
+    error.response()
 }
 
 async fn healthy() -> HttpResponse {
@@ -312,29 +290,13 @@ async fn status_page(state: web::Data<State>) -> HttpResponse {
         .body(page)
 }
 
-async fn instant_query(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<State>,
-) -> HttpResponse {
-    proxy_query("/api/v1/query", req, payload, state).await
-}
-
-async fn range_query(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<State>,
-) -> HttpResponse {
-    proxy_query("/api/v1/query_range", req, payload, state).await
-}
-
 async fn proxy_query(
-    path: &'static str,
+    route: Route,
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<State>,
 ) -> HttpResponse {
-    let answer = answer_query(path, &req, payload, &state).await;
+    let answer = answer_query(route, &req, payload, &state).await;
     json_answer(&req, &state.metrics, answer)
 }
 
@@ -370,11 +332,11 @@ fn json_answer(
         Ok(Merged::Pieces { first, rest }) => {
             // Streamed bytes are counted as they go (the metrics middleware
             // sees only a body of unknown size).
-            let endpoint = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+            let endpoint = endpoint_label(req);
             let metrics = metrics.clone();
             ok().streaming(pieces(first, rest).inspect(move |piece| {
                 if let Ok(bytes) = piece {
-                    metrics.sent(&endpoint, bytes.len());
+                    metrics.sent(endpoint, bytes.len());
                 }
             }))
         }
@@ -419,8 +381,13 @@ where
         .map_err(ApiError::Proxy)
 }
 
-/// The client's request as it is forwarded, and its parameters as the proxy reads them.
+/// The client's request as it is forwarded, and its parameters as the proxy
+/// reads them. The path is the route's, never the client's spelling of it. A
+/// POST goes upstream as a POST only where Prometheus takes one; elsewhere as
+/// a GET with the form's parameters first in the URL, where Go's `FormValue`
+/// reads them first as it would from the form.
 async fn read_request(
+    route: &Route,
     req: &HttpRequest,
     payload: web::Payload,
     state: &State,
@@ -437,9 +404,22 @@ async fn read_request(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let (method, query_string, form_body) = match (req.method(), route.endpoint.upstream_post) {
+        (&Method::POST, true) => (Method::POST, query_string, form_body),
+        _ if form_body.is_empty() => (Method::GET, query_string, form_body),
+        _ => {
+            let form = std::str::from_utf8(&form_body).unwrap_or_default();
+            let joined = [form, &query_string]
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join("&");
+            (Method::GET, joined, bytes::Bytes::new())
+        }
+    };
     let request = ApiRequest {
-        path: req.path().to_string(),
-        method: req.method().clone(),
+        path: route.upstream_path.clone(),
+        method,
         query_string,
         form_body,
         authorization,
@@ -448,14 +428,12 @@ async fn read_request(
 }
 
 async fn answer_query(
-    path: &'static str,
+    route: Route,
     req: &HttpRequest,
     payload: web::Payload,
     state: &State,
 ) -> Result<Merged, ApiError> {
-    let (mut request, params) = read_request(req, payload, state).await?;
-    // The route's path, not the client's spelling of it (a trailing slash, say).
-    request.path = path.to_string();
+    let (mut request, params) = read_request(&route, req, payload, state).await?;
     let expr = params
         .first("query")
         .filter(|q| !q.trim().is_empty())
@@ -467,8 +445,9 @@ async fn answer_query(
         _ => state.lookback_delta,
     };
     let shape = query::analyse(expr, lookback);
-    let instant_ms = match (path, params.first("time")) {
-        ("/api/v1/query", None | Some("")) => {
+    let instant = route.endpoint.handling == Handling::Instant;
+    let instant_ms = match (instant, params.first("time")) {
+        (true, None | Some("")) => {
             // Without `time`, each upstream would answer at its own "now": the
             // answers' timestamps would differ, and the coverage would not line
             // up with them. So every upstream gets the proxy's now.
@@ -480,13 +459,10 @@ async fn answer_query(
             request.query_string.push_str(&crate::backend::seconds(now));
             Some(now)
         }
-        ("/api/v1/query", Some(t)) => crate::backend::parse_time(t),
-        _ => None,
+        (true, Some(t)) => crate::backend::parse_time(t),
+        (false, _) => None,
     };
-    let range_ms = match path {
-        "/api/v1/query_range" => range_ms(&params),
-        _ => None,
-    };
+    let range_ms = if instant { None } else { range_ms(&params) };
     let query = Query {
         request,
         client_timeout,
@@ -513,12 +489,13 @@ fn range_ms(params: &Params) -> Option<(i64, i64, i64)> {
 
 async fn meta_query(
     kind: MetaKind,
+    route: Route,
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<State>,
 ) -> HttpResponse {
     let answer = async {
-        let (request, params) = read_request(&req, payload, &state).await?;
+        let (request, params) = read_request(&route, &req, payload, &state).await?;
         let query = MetaQuery {
             request,
             client_timeout: params.duration("timeout")?,
@@ -532,9 +509,14 @@ async fn meta_query(
     json_answer(&req, &state.metrics, answer)
 }
 
-async fn forward(req: HttpRequest, payload: web::Payload, state: web::Data<State>) -> HttpResponse {
+async fn forward(
+    route: Route,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<State>,
+) -> HttpResponse {
     let answer = async {
-        let (request, params) = read_request(&req, payload, &state).await?;
+        let (request, params) = read_request(&route, &req, payload, &state).await?;
         let forward = Forward {
             request,
             client_timeout: params.duration("timeout")?,

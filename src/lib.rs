@@ -10,6 +10,7 @@ pub mod http;
 pub mod merge;
 pub mod metrics;
 pub mod query;
+pub mod routes;
 pub mod settled;
 pub mod status;
 pub mod supervisor;

@@ -22,7 +22,12 @@ struct Args {
 
 fn main() {
     map_large_buffers_apart();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    env_logger::Builder::new()
+        // A malformed request line is answered 400 by actix, which also logs
+        // it as an error: any client could fill the operator's log.
+        .filter_module("actix_http::h1::dispatcher", log::LevelFilter::Off)
+        .parse_env(env_logger::Env::default().default_filter_or("info"))
+        .init();
     let args = Args::parse();
     let overrides = Overrides {
         listen: args.listen,
