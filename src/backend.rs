@@ -3,9 +3,10 @@
 //! (consecutive failed requests), active (probing `/-/ready`), published
 //! through a [`SharedHealth`] the supervisor reads when it routes a query.
 //!
-//! Each backend runs on an arbiter (thread) of its own, so upstream answers are
-//! read concurrently; parsing runs on the blocking pool so a large answer never
-//! stalls that backend's other requests. What leaves this module is a parsed
+//! Every backend runs on the supervisor's arbiter (one thread for all their
+//! I/O: a message between them wakes no other thread); parsing a large
+//! answer runs on parse threads and the blocking pool, so it never stalls
+//! that arbiter. What leaves this module is a parsed
 //! [`Answer`] (owned buffer + spans) for queries (or, where the supervisor has
 //! picked this upstream's answer to go out as it came, its untouched body:
 //! [`Fetched`]), the raw [`Body`] for the other endpoints, or a typed

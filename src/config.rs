@@ -124,7 +124,7 @@ impl Default for HealthConfig {
 
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
-/// Settings of the coverage-aware merge (see README, "Right answers across a hole").
+/// Settings of the coverage-aware merge (see docs/coverage-merge.md).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CoverageConfig {
     /// A plain selector every replica scrapes alike (say `up`), counted in

@@ -341,7 +341,7 @@ pub fn instant_coverage_query(stretches: &[Stretch], t_ms: i64) -> String {
 /// scrapes short (a hole's last missing scrapes in the first step's window)
 /// pass for an offset there; with many steps the range learns that from
 /// its own steps, and the third aggregation at every step would cost (see
-/// the README's benchmarks).
+/// docs/benchmarks.md).
 pub fn short_range_coverage_query(stretches: &[Stretch]) -> String {
     with_least_counts(coverage_query(stretches), &count_terms(stretches))
 }
