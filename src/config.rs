@@ -5,6 +5,7 @@
 //! Everything after [`Config::load`] sees only validated values: absolute
 //! http URLs, positive durations, at least one upstream, in priority order.
 
+use crate::time::{format_duration, parse_duration};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -661,20 +662,6 @@ fn parse_positive_duration(raw: RawDuration) -> Result<Duration, String> {
         return Err("must be a positive duration, not 0".into());
     }
     Ok(d)
-}
-
-/// A Prometheus duration ("1m30s") or a number of seconds ("2.5"), as the API's
-/// `timeout` parameter accepts; None for anything else, negative included.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    if let Ok(secs) = text.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
-    }
-    promql_parser::util::parse_duration(text).ok()
-}
-
-/// Formats a duration for messages: "60s", "1.5s".
-pub fn format_duration(d: Duration) -> String {
-    format!("{}s", d.as_secs_f64())
 }
 
 #[cfg(test)]

@@ -451,15 +451,15 @@ async fn answer_query(
             // Without `time`, each upstream would answer at its own "now": the
             // answers' timestamps would differ, and the coverage would not line
             // up with them. So every upstream gets the proxy's now.
-            let now = crate::backend::now_ms();
+            let now = crate::time::now_ms();
             if !request.query_string.is_empty() {
                 request.query_string.push('&');
             }
             request.query_string.push_str("time=");
-            request.query_string.push_str(&crate::backend::seconds(now));
+            request.query_string.push_str(&crate::time::seconds(now));
             Some(now)
         }
-        (true, Some(t)) => crate::backend::parse_time(t),
+        (true, Some(t)) => crate::time::parse_time(t),
         (false, _) => None,
     };
     let range_ms = if instant { None } else { range_ms(&params) };
@@ -477,12 +477,12 @@ async fn answer_query(
 /// read (times as Unix seconds or RFC 3339, the step as seconds or a
 /// duration, as Prometheus takes them); else None, and upstreams judge them.
 fn range_ms(params: &Params) -> Option<(i64, i64, i64)> {
-    let time = |key| params.first(key).and_then(crate::backend::parse_time);
+    let time = |key| params.first(key).and_then(crate::time::parse_time);
     let step = params.first("step").and_then(|t| {
         t.parse::<f64>()
             .ok()
-            .and_then(|_| crate::backend::parse_time(t))
-            .or_else(|| crate::config::parse_duration(t).map(|d| d.as_millis() as i64))
+            .and_then(|_| crate::time::parse_time(t))
+            .or_else(|| crate::time::parse_duration(t).map(|d| d.as_millis() as i64))
     })?;
     Some((time("start")?, time("end")?, step))
 }
@@ -595,7 +595,7 @@ impl Params {
     fn duration(&self, key: &str) -> Result<Option<std::time::Duration>, ApiError> {
         match self.first(key) {
             None | Some("") => Ok(None),
-            Some(t) => crate::config::parse_duration(t).map(Some).ok_or_else(|| {
+            Some(t) => crate::time::parse_duration(t).map(Some).ok_or_else(|| {
                 ApiError::BadData(format!(
                     "invalid parameter \"{key}\": cannot parse {t:?} to a valid duration"
                 ))

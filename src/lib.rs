@@ -14,3 +14,4 @@ pub mod routes;
 pub mod settled;
 pub mod status;
 pub mod supervisor;
+pub mod time;

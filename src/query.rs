@@ -264,8 +264,8 @@ pub fn pinned_to_range(stretches: &[Stretch], start_ms: i64, end_ms: i64) -> Vec
         .iter()
         .map(|s| {
             let at = match s.at.as_deref() {
-                Some("@ start()") => Some(format!("@ {}", crate::backend::seconds(start_ms))),
-                Some("@ end()") => Some(format!("@ {}", crate::backend::seconds(end_ms))),
+                Some("@ start()") => Some(format!("@ {}", crate::time::seconds(start_ms))),
+                Some("@ end()") => Some(format!("@ {}", crate::time::seconds(end_ms))),
                 _ => s.at.clone(),
             };
             Stretch { at, ..s.clone() }
@@ -322,7 +322,7 @@ pub fn coverage_query(stretches: &[Stretch]) -> String {
 /// history (which needs only the totals, to learn from); a range of many
 /// steps has that history within itself and asks no such count.
 pub fn instant_coverage_query(stretches: &[Stretch], t_ms: i64) -> String {
-    let at = format!("@ {}", crate::backend::seconds(t_ms));
+    let at = format!("@ {}", crate::time::seconds(t_ms));
     let pinned: Vec<Stretch> = stretches
         .iter()
         .map(|s| Stretch {

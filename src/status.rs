@@ -95,7 +95,7 @@ pub fn escape(text: &str) -> String {
 }
 
 fn ago(now: SystemTime, then: SystemTime) -> String {
-    crate::config::format_duration(Duration::from_secs(
+    crate::time::format_duration(Duration::from_secs(
         now.duration_since(then).unwrap_or_default().as_secs(),
     ))
 }

@@ -1202,7 +1202,7 @@ impl CoarseRound {
         };
         let windows = self.windows.unwrap_or(self.steps);
         let from = self.asked_from;
-        let now_ms = crate::backend::now_ms();
+        let now_ms = crate::time::now_ms();
         let now = Instant::now();
         for (u, answer) in answers.iter().enumerate() {
             let Some(Some(counts)) = answer
@@ -1322,7 +1322,7 @@ fn read_spans(
     answers: Vec<Option<Vec<Option<Outcome>>>>,
     settled: &std::sync::Mutex<Memory>,
 ) -> Vec<Vec<SpanCoverage>> {
-    let now_ms = crate::backend::now_ms();
+    let now_ms = crate::time::now_ms();
     let now = Instant::now();
     let mut memory = settled.lock().ok();
     spans

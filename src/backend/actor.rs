@@ -1,0 +1,343 @@
+//! The backend actor: one per upstream, on the supervisor's arbiter. It
+//! admits requests under the in-flight cap, runs their exchanges, records
+//! each outcome in the upstream's health, and probes `/-/ready`.
+
+use super::error::UpstreamError;
+use super::exchange::{
+    Body, Reader, Reading, exchange_within, fetch, upstream_url, with_credentials,
+};
+use super::health::{Health, SharedHealth, Transition};
+use super::protocol::{Fetch, FetchBody, Fetched};
+use crate::budget::Budget;
+use crate::config::{HealthConfig, UpstreamConfig};
+use crate::metrics::Metrics;
+use actix::prelude::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct Backend {
+    upstream: Arc<UpstreamConfig>,
+    budget: Arc<Budget>,
+    /// The upstream's name in logs and metrics (its URL without credentials).
+    name: String,
+    metrics: Arc<Metrics>,
+    client: awc::Client,
+    reading: Reading,
+    cfg: HealthConfig,
+    health: Health,
+    shared: Arc<SharedHealth>,
+    in_flight: usize,
+    probing: bool,
+}
+
+impl Backend {
+    /// Must run on the arbiter the actor lives on: an awc client is bound to its thread.
+    pub fn new(
+        upstream: Arc<UpstreamConfig>,
+        reading: Reading,
+        cfg: HealthConfig,
+        shared: Arc<SharedHealth>,
+        metrics: Arc<Metrics>,
+        budget: Arc<Budget>,
+    ) -> Self {
+        let client = awc::Client::builder()
+            // The deadline is applied around the whole exchange in `fetch`.
+            .disable_timeout()
+            // A redirect would take a request to a path the allow-list never
+            // chose, on a server the configuration never named.
+            .disable_redirects()
+            .finish();
+        let name = upstream.display_name();
+        metrics.upstream_health(&name, true);
+        Backend {
+            upstream,
+            budget,
+            name,
+            metrics,
+            client,
+            reading,
+            cfg,
+            health: Health::default(),
+            shared,
+            in_flight: 0,
+            probing: false,
+        }
+    }
+
+    /// Takes a request in under the in-flight cap (past it, the upstream is
+    /// skipped rather than queued); returns when it started.
+    fn admit(&mut self) -> Result<Instant, UpstreamError> {
+        if self.in_flight >= self.cfg.max_in_flight {
+            return Err(UpstreamError::Overloaded(self.in_flight));
+        }
+        self.in_flight += 1;
+        Ok(Instant::now())
+    }
+
+    fn reader(&self) -> Reader {
+        Reader {
+            client: self.client.clone(),
+            upstream: self.upstream.clone(),
+            reading: self.reading,
+            budget: self.budget.clone(),
+            kept_buffers: true,
+        }
+    }
+
+    /// Counts one finished request and applies what it means for health.
+    fn record(&mut self, failure: Option<&UpstreamError>, took: Duration, bytes: usize) {
+        // A request dropped for another's answer neither failed nor succeeded.
+        self.shared
+            .count(failure.filter(|e| **e != UpstreamError::NotNeeded), took);
+        let outcome = failure.map_or("success", UpstreamError::kind);
+        self.metrics
+            .upstream_request(&self.name, outcome, took, bytes);
+        let t = self.health.record_request(failure, &self.cfg);
+        self.apply(t);
+    }
+
+    fn apply(&mut self, transition: Option<Transition>) {
+        let Some(t) = transition else { return };
+        let url = &self.name;
+        self.metrics.upstream_health(url, t.healthy);
+        if t.healthy {
+            log::info!("upstream {url} is healthy: {}", t.reason);
+        } else {
+            log::warn!("upstream {url} is down: {}", t.reason);
+        }
+        self.shared.set(t.healthy, &t.reason);
+    }
+
+    fn probe(&mut self, ctx: &mut Context<Self>) {
+        // One probe at a time: a hung upstream must not pile them up.
+        if self.probing {
+            return;
+        }
+        self.probing = true;
+        let url = upstream_url(&self.upstream.url, "/-/ready", "");
+        let (client, timeout, upstream) = (
+            self.client.clone(),
+            self.cfg.probe_timeout,
+            self.upstream.clone(),
+        );
+        let probe = async move {
+            let req = with_credentials(client.get(url), &upstream);
+            match actix_web::rt::time::timeout(timeout, req.send()).await {
+                Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
+                Ok(Ok(resp)) => Err(format!("HTTP {}", resp.status().as_u16())),
+                Ok(Err(e)) => Err(format!("connection failed: {e}")),
+                Err(_) => Err(format!(
+                    "timeout after {}",
+                    crate::time::format_duration(timeout)
+                )),
+            }
+        };
+        ctx.spawn(probe.into_actor(self).map(|result, backend, _| {
+            backend.probing = false;
+            let answered = result.is_ok();
+            let t = backend.health.record_probe(result, &backend.cfg);
+            if t.is_none() && answered && backend.health.healthy {
+                backend.shared.confirm("ready probe answered 200");
+            }
+            backend.apply(t);
+        }));
+    }
+}
+
+impl Actor for Backend {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.probe(ctx);
+        ctx.run_interval(self.cfg.probe_interval, |backend, ctx| backend.probe(ctx));
+    }
+}
+
+/// Restarted by actix' supervisor if it stops: probing again, nothing in flight.
+impl actix::Supervised for Backend {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        self.in_flight = 0;
+        self.probing = false;
+        log::warn!("backend for {} restarted", self.upstream.url);
+    }
+}
+
+impl Handler<Fetch> for Backend {
+    type Result = ResponseActFuture<Self, Result<Fetched, UpstreamError>>;
+
+    fn handle(&mut self, msg: Fetch, _: &mut Self::Context) -> Self::Result {
+        let started = match self.admit() {
+            Ok(started) => started,
+            Err(e) => return Box::pin(actix::fut::ready(Err(e))),
+        };
+        let reader = Reader {
+            kept_buffers: !msg.part,
+            ..self.reader()
+        };
+        let fut = fetch(reader, msg);
+        Box::pin(fut.into_actor(self).map(move |outcome, backend, _| {
+            backend.in_flight -= 1;
+            let bytes = outcome.as_ref().map_or(0, |a| a.body_len());
+            backend.record(outcome.as_ref().err(), started.elapsed(), bytes);
+            outcome
+        }))
+    }
+}
+
+impl Handler<FetchBody> for Backend {
+    type Result = ResponseActFuture<Self, Result<Body, UpstreamError>>;
+
+    fn handle(&mut self, msg: FetchBody, _: &mut Self::Context) -> Self::Result {
+        let started = match self.admit() {
+            Ok(started) => started,
+            Err(e) => return Box::pin(actix::fut::ready(Err(e))),
+        };
+        let reader = self.reader();
+        let fut =
+            async move { exchange_within(&reader, &msg.request, msg.deadline, None, None).await };
+        Box::pin(fut.into_actor(self).map(move |outcome, backend, _| {
+            backend.in_flight -= 1;
+            // A 5xx is the upstream failing; a 4xx is the client's request.
+            let failure = match &outcome {
+                Ok(body) if body.status >= 500 => {
+                    Some(UpstreamError::from_status(body.status, &body.bytes))
+                }
+                Ok(_) => None,
+                Err(e) => Some(e.clone()),
+            };
+            let bytes = outcome.as_ref().map_or(0, |b| b.bytes.len());
+            backend.record(failure.as_ref(), started.elapsed(), bytes);
+            outcome
+        }))
+    }
+}
+
+/// Stops the actor, as a failure would; for the supervision test.
+#[cfg(test)]
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Crash;
+
+#[cfg(test)]
+impl Handler<Crash> for Backend {
+    type Result = ();
+
+    fn handle(&mut self, _: Crash, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::request::ApiRequest;
+    use super::*;
+    use actix_web::http::Method;
+    use bytes::Bytes;
+    /// An upstream on loopback that answers every request after `delay`.
+    fn slow_upstream(delay: Duration) -> url::Url {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = url::Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut stream = stream;
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    loop {
+                        while !head.ends_with(b"\r\n\r\n") {
+                            if stream.read(&mut byte).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            head.push(byte[0]);
+                        }
+                        head.clear();
+                        std::thread::sleep(delay);
+                        let body = r#"{"status":"success","data":{"resultType":"scalar","result":[1,"1"]}}"#;
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if stream.write_all(answer.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        url
+    }
+
+    fn backend(url: url::Url, cfg: HealthConfig) -> Addr<Backend> {
+        let upstream = Arc::new(UpstreamConfig {
+            name: "t".into(),
+            url,
+            timeout: Duration::from_secs(10),
+            auth: None,
+            headers: vec![],
+            forward_authorization: false,
+        });
+        actix::Supervisor::start(move |_| {
+            Backend::new(
+                upstream,
+                Reading {
+                    max_body: 1 << 20,
+                    parse_batch_bytes: crate::merge::answer::BATCH_BYTES,
+                },
+                cfg,
+                Arc::new(SharedHealth::default()),
+                Arc::new(Metrics::new()),
+                Budget::new(1 << 30),
+            )
+        })
+    }
+
+    fn fetch_msg() -> Fetch {
+        Fetch {
+            request: Arc::new(ApiRequest {
+                path: "/api/v1/query".into(),
+                method: Method::GET,
+                query_string: "query=1".into(),
+                form_body: Bytes::new(),
+                authorization: None,
+            }),
+            deadline: Duration::from_secs(10),
+            verbatim: None,
+            part: false,
+            on_arrival: None,
+        }
+    }
+
+    #[actix_web::test]
+    async fn a_stopped_backend_is_restarted_and_the_others_keep_their_requests() {
+        let url = slow_upstream(Duration::from_millis(300));
+        let (a, b) = (
+            backend(url.clone(), HealthConfig::default()),
+            backend(url, HealthConfig::default()),
+        );
+        let in_flight = b.send(fetch_msg());
+        a.send(Crash).await.unwrap();
+        assert!(
+            in_flight.await.unwrap().is_ok(),
+            "b's request survived a's failure"
+        );
+        assert!(
+            a.send(fetch_msg()).await.unwrap().is_ok(),
+            "a answers again after its restart"
+        );
+    }
+
+    #[actix_web::test]
+    async fn past_the_in_flight_cap_an_upstream_is_skipped_not_queued() {
+        let url = slow_upstream(Duration::from_millis(300));
+        let cfg = HealthConfig {
+            max_in_flight: 1,
+            ..HealthConfig::default()
+        };
+        let a = backend(url, cfg);
+        let first = a.send(fetch_msg());
+        let second = a.send(fetch_msg()).await.unwrap();
+        assert_eq!(second.unwrap_err(), UpstreamError::Overloaded(1));
+        assert!(first.await.unwrap().is_ok());
+    }
+}
