@@ -79,6 +79,12 @@ impl ApiError {
                 m.clone(),
             ),
             ApiError::Proxy(ProxyError::AllFailed(failures)) => all_failed(failures),
+            // Nobody reads it; nginx's "client closed request", for the logs.
+            ApiError::Proxy(ProxyError::ClientLeft) => (
+                StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+                "canceled".to_string(),
+                "the client went away".to_string(),
+            ),
         };
         let mut body = Vec::with_capacity(message.len() + 64);
         write_error(&mut body, &error_type, &message);
@@ -333,15 +339,20 @@ fn json_answer(
             // Streamed bytes are counted as they go (the metrics middleware
             // sees only a body of unknown size).
             let endpoint = endpoint_label(req);
-            let metrics = metrics.clone();
-            ok().streaming(pieces(first, rest).inspect(move |piece| {
+            let (metrics, failed) = (metrics.clone(), metrics.clone());
+            ok().streaming(pieces(first, rest, failed).inspect(move |piece| {
                 if let Ok(bytes) = piece {
                     metrics.sent(endpoint, bytes.len());
                 }
             }))
         }
         Err(e) => {
-            log::debug!("{}: {e:?}", req.path());
+            if matches!(e, ApiError::Proxy(ProxyError::Internal(_))) {
+                log::error!("{}: {e:?}", req.path());
+                metrics.internal_error();
+            } else {
+                log::debug!("{}: {e:?}", req.path());
+            }
             e.response()
         }
     }
@@ -353,15 +364,26 @@ fn json_answer(
 fn pieces(
     first: bytes::Bytes,
     rest: tokio::sync::mpsc::Receiver<Piece>,
+    metrics: Arc<Metrics>,
 ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
     futures_util::stream::once(async { Ok(first) }).chain(futures_util::stream::unfold(
         Some(rest),
-        |rest| async move {
-            let mut rx = rest?;
-            match rx.recv().await {
-                Some(Piece::More(piece)) => Some((Ok(piece), Some(rx))),
-                Some(Piece::Last(piece)) => Some((Ok(piece), None)),
-                None => Some((Err(std::io::Error::other("the merge broke off")), None)),
+        move |rest| {
+            let metrics = metrics.clone();
+            async move {
+                let mut rx = rest?;
+                let cut = |why: String| Some((Err(std::io::Error::other(why)), None));
+                match rx.recv().await {
+                    Some(Piece::More(piece)) => Some((Ok(piece), Some(rx))),
+                    Some(Piece::Last(piece)) => Some((Ok(piece), None)),
+                    Some(Piece::Failed(why)) => {
+                        log::error!("a merge broke off: {why}");
+                        metrics.internal_error();
+                        cut(why)
+                    }
+                    // The merge gave up on a client that took no piece for long.
+                    None => cut("the merge stopped".to_string()),
+                }
             }
         },
     ))
@@ -657,6 +679,24 @@ mod tests {
         assert_eq!(res.body().size(), BodySize::Sized(body.len() as u64));
         let sent = actix_web::body::to_bytes(res.into_body()).await.unwrap();
         assert_eq!(sent, body);
+    }
+
+    #[actix_web::test]
+    async fn the_proxys_own_failure_is_a_counted_500_and_a_client_gone_is_no_error() {
+        let req = actix_web::test::TestRequest::default().to_http_request();
+        let metrics = Arc::new(Metrics::new());
+        let internal = ApiError::Proxy(ProxyError::Internal("the merge panicked".into()));
+        let res = json_answer(&req, &metrics, Err(internal));
+        assert_eq!(res.status().as_u16(), 500);
+        let body = actix_web::body::to_bytes(res.into_body()).await.unwrap();
+        assert_eq!(
+            &body[..],
+            br#"{"status":"error","errorType":"internal","error":"the merge panicked"}"#
+        );
+        let gone = json_answer(&req, &metrics, Err(ApiError::Proxy(ProxyError::ClientLeft)));
+        assert_eq!(gone.status().as_u16(), 499);
+        let text = metrics.encode();
+        assert!(text.contains("prom_ha_proxy_internal_errors_total 1\n"), "{text}");
     }
 
     #[test]

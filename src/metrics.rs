@@ -52,6 +52,7 @@ pub struct Metrics {
     sent_bytes: Family<EndpointLabels, Counter>,
     verbatim_answers: Family<EndpointLabels, Counter>,
     filled_samples: Counter,
+    internal_errors: Counter,
     kept_buffer_bytes: Gauge,
 }
 
@@ -119,6 +120,12 @@ impl Metrics {
             "Samples answered from a lower-priority upstream because a higher one had a gap there",
             filled_samples.clone(),
         );
+        let internal_errors = Counter::default();
+        registry.register(
+            "internal_errors",
+            "Queries the proxy failed itself (its parser or merge broke, panics included), answered 500 or cut off; never counted against an upstream",
+            internal_errors.clone(),
+        );
         let kept_buffer_bytes = Gauge::default();
         registry.register(
             "kept_buffer_bytes",
@@ -135,6 +142,7 @@ impl Metrics {
             sent_bytes,
             verbatim_answers,
             filled_samples,
+            internal_errors,
             kept_buffer_bytes,
         }
     }
@@ -156,6 +164,11 @@ impl Metrics {
                 endpoint: endpoint.to_string(),
             })
             .inc_by(bytes as u64);
+    }
+
+    /// Counts a query the proxy failed itself.
+    pub fn internal_error(&self) {
+        self.internal_errors.inc();
     }
 
     pub fn upstream_request(&self, upstream: &str, outcome: &str, took: Duration, bytes: usize) {

@@ -83,6 +83,26 @@ pub enum Merged {
 pub enum Piece {
     More(Bytes),
     Last(Bytes),
+    /// The merge failed (the proxy's own fault), after the pieces before it.
+    Failed(String),
+}
+
+/// Why a merge stopped without its answer.
+#[derive(Debug)]
+enum MergeStop {
+    /// The proxy's merge broke: an internal error.
+    Failed(String),
+    /// The client left, or took no piece for [`CLIENT_STALL`]: no error.
+    ClientLeft,
+}
+
+/// The first main answer the proxy failed to read itself (its parser
+/// broke): the query is the proxy's failure, not an upstream's.
+fn proxy_fault(outcomes: &[Outcome]) -> Option<ProxyError> {
+    outcomes.iter().find_map(|o| match o {
+        Err(UpstreamError::Proxy(why)) => Some(ProxyError::Internal(why.clone())),
+        _ => None,
+    })
 }
 
 /// Pieces waiting for the client at most; the merge waits when it is ahead.
@@ -98,8 +118,11 @@ const CLIENT_STALL: Duration = Duration::from_secs(60);
 pub enum ProxyError {
     /// Every upstream failed; one `(upstream URL, why)` per upstream, in priority order.
     AllFailed(Vec<(String, UpstreamError)>),
-    /// The proxy itself broke (a panicked merge, a stopped actor).
+    /// The proxy itself broke (its parser or merge, panics included; a
+    /// stopped actor).
     Internal(String),
+    /// The client went away before its answer was ready: not an error.
+    ClientLeft,
 }
 
 struct BackendHandle {
@@ -666,6 +689,9 @@ impl Handler<Query> for Supervisor {
             // (duplicate series in a match group, say): a replica missing part
             // of it can evaluate cleanly where a whole one fails, and one
             // Prometheus holding all the data would fail too.
+            if let Some(fault) = proxy_fault(&job.outcomes) {
+                return Err(fault);
+            }
             let data_failed = job.outcomes.iter().any(|o| {
                 matches!(o, Err(UpstreamError::Rejected { status: 422, error_type, .. })
                     if error_type == "execution")
@@ -675,27 +701,36 @@ impl Handler<Query> for Supervisor {
             }
             if job.input_bytes() <= INLINE_BYTES {
                 // Small enough to merge here (see INLINE_BYTES), and whole.
-                let merged = job.merge(None);
+                let merged = job.merge_catching(None);
                 job.release();
-                return merged
-                    .map(|whole| Merged::Whole(whole.into()))
-                    .ok_or_else(|| ProxyError::Internal("merge failed".to_string()));
+                return match merged {
+                    Ok(whole) => Ok(Merged::Whole(whole.into())),
+                    Err(MergeStop::Failed(why)) => Err(ProxyError::Internal(why)),
+                    Err(MergeStop::ClientLeft) => Err(ProxyError::ClientLeft),
+                };
             }
             // The merge is CPU work: keep it off the threads that serve HTTP.
             let (tx, mut rx) = mpsc::channel(PIECES_QUEUED);
             let runtime = tokio::runtime::Handle::current();
             actix_web::rt::task::spawn_blocking(move || {
                 let mut send = |piece| hand_on(&runtime, &tx, piece);
-                // An error drops the channel without a `Last`: the answer breaks off.
-                if let Some(last) = job.merge(Some((piece_bytes, &mut send))) {
-                    send(Piece::Last(last.into()));
+                match job.merge_catching(Some((piece_bytes, &mut send))) {
+                    Ok(last) => {
+                        send(Piece::Last(last.into()));
+                    }
+                    Err(MergeStop::Failed(why)) => {
+                        send(Piece::Failed(why));
+                    }
+                    Err(MergeStop::ClientLeft) => {}
                 }
                 job.release();
             });
             match rx.recv().await {
                 Some(Piece::Last(whole)) => Ok(Merged::Whole(whole)),
                 Some(Piece::More(first)) => Ok(Merged::Pieces { first, rest: rx }),
-                None => Err(ProxyError::Internal("merge failed".to_string())),
+                Some(Piece::Failed(why)) => Err(ProxyError::Internal(why)),
+                // Closed with nothing sent: the client had left.
+                None => Err(ProxyError::ClientLeft),
             }
         })
     }
@@ -845,7 +880,7 @@ async fn parsed(fetched: Result<Fetched, UpstreamError>) -> Outcome {
         Fetched::Parsed(held) => Ok(held),
         verbatim => actix_web::rt::task::spawn_blocking(move || verbatim.into_parsed())
             .await
-            .unwrap_or(Err(UpstreamError::Unavailable)),
+            .unwrap_or_else(|e| Err(UpstreamError::Proxy(format!("the parse task failed: {e}")))),
     }
 }
 
@@ -1409,8 +1444,21 @@ impl MergeJob {
     /// Merges the answers. With `pieces`, each `piece_bytes` of output is
     /// handed on as `Piece::More` as soon as it is written, `hand_on` saying
     /// whether the client is still there; without, the answer is built whole.
-    /// The rest of the answer, or None if the merge failed or the client left.
-    fn merge(&self, pieces: Option<(usize, &mut dyn FnMut(Piece) -> bool)>) -> Option<Vec<u8>> {
+    /// [`MergeJob::merge`], a panic in it caught: the proxy's bug fails this
+    /// query as an internal error, never the thread it runs on.
+    fn merge_catching(
+        &self,
+        pieces: Option<(usize, &mut dyn FnMut(Piece) -> bool)>,
+    ) -> Result<Vec<u8>, MergeStop> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.merge(pieces)))
+            .unwrap_or_else(|_| Err(MergeStop::Failed("the merge panicked".to_string())))
+    }
+
+    /// The rest of the answer, or why there is none.
+    fn merge(
+        &self,
+        pieces: Option<(usize, &mut dyn FnMut(Piece) -> bool)>,
+    ) -> Result<Vec<u8>, MergeStop> {
         let started = Instant::now();
         let names = &self.names;
         let mut warnings = failure_warnings(names, &self.outcomes);
@@ -1483,10 +1531,13 @@ impl MergeJob {
             self.path,
             started.elapsed()
         );
-        let report = merged.ok()?;
+        if !client_there {
+            return Err(MergeStop::ClientLeft);
+        }
+        let report = merged.map_err(MergeStop::Failed)?;
         self.metrics
             .merged(&self.path, started.elapsed(), report.filled_samples);
-        client_there.then_some(body)
+        Ok(body)
     }
 
     /// Gives the answers' large buffers to the budget, for the next large answers.
@@ -1514,9 +1565,9 @@ fn run_merge<E: Eligibility>(
     eligibility: &E,
     body: &mut Vec<u8>,
     spill: &mut dyn FnMut(&mut Vec<u8>) -> bool,
-) -> Result<MergeReport, ProxyError> {
+) -> Result<MergeReport, String> {
     merge::merge_in_pieces(upstreams, warnings, opts, eligibility, body, spill)
-        .map_err(|e| ProxyError::Internal(e.to_string()))
+        .map_err(|e| format!("the merge failed: {e}"))
 }
 
 /// Sends a piece of an answer from the merge thread, waiting while the client
@@ -1753,6 +1804,19 @@ fn step_mask(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_the_proxy_failed_to_read_makes_the_query_its_internal_error() {
+        let outcomes: Vec<Outcome> = vec![
+            Err(UpstreamError::Connect("refused".into())),
+            Err(UpstreamError::Proxy("the parser panicked: x".into())),
+        ];
+        assert_eq!(
+            proxy_fault(&outcomes),
+            Some(ProxyError::Internal("the parser panicked: x".into()))
+        );
+        assert_eq!(proxy_fault(&outcomes[..1]), None);
+    }
 
     #[test]
     fn a_coarse_round_is_asked_where_it_saves_more_than_a_hole_costs() {

@@ -86,9 +86,11 @@ impl Backend {
 
     /// Counts one finished request and applies what it means for health.
     fn record(&mut self, failure: Option<&UpstreamError>, took: Duration, bytes: usize) {
-        // A request dropped for another's answer neither failed nor succeeded.
-        self.shared
-            .count(failure.filter(|e| **e != UpstreamError::NotNeeded), took);
+        // A request dropped for another's answer neither failed nor succeeded;
+        // one the proxy failed to read is the proxy's failure, not the upstream's.
+        let its_failure =
+            failure.filter(|e| !matches!(e, UpstreamError::NotNeeded | UpstreamError::Proxy(_)));
+        self.shared.count(its_failure, took);
         let outcome = failure.map_or("success", UpstreamError::kind);
         self.metrics
             .upstream_request(&self.name, outcome, took, bytes);
@@ -233,13 +235,21 @@ mod tests {
     use super::*;
     use actix_web::http::Method;
     use bytes::Bytes;
+    const SCALAR: &str = r#"{"status":"success","data":{"resultType":"scalar","result":[1,"1"]}}"#;
+
     /// An upstream on loopback that answers every request after `delay`.
     fn slow_upstream(delay: Duration) -> url::Url {
+        answering(delay, SCALAR.to_string())
+    }
+
+    /// An upstream on loopback that answers every request with `body` after `delay`.
+    fn answering(delay: Duration, body: String) -> url::Url {
         use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = url::Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
+                let body = body.clone();
                 std::thread::spawn(move || {
                     let mut stream = stream;
                     let mut head = Vec::new();
@@ -253,7 +263,6 @@ mod tests {
                         }
                         head.clear();
                         std::thread::sleep(delay);
-                        let body = r#"{"status":"success","data":{"resultType":"scalar","result":[1,"1"]}}"#;
                         let answer = format!(
                             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
                             body.len()
@@ -269,6 +278,14 @@ mod tests {
     }
 
     fn backend(url: url::Url, cfg: HealthConfig) -> Addr<Backend> {
+        backend_sharing(url, cfg, Arc::new(SharedHealth::default()))
+    }
+
+    fn backend_sharing(
+        url: url::Url,
+        cfg: HealthConfig,
+        shared: Arc<SharedHealth>,
+    ) -> Addr<Backend> {
         let upstream = Arc::new(UpstreamConfig {
             name: "t".into(),
             url,
@@ -285,7 +302,7 @@ mod tests {
                     parse_batch_bytes: crate::merge::answer::BATCH_BYTES,
                 },
                 cfg,
-                Arc::new(SharedHealth::default()),
+                shared.clone(),
                 Arc::new(Metrics::new()),
                 Budget::new(1 << 30),
             )
@@ -339,5 +356,33 @@ mod tests {
         let second = a.send(fetch_msg()).await.unwrap();
         assert_eq!(second.unwrap_err(), UpstreamError::Overloaded(1));
         assert!(first.await.unwrap().is_ok());
+    }
+
+    #[actix_web::test]
+    async fn a_panic_in_the_proxys_parser_is_its_own_fault_never_the_upstreams() {
+        let planted = std::str::from_utf8(crate::merge::answer::PLANTED_PANIC).unwrap();
+        // Small (parsed on the arbiter) and large (on the blocking pool).
+        for padding in [0, 2 * crate::backend::INLINE_BYTES] {
+            let body = format!(
+                r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{"x":"{planted}","pad":"{}"}},"value":[1,"1"]}}]}}}}"#,
+                "p".repeat(padding)
+            );
+            let shared = Arc::new(SharedHealth::default());
+            let cfg = HealthConfig::default();
+            let addr =
+                backend_sharing(answering(Duration::ZERO, body), cfg.clone(), shared.clone());
+            // More than enough failures in a row to mark it down, were they its.
+            for _ in 0..cfg.failures_to_down + 2 {
+                let e = addr.send(fetch_msg()).await.unwrap().unwrap_err();
+                assert!(matches!(e, UpstreamError::Proxy(_)), "{e:?}");
+                assert!(e.to_string().contains("planted by a test"), "{e}");
+            }
+            assert!(shared.is_healthy(), "marked down for the proxy's own bug");
+            assert_eq!(shared.snapshot().failures, 0);
+            // The actor and its arbiter live on.
+            let fine = backend(slow_upstream(Duration::ZERO), HealthConfig::default());
+            assert!(fine.send(fetch_msg()).await.unwrap().is_ok());
+            assert!(addr.connected());
+        }
     }
 }

@@ -39,6 +39,9 @@ pub enum UpstreamError {
     Straggler(Duration),
     /// Dropped unread: another upstream's answer went out alone.
     NotNeeded,
+    /// The proxy broke reading this upstream's answer (its parser panicked):
+    /// the proxy's fault, never the upstream's.
+    Proxy(String),
 }
 
 impl UpstreamError {
@@ -70,6 +73,16 @@ impl UpstreamError {
         }
     }
 
+    /// A panic's payload, caught where the proxy parsed an answer.
+    pub fn from_panic(payload: &(dyn std::any::Any + Send)) -> UpstreamError {
+        let why = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_string());
+        UpstreamError::Proxy(format!("the parser panicked: {why}"))
+    }
+
     /// A short name for the kind of failure, for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -87,6 +100,7 @@ impl UpstreamError {
             UpstreamError::OverBudget { .. } => "over_budget",
             UpstreamError::Straggler(_) => "straggler",
             UpstreamError::NotNeeded => "not_needed",
+            UpstreamError::Proxy(_) => "proxy_fault",
         }
     }
 
@@ -96,7 +110,9 @@ impl UpstreamError {
         self.is_client_error()
             || matches!(
                 self,
-                UpstreamError::OverBudget { .. } | UpstreamError::NotNeeded
+                UpstreamError::OverBudget { .. }
+                    | UpstreamError::NotNeeded
+                    | UpstreamError::Proxy(_)
             )
     }
 
@@ -122,6 +138,7 @@ impl From<AnswerError> for UpstreamError {
                 error_type,
                 error,
             },
+            AnswerError::Panicked(why) => UpstreamError::Proxy(why),
             other => UpstreamError::Answer(other),
         }
     }
@@ -165,6 +182,7 @@ impl std::fmt::Display for UpstreamError {
             UpstreamError::NotNeeded => {
                 write!(f, "not read: another upstream's answer went out alone")
             }
+            UpstreamError::Proxy(why) => write!(f, "the proxy failed reading its answer: {why}"),
         }
     }
 }

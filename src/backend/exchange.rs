@@ -10,6 +10,7 @@ use crate::config::{Auth, UpstreamConfig};
 use crate::merge::answer::{self, PADDING, Parser};
 use actix_web::http::{Method, header};
 use futures_util::StreamExt;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -143,12 +144,18 @@ pub(super) async fn fetch(reader: Reader, mut msg: Fetch) -> Result<Fetched, Ups
     // What is left after the last batch parsed on arrival: CPU work, off the
     // arbiter, unless the body is small enough that the trip to the blocking
     // pool and back would cost more than parsing it here.
+    // A panic in the parser is the proxy's bug: caught here, it fails this
+    // query as an internal error, never the shared arbiter or the upstream.
+    let finish = move || {
+        std::panic::catch_unwind(AssertUnwindSafe(|| parser.finish(buf, len)))
+            .map_err(|p| UpstreamError::from_panic(&*p))
+    };
     let answer = if len <= INLINE_BYTES {
-        parser.finish(buf, len)?
+        finish()??
     } else {
-        actix_web::rt::task::spawn_blocking(move || parser.finish(buf, len))
+        actix_web::rt::task::spawn_blocking(finish)
             .await
-            .map_err(|_| UpstreamError::Unavailable)??
+            .map_err(|e| UpstreamError::Proxy(format!("the parse task failed: {e}")))???
     };
     log::debug!(
         "{}: {len} bytes parsed {:?} after the request",
@@ -270,7 +277,8 @@ async fn exchange(
         }
         if let Some(parser) = parser.as_mut().filter(|_| status.is_success()) {
             let len = buf.len();
-            parser.feed(&mut buf, len)?;
+            std::panic::catch_unwind(AssertUnwindSafe(|| parser.feed(&mut buf, len)))
+                .map_err(|p| UpstreamError::from_panic(&*p))??;
         }
     }
     log::debug!(

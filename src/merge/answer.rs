@@ -339,6 +339,9 @@ pub enum AnswerError {
     Shape(&'static str),
     /// A well-formed `"status":"error"` answer.
     Status { error_type: String, error: String },
+    /// The proxy's own parser broke (a parse thread panicked): no fault of
+    /// the body's.
+    Panicked(String),
 }
 
 impl std::fmt::Display for AnswerError {
@@ -347,11 +350,17 @@ impl std::fmt::Display for AnswerError {
             AnswerError::Json(e) => write!(f, "body is not valid JSON: {e}"),
             AnswerError::Shape(what) => write!(f, "body is not a Prometheus query answer: {what}"),
             AnswerError::Status { error_type, error } => write!(f, "{error_type}: {error}"),
+            AnswerError::Panicked(why) => write!(f, "the proxy's parser panicked: {why}"),
         }
     }
 }
 
 impl std::error::Error for AnswerError {}
+
+/// A body holding this panics the parser, in tests only: how a test plants
+/// a bug in the proxy's own parser.
+#[cfg(test)]
+pub const PLANTED_PANIC: &[u8] = b"__a_parser_panic_planted_by_a_test__";
 
 /// A parsed upstream answer (see the module docs).
 pub struct Answer {
@@ -806,7 +815,7 @@ impl BatchWorker {
         let thread = self.thread.take().ok_or_else(truncated)?;
         thread
             .join()
-            .map_err(|_| AnswerError::Json("the batch parser panicked".into()))?
+            .map_err(|_| AnswerError::Panicked("a batch parse thread".into()))?
     }
 }
 
@@ -948,6 +957,10 @@ impl Parser {
         if len > u32::MAX as usize - PADDING {
             return Err(AnswerError::Json("body larger than 4 GiB".into()));
         }
+        #[cfg(test)]
+        if memchr::memmem::find(&buf[..len], PLANTED_PANIC).is_some() {
+            panic!("a parser panic planted by a test");
+        }
         if buf.len() < len + PADDING {
             buf.resize(len + PADDING, 0);
         }
@@ -1063,7 +1076,7 @@ impl Parser {
                     self.deferred.append(&mut deferred);
                 }
                 h.join()
-                    .map_err(|_| AnswerError::Json("the batch parser panicked".into()))?
+                    .map_err(|_| AnswerError::Panicked("a batch parse thread".into()))?
             });
             (here, there)
         });
