@@ -68,7 +68,7 @@ use Handling::{Forwarded, Instant, Merged, Range};
 
 /// Every path the proxy serves. A read endpoint a newer Prometheus grows is
 /// added here on purpose; nothing is served by default.
-pub const ENDPOINTS: &[Endpoint] = &[
+pub static ENDPOINTS: &[Endpoint] = &[
     endpoint("/api/v1/query", Instant, true, "2.0"),
     endpoint("/api/v1/query_range", Range, true, "2.0"),
     endpoint("/api/v1/series", Merged(MetaKind::Series), true, "2.0"),
