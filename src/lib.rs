@@ -1,7 +1,22 @@
 //! prom-ha-proxy: one Prometheus API in front of several replicas, with their
 //! answers merged so that a hole in one is filled from another.
 //!
-//! See ARCHITECTURE.md for the map of modules.
+//! The modules, from the edge inwards (ARCHITECTURE.md has the full map):
+//!
+//! - [`http`]: the actix-web edge; every request routed by [`routes`], errors
+//!   made Prometheus-format here alone.
+//! - [`routes`]: the allow-list of served paths and the path discipline (pure).
+//! - [`supervisor`]: the actor that fans a request out to the backends and
+//!   carries out a query's plan.
+//! - [`plan`]: what each upstream is asked for a query, and when (pure).
+//! - [`backend`]: one actor per upstream: the exchange, its health.
+//! - [`merge`]: the parser and the mergers, bytes in, bytes out (pure).
+//! - [`query`]: what the proxy reads from PromQL: the stretches a query reads,
+//!   the coverage queries (pure).
+//! - [`settled`]: coverage counts of settled history, remembered (pure).
+//! - [`budget`]: the bytes in flight, and the large buffers kept.
+//! - [`metrics`], [`status`]: the proxy's own metrics and status page.
+//! - [`config`], [`time`]: settings; time and duration parameters.
 
 pub mod backend;
 pub mod budget;
@@ -9,6 +24,7 @@ pub mod config;
 pub mod http;
 pub mod merge;
 pub mod metrics;
+pub mod plan;
 pub mod query;
 pub mod routes;
 pub mod settled;
