@@ -696,7 +696,10 @@ mod tests {
         let gone = json_answer(&req, &metrics, Err(ApiError::Proxy(ProxyError::ClientLeft)));
         assert_eq!(gone.status().as_u16(), 499);
         let text = metrics.encode();
-        assert!(text.contains("prom_ha_proxy_internal_errors_total 1\n"), "{text}");
+        assert!(
+            text.contains("prom_ha_proxy_internal_errors_total 1\n"),
+            "{text}"
+        );
     }
 
     #[test]

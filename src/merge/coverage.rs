@@ -280,21 +280,29 @@ pub fn differing_spans(
     }
 }
 
-impl StepMask {
-    /// Builds the mask. `coverage[u]` is upstream u's coverage (None if
-    /// that query failed); `answered[u]` says whether u's main answer exists,
-    /// since the coverage of an upstream that gave no answer is beside the point.
-    /// An upstream whose coverage failed ranks below every other at every step
-    /// where some coverage is known.
-    ///
-    /// `window_ms` is how wide the stretch counted at each step is, summed
-    /// over the stretches that move with the step (None if not known): with
-    /// the counts it tells how many steps one scrape interval spans.
-    pub fn from_coverage(
-        coverage: &[Option<&Coverage>],
-        answered: &[bool],
-        window_ms: Option<i64>,
-    ) -> StepMask {
+/// One step of the coverage, every upstream's counts side by side.
+struct Step {
+    t: i64,
+    counts: Vec<Counts>,
+    /// Among the upstreams holding the most series, the best count of samples.
+    best: f64,
+    /// The most series any upstream holds: one sample per target of the best
+    /// is the widest tolerance.
+    per_target: f64,
+    /// Among those, the most samples each stretch's least-sampled series holds.
+    least: [f64; LEAST_COUNTS],
+}
+
+/// The coverage of every upstream, step by step, and the judgements made of it.
+struct StepTable {
+    n: usize,
+    /// Whether upstream u's coverage is known (it answered, and its coverage read).
+    known: Vec<bool>,
+    steps: Vec<Step>,
+}
+
+impl StepTable {
+    fn new(coverage: &[Option<&Coverage>], answered: &[bool]) -> StepTable {
         let n = coverage.len().min(MAX_UPSTREAMS);
         let mut table: HashMap<i64, Vec<Counts>, ahash::RandomState> = HashMap::default();
         for (u, cov) in coverage.iter().enumerate().take(n) {
@@ -323,8 +331,7 @@ impl StepMask {
         // a hole in some targets however few samples it takes of the total.
         let mut table: Vec<(i64, Vec<Counts>)> = table.into_iter().collect();
         table.sort_unstable_by_key(|(t, _)| *t);
-        type Step = (i64, Vec<Counts>, f64, f64, [f64; LEAST_COUNTS]);
-        let steps: Vec<Step> = table
+        let steps = table
             .into_iter()
             .map(|(t, counts)| {
                 let per_target = (0..n)
@@ -339,163 +346,194 @@ impl StepMask {
                 };
                 let best = most(&|c| c.samples);
                 let least = std::array::from_fn(|k| most(&|c| c.least[k]));
-                (t, counts, best, per_target, least)
+                Step {
+                    t,
+                    counts,
+                    best,
+                    per_target,
+                    least,
+                }
             })
             .collect();
-        // Fewer series, or a series two samples short, is short beyond any
-        // tolerance, however many samples.
-        let deficit = |i: usize, u: usize| {
-            let counts = &steps[i].1[u];
-            let least_short =
-                (counts.least.iter().zip(&steps[i].4)).any(|(l, best)| l + 1.0 < *best);
-            if counts.series < steps[i].3 || least_short {
-                f64::INFINITY
-            } else {
-                steps[i].2 - counts.samples
+        StepTable { n, known, steps }
+    }
+
+    /// How many samples upstream u lacks at step i. Fewer series, or a series
+    /// two samples short, is short beyond any tolerance, however many samples.
+    fn deficit(&self, i: usize, u: usize) -> f64 {
+        let step = &self.steps[i];
+        let counts = &step.counts[u];
+        let least_short = (counts.least.iter().zip(&step.least)).any(|(l, best)| l + 1.0 < *best);
+        if counts.series < step.per_target || least_short {
+            f64::INFINITY
+        } else {
+            step.best - counts.samples
+        }
+    }
+
+    /// Short by more than one scrape per target: inside a hole, whatever the phases.
+    fn beyond(&self, i: usize, u: usize) -> bool {
+        self.deficit(i, u) > self.steps[i].per_target
+    }
+
+    /// Upstream u's usual deficit: the 80th percentile over the steps.
+    /// Learnt from the steps outside holes only: a hole filling a fifth of
+    /// the range would otherwise make its own deficit look usual. Nor from
+    /// a run of short steps that starts or ends the range: a hole that
+    /// began (or ended) within a scrape of it shows as such a run, and an
+    /// offset shows as runs that recur, so earlier ones are there to learn
+    /// from. Only when nothing else is left does such a run count.
+    fn usual(&self, u: usize) -> f64 {
+        let len = self.steps.len();
+        if len < LEARN_FROM_STEPS {
+            return f64::INFINITY;
+        }
+        let deficit = |i: usize| self.deficit(i, u);
+        let lead = (0..len).take_while(|&i| deficit(i) > 0.0).count();
+        let trail = (0..len).rev().take_while(|&i| deficit(i) > 0.0).count();
+        let outside = |i: usize| !self.beyond(i, u);
+        // A run of short steps beside a step beyond is a hole's ramp (its
+        // first or last missing scrapes): were it learnt from, a short range
+        // would take a hole's edges for the usual.
+        let mut ramp = vec![false; len];
+        let mut i = 0;
+        while i < len {
+            let run = (i..len)
+                .take_while(|&j| outside(j) && deficit(j) > 0.0)
+                .count();
+            let (from, to) = (i, i + run);
+            let beside = (from > 0 && self.beyond(from - 1, u)) || (to < len && self.beyond(to, u));
+            if run > 0 && beside {
+                ramp[from..to].fill(true);
+            }
+            i = to + 1;
+        }
+        let inner = (lead..len.saturating_sub(trail)).filter(|&i| outside(i) && !ramp[i]);
+        let mut deficits: Vec<f64> = inner.map(deficit).collect();
+        if deficits.is_empty() {
+            deficits = (0..len).filter(|&i| outside(i)).map(deficit).collect();
+        }
+        if deficits.is_empty() {
+            return f64::INFINITY;
+        }
+        deficits.sort_by(f64::total_cmp);
+        // The 80th percentile, nearest rank.
+        deficits[(deficits.len() * 4).div_ceil(5) - 1]
+    }
+
+    /// How many steps one scrape interval spans at step i: a window holding
+    /// k samples per target is k scrape intervals wide. At least 1.
+    fn reach(&self, i: usize, window_ms: Option<i64>, step_ms: Option<i64>) -> usize {
+        let step = &self.steps[i];
+        let per_window = step.best / step.per_target;
+        match (window_ms, step_ms) {
+            (Some(w), Some(step)) if per_window >= 2.0 && w > 0 => {
+                let interval = w as f64 / per_window;
+                ((interval / step as f64).ceil() as usize).clamp(1, self.steps.len())
+            }
+            _ => 1,
+        }
+    }
+
+    /// For upstream u, per step, how many steps away the nearest step beyond
+    /// is: a small deficit within one scrape interval of such a step is the
+    /// edge of that hole (the scrape it misses has not yet, or no longer,
+    /// made the deficit large), not an offset.
+    fn to_beyond(&self, u: usize) -> Vec<usize> {
+        let mut distance = vec![usize::MAX; self.steps.len()];
+        let mut last = None;
+        for (i, d) in distance.iter_mut().enumerate() {
+            *d = last.map_or(usize::MAX, |j| i - j);
+            if self.beyond(i, u) {
+                last = Some(i);
+            }
+        }
+        last = None;
+        for (i, d) in distance.iter_mut().enumerate().rev() {
+            *d = (*d).min(last.map_or(usize::MAX, |j| j - i));
+            if self.beyond(i, u) {
+                last = Some(i);
+            }
+        }
+        distance
+    }
+
+    /// For upstream u, the steps on a hole's ramp: walking away from a step
+    /// beyond, the short steps whose deficit keeps falling (at least once a
+    /// scrape interval, `reach`) until it is gone. A hole in a few targets'
+    /// series falls by one scrape of each per interval, short of one sample
+    /// per series of all at every step of the walk, so one interval from the
+    /// last step beyond does not reach its end; an offset's deficit holds
+    /// steady, and the walk stops on it. The upstream with the best count is
+    /// never on a ramp (its deficit is none), so this only ever hands a step
+    /// to it.
+    fn on_ramp(&self, u: usize, reach: &[usize]) -> Vec<bool> {
+        let len = self.steps.len();
+        let mut ramp = vec![false; len];
+        let mut walk = |from: usize, away: &mut dyn Iterator<Item = usize>| {
+            let (mut least, mut fell_at) = (f64::INFINITY, from);
+            for i in away {
+                let d = self.deficit(i, u);
+                if self.beyond(i, u) || d <= 0.0 {
+                    break;
+                }
+                if d < least {
+                    (least, fell_at) = (d, i);
+                } else if i.abs_diff(fell_at) >= reach[i] {
+                    break;
+                }
+                ramp[i] = true;
             }
         };
-        // Short by more than one scrape per target: inside a hole, whatever the phases.
-        let beyond = |i: usize, u: usize| deficit(i, u) > steps[i].3;
-        // Learnt from the steps outside holes only: a hole filling a fifth of
-        // the range would otherwise make its own deficit look usual. Nor from
-        // a run of short steps that starts or ends the range: a hole that
-        // began (or ended) within a scrape of it shows as such a run, and an
-        // offset shows as runs that recur, so earlier ones are there to learn
-        // from. Only when nothing else is left does such a run count.
-        let usual: Vec<f64> = (0..n)
-            .map(|u| {
-                if steps.len() < LEARN_FROM_STEPS {
-                    return f64::INFINITY;
-                }
-                let deficit = |i: usize| deficit(i, u);
-                let lead = (0..steps.len()).take_while(|&i| deficit(i) > 0.0).count();
-                let trail = (0..steps.len())
-                    .rev()
-                    .take_while(|&i| deficit(i) > 0.0)
-                    .count();
-                let outside = |i: usize| !beyond(i, u);
-                // A run of short steps beside a step beyond is a hole's ramp
-                // (its first or last missing scrapes): were it learnt from, a
-                // short range would take a hole's edges for the usual.
-                let mut ramp = vec![false; steps.len()];
-                let mut i = 0;
-                while i < steps.len() {
-                    let run = (i..steps.len())
-                        .take_while(|&j| outside(j) && deficit(j) > 0.0)
-                        .count();
-                    let (from, to) = (i, i + run);
-                    let beside =
-                        (from > 0 && beyond(from - 1, u)) || (to < steps.len() && beyond(to, u));
-                    if run > 0 && beside {
-                        ramp[from..to].fill(true);
-                    }
-                    i = to + 1;
-                }
-                let inner =
-                    (lead..steps.len().saturating_sub(trail)).filter(|&i| outside(i) && !ramp[i]);
-                let mut deficits: Vec<f64> = inner.map(deficit).collect();
-                if deficits.is_empty() {
-                    deficits = (0..steps.len())
-                        .filter(|&i| outside(i))
-                        .map(deficit)
-                        .collect();
-                }
-                if deficits.is_empty() {
-                    return f64::INFINITY;
-                }
-                deficits.sort_by(f64::total_cmp);
-                // The 80th percentile, nearest rank.
-                deficits[(deficits.len() * 4).div_ceil(5) - 1]
-            })
-            .collect();
-        let step_ms = steps
+        for j in (0..len).filter(|&j| self.beyond(j, u)) {
+            walk(j, &mut (j + 1..len));
+            walk(j, &mut (0..j).rev());
+        }
+        ramp
+    }
+}
+
+impl StepMask {
+    /// Builds the mask. `coverage[u]` is upstream u's coverage (None if
+    /// that query failed); `answered[u]` says whether u's main answer exists,
+    /// since the coverage of an upstream that gave no answer is beside the point.
+    /// An upstream whose coverage failed ranks below every other at every step
+    /// where some coverage is known.
+    ///
+    /// `window_ms` is how wide the stretch counted at each step is, summed
+    /// over the stretches that move with the step (None if not known): with
+    /// the counts it tells how many steps one scrape interval spans.
+    pub fn from_coverage(
+        coverage: &[Option<&Coverage>],
+        answered: &[bool],
+        window_ms: Option<i64>,
+    ) -> StepMask {
+        let table = StepTable::new(coverage, answered);
+        let (n, steps) = (table.n, table.steps.len());
+        let usual: Vec<f64> = (0..n).map(|u| table.usual(u)).collect();
+        let step_ms = table
+            .steps
             .windows(2)
-            .map(|w| w[1].0 - w[0].0)
+            .map(|w| w[1].t - w[0].t)
             .filter(|d| *d > 0)
             .min();
-        // How many steps one scrape interval spans at step i: a window holding
-        // k samples per target is k scrape intervals wide. At least 1.
-        let reach = |i: usize| -> usize {
-            let (_, _, best, per_target, _) = &steps[i];
-            let per_window = best / per_target;
-            match (window_ms, step_ms) {
-                (Some(w), Some(step)) if per_window >= 2.0 && w > 0 => {
-                    let interval = w as f64 / per_window;
-                    ((interval / step as f64).ceil() as usize).clamp(1, steps.len())
-                }
-                _ => 1,
-            }
-        };
-        // Per upstream and step, how many steps away the nearest step beyond
-        // is: a small deficit within one scrape interval of such a step is
-        // the edge of that hole (the scrape it misses has not yet, or no
-        // longer, made the deficit large), not an offset.
-        let to_beyond: Vec<Vec<usize>> = (0..n)
-            .map(|u| {
-                let mut distance = vec![usize::MAX; steps.len()];
-                let mut last = None;
-                for (i, d) in distance.iter_mut().enumerate() {
-                    *d = last.map_or(usize::MAX, |j| i - j);
-                    if beyond(i, u) {
-                        last = Some(i);
-                    }
-                }
-                last = None;
-                for (i, d) in distance.iter_mut().enumerate().rev() {
-                    *d = (*d).min(last.map_or(usize::MAX, |j| j - i));
-                    if beyond(i, u) {
-                        last = Some(i);
-                    }
-                }
-                distance
-            })
+        let reach: Vec<usize> = (0..steps)
+            .map(|i| table.reach(i, window_ms, step_ms))
             .collect();
-        // Per upstream, the steps on a hole's ramp: walking away from a step
-        // beyond, the short steps whose deficit keeps falling (at least once
-        // a scrape interval) until it is gone. A hole in a few targets'
-        // series falls by one scrape of each per interval, short of one
-        // sample per series of all at every step of the walk, so one
-        // interval from the last step beyond does not reach its end; an
-        // offset's deficit holds steady, and the walk stops on it. The
-        // upstream with the best count is never on a ramp (its deficit is
-        // none), so this only ever hands a step to it.
-        let on_ramp: Vec<Vec<bool>> = (0..n)
-            .map(|u| {
-                let mut ramp = vec![false; steps.len()];
-                let mut walk = |from: usize, away: &mut dyn Iterator<Item = usize>| {
-                    let (mut least, mut fell_at) = (f64::INFINITY, from);
-                    for i in away {
-                        let d = deficit(i, u);
-                        if beyond(i, u) || d <= 0.0 {
-                            break;
-                        }
-                        if d < least {
-                            (least, fell_at) = (d, i);
-                        } else if i.abs_diff(fell_at) >= reach(i) {
-                            break;
-                        }
-                        ramp[i] = true;
-                    }
-                };
-                for j in (0..steps.len()).filter(|&j| beyond(j, u)) {
-                    walk(j, &mut (j + 1..steps.len()));
-                    walk(j, &mut (0..j).rev());
-                }
-                ramp
-            })
-            .collect();
-        let by_t: HashMap<i64, u64, ahash::RandomState> = (0..steps.len())
+        let to_beyond: Vec<Vec<usize>> = (0..n).map(|u| table.to_beyond(u)).collect();
+        let on_ramp: Vec<Vec<bool>> = (0..n).map(|u| table.on_ramp(u, &reach)).collect();
+        let by_t: HashMap<i64, u64, ahash::RandomState> = (0..steps)
             .map(|i| {
-                let (t, _, _, per_target, _) = &steps[i];
-                let reach = reach(i);
+                let step = &table.steps[i];
                 let mask = (0..n)
                     .filter(|&u| {
-                        let deficit = deficit(i, u);
-                        let at_edge = deficit > 0.0 && (to_beyond[u][i] <= reach || on_ramp[u][i]);
-                        known[u] && deficit <= per_target.min(usual[u]) && !at_edge
+                        let deficit = table.deficit(i, u);
+                        let at_edge =
+                            deficit > 0.0 && (to_beyond[u][i] <= reach[i] || on_ramp[u][i]);
+                        table.known[u] && deficit <= step.per_target.min(usual[u]) && !at_edge
                     })
                     .fold(0u64, |m, u| m | 1 << u);
-                (*t, mask)
+                (step.t, mask)
             })
             .collect();
         // `coverage` has one entry per upstream (the supervisor's spans do),
