@@ -12,7 +12,7 @@
 //! comma list of the shapes below.
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group};
-use prom_ha_proxy::merge::answer::{Answer, PADDING};
+use prom_ha_proxy::answer::{Answer, PADDING};
 use prom_ha_proxy::merge::coverage::{Coverage, StepMask};
 use prom_ha_proxy::merge::meta::{self, MetaAnswer, MetaKind, MetaOptions};
 use prom_ha_proxy::merge::{AllEligible, Eligibility, MergeOptions, Upstream, merge};

@@ -18,7 +18,7 @@
 //! answers parsed whole, up to `SCRATCH_UP_TO_BYTES`, for the next ones: for
 //! 200 KB answers, new sets cost about a quarter of the proxy's CPU (measured).
 
-use crate::merge::answer::{Samples, Scratch, SpareTables};
+use crate::answer::{Samples, Scratch, SpareTables};
 use std::ops::Deref;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -301,15 +301,15 @@ mod tests {
             r#"{{"status":"success","data":{{"resultType":"matrix","result":[{{"metric":{{}},"values":[{}]}}]}}}}"#,
             vec![r#"[1,"1"]"#; entries].join(",")
         );
-        let answer = crate::merge::answer::Answer::parse(body.into_bytes()).unwrap();
+        let answer = crate::answer::Answer::parse(body.into_bytes()).unwrap();
         answer.into_buffers().1
     }
 
     /// Parses `body` with scratch from `budget` and gives it back.
     fn parse_with(budget: &Arc<Budget>, body: &str) {
         let mut buf = body.as_bytes().to_vec();
-        buf.resize(body.len() + crate::merge::answer::PADDING, 0);
-        crate::merge::answer::Parser::new(body.len())
+        buf.resize(body.len() + crate::answer::PADDING, 0);
+        crate::answer::Parser::new(body.len())
             .with_spare_tables(budget.clone())
             .finish(buf, body.len())
             .expect("an answer");

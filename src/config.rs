@@ -497,7 +497,7 @@ impl RawConfig {
                 self.max_upstream_body_bytes,
                 DEFAULT_MAX_UPSTREAM_BODY_BYTES,
             )?
-            .min(u32::MAX as usize - crate::merge::answer::PADDING),
+            .min(u32::MAX as usize - crate::answer::PADDING),
             max_in_flight_bytes: size(
                 "max_in_flight_bytes",
                 self.max_in_flight_bytes,
@@ -506,7 +506,7 @@ impl RawConfig {
             parse_batch_bytes: size(
                 "parse_batch_bytes",
                 self.parse_batch_bytes,
-                crate::merge::answer::BATCH_BYTES,
+                crate::answer::BATCH_BYTES,
             )?,
             answer_piece_bytes: size(
                 "answer_piece_bytes",

@@ -10,7 +10,8 @@
 //!   carries out a query's plan.
 //! - [`plan`]: what each upstream is asked for a query, and when (pure).
 //! - [`backend`]: one actor per upstream: the exchange, its health.
-//! - [`merge`]: the parser and the mergers, bytes in, bytes out (pure).
+//! - [`answer`]: the parser: an upstream body in, byte spans out (pure).
+//! - [`merge`]: the mergers, parsed answers in, bytes out (pure).
 //! - [`query`]: what the proxy reads from PromQL: the stretches a query reads,
 //!   the coverage queries (pure).
 //! - [`settled`]: coverage counts of settled history, remembered (pure).
@@ -18,6 +19,7 @@
 //! - [`metrics`], [`status`]: the proxy's own metrics and status page.
 //! - [`config`], [`time`]: settings; time and duration parameters.
 
+pub mod answer;
 pub mod backend;
 pub mod budget;
 pub mod config;

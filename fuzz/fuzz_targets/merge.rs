@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use prom_ha_proxy::merge::answer::{Answer, PADDING, Parser, Samples, Scratch, SpareTables};
+use prom_ha_proxy::answer::{Answer, PADDING, Parser, Samples, Scratch, SpareTables};
 use prom_ha_proxy::merge::coverage::{Coverage, StepMask};
 use prom_ha_proxy::merge::meta::{self, MetaAnswer, MetaKind, MetaOptions};
 use prom_ha_proxy::merge::reorder::{Grouping, Reorder};

@@ -299,7 +299,7 @@ mod tests {
                 upstream,
                 Reading {
                     max_body: 1 << 20,
-                    parse_batch_bytes: crate::merge::answer::BATCH_BYTES,
+                    parse_batch_bytes: crate::answer::BATCH_BYTES,
                 },
                 cfg,
                 shared.clone(),
@@ -360,7 +360,7 @@ mod tests {
 
     #[actix_web::test]
     async fn a_panic_in_the_proxys_parser_is_its_own_fault_never_the_upstreams() {
-        let planted = std::str::from_utf8(crate::merge::answer::PLANTED_PANIC).unwrap();
+        let planted = std::str::from_utf8(crate::answer::PLANTED_PANIC).unwrap();
         // Small (parsed on the arbiter) and large (on the blocking pool).
         for padding in [0, 2 * crate::backend::INLINE_BYTES] {
             let body = format!(

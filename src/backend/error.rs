@@ -1,7 +1,7 @@
 //! Why one upstream gave no usable answer: one variant per way an upstream
 //! can fail or be skipped, and which of them say something of its health.
 
-use crate::merge::answer::{Answer, AnswerError};
+use crate::answer::{Answer, AnswerError};
 use std::time::Duration;
 
 /// Why one upstream gave no usable answer.

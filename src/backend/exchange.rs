@@ -5,9 +5,9 @@
 use super::error::UpstreamError;
 use super::protocol::{Fetch, Fetched, Verbatim, VerbatimWatch};
 use super::request::ApiRequest;
+use crate::answer::{self, PADDING, Parser};
 use crate::budget::{Budget, Held, Reservation};
 use crate::config::{Auth, UpstreamConfig};
-use crate::merge::answer::{self, PADDING, Parser};
 use actix_web::http::{Method, header};
 use futures_util::StreamExt;
 use std::panic::AssertUnwindSafe;

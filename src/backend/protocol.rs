@@ -4,8 +4,8 @@
 use super::error::UpstreamError;
 use super::exchange::Body;
 use super::request::ApiRequest;
+use crate::answer::Answer;
 use crate::budget::Held;
-use crate::merge::answer::Answer;
 use actix::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;

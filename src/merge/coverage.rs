@@ -29,7 +29,7 @@
 //! apply at its last step.
 
 use super::Eligibility;
-use super::answer::{Answer, Series};
+use crate::answer::{Answer, Series};
 use std::collections::HashMap;
 
 /// How many steps it takes to learn an upstream's usual deficit; with fewer

@@ -8,9 +8,9 @@
 //! deterministic, and takes the answers in priority order; where two upstreams
 //! hold the same entry, the higher-priority one's copy is the one written.
 
-use super::answer::{AnswerError, PADDING};
 use super::json::{write_labels, write_seq, write_str};
 use super::series::LabelKey;
+use crate::answer::{AnswerError, PADDING};
 use simd_json::ValueType;
 use simd_json::base::{TypedValue, ValueAsScalar, ValueIntoString};
 use simd_json::tape::{Tape, Value};

@@ -9,19 +9,18 @@
 //! the highest-priority eligible upstream wins; series sorted like Prometheus;
 //! warnings unioned; output bytes for values and timestamps copied from the input.
 
-pub mod answer;
 pub mod coverage;
 pub mod json;
 pub mod meta;
 pub mod reorder;
 pub mod series;
 
-use answer::{Answer, ResultKind};
+use crate::answer::{Answer, ResultKind};
 use reorder::{Candidate, Reorder};
 use series::{Copies, LabelKey, SeriesMap};
 use std::collections::HashSet;
 
-pub use answer::AnswerError;
+pub use crate::answer::AnswerError;
 
 /// Which upstream may contribute a sample at which timestamp.
 ///

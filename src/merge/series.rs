@@ -6,7 +6,7 @@
 //! once per series per upstream on the hot path, then sorted (matrices) or
 //! kept in the answers' order (vectors).
 
-use super::answer::Answer;
+use crate::answer::Answer;
 use hashbrown::HashTable;
 use smallvec::SmallVec;
 
@@ -183,7 +183,7 @@ fn merge_if_sorted<'a>(
 
 fn label_key<'a>(
     answer: &'a Answer,
-    series: &super::answer::Series,
+    series: &crate::answer::Series,
     replica_labels: &[String],
 ) -> LabelKey<'a> {
     let mut key: LabelKey<'a> = answer

@@ -14,10 +14,10 @@ mod coarse;
 
 pub use coarse::{CoarseRound, FineSpan, Remembered, totals};
 
+use crate::answer::Answer;
 use crate::backend::{ApiRequest, UpstreamError};
 use crate::budget::Held;
 use crate::config::CoverageConfig;
-use crate::merge::answer::Answer;
 use crate::merge::coverage::{self, Differs, Steps};
 use crate::query;
 use std::sync::Arc;

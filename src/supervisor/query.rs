@@ -7,11 +7,11 @@
 use super::merge_job::{MergeJob, MergeStop, PIECES_QUEUED, failures, hand_on, proxy_fault};
 use super::spans::{SpanCoverage, read_spans};
 use super::{Merged, Piece, ProxyError, Query, Supervisor, deadline, fetch, gather, parsed};
+use crate::answer;
 use crate::backend::{
     ApiRequest, Backend, Fetch, Fetched, INLINE_BYTES, UpstreamError, Verbatim, VerbatimWatch,
     until,
 };
-use crate::merge::answer;
 use crate::merge::coverage::Differs;
 use crate::plan::{Asks, CoarseRound, CoveragePlan, FineSpan, MainPlan, Outcome, When};
 use crate::query::Reads;
