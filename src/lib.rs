@@ -9,6 +9,7 @@
 //! - [`supervisor`]: the actor that fans a request out to the backends and
 //!   carries out a query's plan.
 //! - [`plan`]: what each upstream is asked for a query, and when (pure).
+//! - [`merger`]: the actor where every merge runs, on threads of its own.
 //! - [`backend`]: one actor per upstream: the exchange, its health.
 //! - [`answer`]: the parser: an upstream body in, byte spans out (pure).
 //! - [`merge`]: the mergers, parsed answers in, bytes out (pure).
@@ -25,6 +26,7 @@ pub mod budget;
 pub mod config;
 pub mod http;
 pub mod merge;
+pub mod merger;
 pub mod metrics;
 pub mod plan;
 pub mod query;

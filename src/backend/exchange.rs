@@ -87,12 +87,11 @@ pub fn upstream_url(base: &url::Url, path: &str, query_string: &str) -> String {
     url
 }
 
-/// Bodies up to this size are parsed, and merges of answers up to this size
-/// in all run, on the arbiter the backends share with the supervisor: a
-/// hand-off to the blocking pool and back costs tens of microseconds of
-/// wake-ups here, more than simd-json takes for 64 KiB, and a small query
-/// would make several. Larger work still goes to the pool, so one big answer
-/// never stalls that arbiter.
+/// Bodies up to this size are parsed on the arbiter the backends share with
+/// the supervisor: a hand-off to the blocking pool and back costs tens of
+/// microseconds of wake-ups here, more than simd-json takes for 64 KiB.
+/// Larger bodies still go to the pool, so one big answer never stalls that
+/// arbiter. (Merges all run in the merger actor, `crate::merger`.)
 pub const INLINE_BYTES: usize = 64 << 10;
 
 pub(super) async fn fetch(reader: Reader, mut msg: Fetch) -> Result<Fetched, UpstreamError> {

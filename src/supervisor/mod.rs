@@ -10,31 +10,29 @@
 //!   forwarded requests, and the straggler cutoff (`gather`);
 //! - `query.rs`: one query's wiring, the plan (`crate::plan`) carried out;
 //! - `spans.rs`: the coverage read span by span, and the step mask;
-//! - `merge_job.rs`: one query's merge, and what failures mean.
+//!
+//! Every merge runs in the merger actor (`crate::merger`).
 
-mod merge_job;
 mod query;
 mod spans;
 
 use crate::backend::{
-    ApiRequest, Backend, Body, Fetch, FetchBody, Fetched, INLINE_BYTES, Reading, SharedHealth,
-    UpstreamError,
+    ApiRequest, Backend, Body, Fetch, FetchBody, Fetched, Reading, SharedHealth, UpstreamError,
 };
 use crate::budget::Budget;
 use crate::config::{Config, CoverageConfig, HealthConfig, UpstreamConfig};
-use crate::merge::meta::{self, MetaAnswer, MetaKind, MetaOptions};
+use crate::merge::meta::MetaKind;
+use crate::merger::{Common, MergeError, MergeMeta, Merger};
+pub use crate::merger::{Merged, Piece};
 use crate::metrics::Metrics;
 use crate::plan::Outcome;
 use crate::query::QueryShape;
 use crate::settled::{Memory, Remembering};
 use actix::prelude::*;
-use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use merge_job::{failure_warnings, failures};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use std::time::Duration;
 
 /// One merged query: the client's request, its `timeout` parameter if any, and its shape.
 #[derive(Message)]
@@ -72,27 +70,6 @@ pub struct Forward {
     pub client_timeout: Option<Duration>,
 }
 
-/// A merged answer, ready to send: whole, or, when it is large, its first
-/// piece and a channel bringing the rest as it is merged.
-#[derive(Debug)]
-pub enum Merged {
-    Whole(Bytes),
-    Pieces {
-        first: Bytes,
-        rest: mpsc::Receiver<Piece>,
-    },
-}
-
-/// Part of a query's merged answer, on its way from the merge thread. The
-/// channel closing before a `Last` means the merge broke off.
-#[derive(Debug)]
-pub enum Piece {
-    More(Bytes),
-    Last(Bytes),
-    /// The merge failed (the proxy's own fault), after the pieces before it.
-    Failed(String),
-}
-
 /// Why a query produced no merged answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProxyError {
@@ -103,6 +80,16 @@ pub enum ProxyError {
     Internal(String),
     /// The client went away before its answer was ready: not an error.
     ClientLeft,
+}
+
+impl From<MergeError> for ProxyError {
+    fn from(e: MergeError) -> ProxyError {
+        match e {
+            MergeError::AllFailed(failures) => ProxyError::AllFailed(failures),
+            MergeError::Internal(why) => ProxyError::Internal(why),
+            MergeError::ClientLeft => ProxyError::ClientLeft,
+        }
+    }
 }
 
 struct BackendHandle {
@@ -127,6 +114,8 @@ pub struct Supervisor {
     budget: Arc<Budget>,
     /// The coverage counts of settled windows, per upstream.
     settled: Arc<std::sync::Mutex<Memory>>,
+    /// Where every merge runs.
+    merger: Addr<Merger>,
 }
 
 impl Supervisor {
@@ -174,12 +163,23 @@ impl Supervisor {
             metrics,
             piece_bytes: config.answer_piece_bytes,
             budget,
+            merger: Merger::start(),
             settled: Arc::new(std::sync::Mutex::new(Memory::new(
                 config
                     .coverage
                     .as_ref()
                     .map_or(Remembering::default(), |c| c.remembering),
             ))),
+        }
+    }
+
+    /// What every merge shares.
+    fn common(&self) -> Common {
+        Common {
+            names: self.names.clone(),
+            replica_labels: self.replica_labels.clone(),
+            metrics: self.metrics.clone(),
+            budget: self.budget.clone(),
         }
     }
 
@@ -331,11 +331,7 @@ impl Handler<MetaQuery> for Supervisor {
                 }
             })
             .collect();
-        let (names, replica_labels, metrics) = (
-            self.names.clone(),
-            self.replica_labels.clone(),
-            self.metrics.clone(),
-        );
+        let (common, merger) = (self.common(), self.merger.clone());
         let straggler_timeout = self.health.straggler_timeout;
         let path = request.path.clone();
         Box::pin(async move {
@@ -343,47 +339,18 @@ impl Handler<MetaQuery> for Supervisor {
                 Err(UpstreamError::Straggler(straggler_timeout))
             })
             .await;
-            let input: usize = outcomes.iter().flatten().map(|b| b.bytes.len()).sum();
-            let merge = move || {
-                let started = Instant::now();
-                let mut outcomes = outcomes;
-                let tapes: Vec<Result<_, UpstreamError>> = outcomes
-                    .iter_mut()
-                    .map(|o| match o {
-                        Ok(body) => meta::parse(&mut body.bytes).map_err(UpstreamError::from),
-                        Err(e) => Err(e.clone()),
-                    })
-                    .collect();
-                let answers: Vec<Result<MetaAnswer<'_, '_>, UpstreamError>> = tapes
-                    .iter()
-                    .map(|t| match t {
-                        Ok(tape) => MetaAnswer::read(query.kind, tape).map_err(UpstreamError::from),
-                        Err(e) => Err(e.clone()),
-                    })
-                    .collect();
-                if answers.iter().all(Result::is_err) {
-                    return Err(ProxyError::AllFailed(failures(&names, &answers)));
-                }
-                let warnings = failure_warnings(&names, &answers);
-                let answers: Vec<Option<MetaAnswer<'_, '_>>> =
-                    answers.into_iter().map(Result::ok).collect();
-                let opts = MetaOptions {
-                    replica_labels: &replica_labels,
-                    limit: query.limit,
-                    limit_per_metric: query.limit_per_metric,
-                };
-                let mut body = Vec::new();
-                meta::merge_meta(query.kind, &answers, &warnings, &opts, &mut body);
-                metrics.merged(&path, started.elapsed(), 0);
-                Ok(Merged::Whole(body.into()))
+            let merge = MergeMeta {
+                common,
+                path,
+                kind: query.kind,
+                outcomes,
+                limit: query.limit,
+                limit_per_metric: query.limit_per_metric,
             };
-            // Small enough to merge here (see INLINE_BYTES); else off the HTTP threads.
-            if input <= INLINE_BYTES {
-                return merge();
+            match merger.send(merge).await {
+                Ok(merged) => Ok(merged?),
+                Err(e) => Err(ProxyError::Internal(format!("the merger is gone: {e}"))),
             }
-            actix_web::rt::task::spawn_blocking(merge)
-                .await
-                .map_err(|e| ProxyError::Internal(format!("merge failed: {e}")))?
         })
     }
 }

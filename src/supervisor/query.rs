@@ -4,15 +4,14 @@
 //! with the straggler cutoff, each a function of its own; the channels
 //! between them held by role in [`Signals`].
 
-use super::merge_job::{MergeJob, MergeStop, PIECES_QUEUED, failures, hand_on, proxy_fault};
-use super::spans::{SpanCoverage, read_spans};
-use super::{Merged, Piece, ProxyError, Query, Supervisor, deadline, fetch, gather, parsed};
+use super::spans::read_spans;
+use super::{Merged, ProxyError, Query, Supervisor, deadline, fetch, gather, parsed};
 use crate::answer;
 use crate::backend::{
-    ApiRequest, Backend, Fetch, Fetched, INLINE_BYTES, UpstreamError, Verbatim, VerbatimWatch,
-    until,
+    ApiRequest, Backend, Fetch, Fetched, UpstreamError, Verbatim, VerbatimWatch, until,
 };
 use crate::merge::coverage::Differs;
+use crate::merger::{self, MergeJob, Merger, SpanCoverage, failures};
 use crate::plan::{Asks, CoarseRound, CoveragePlan, FineSpan, MainPlan, Outcome, When};
 use crate::query::Reads;
 use crate::settled::Memory;
@@ -22,7 +21,7 @@ use futures_util::FutureExt;
 use futures_util::future::{Either, OptionFuture};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 /// One upstream's part in a query: its backend and its deadline; None: it
 /// is not asked (down).
@@ -78,6 +77,7 @@ impl Handler<Query> for Supervisor {
             self.budget.keep_at_most(1);
         }
         let run = Run {
+            merger: self.merger.clone(),
             request,
             legs,
             asked_upstreams,
@@ -89,7 +89,13 @@ impl Handler<Query> for Supervisor {
         let coverage = run
             .clone()
             .coverage_rounds(plan, main, signals, self.settled.clone());
-        let job = MergeJob::new(self, &run.request, query.shape.reorder, coverage_window_ms);
+        let reorder = query.shape.reorder;
+        let job = MergeJob::new(
+            &self.common(),
+            &run.request.path,
+            reorder,
+            coverage_window_ms,
+        );
         Box::pin(run.finish(mains, coverage, decision, job, self.piece_bytes))
     }
 }
@@ -147,6 +153,7 @@ impl Signals {
 /// What every part of one query's run shares.
 #[derive(Clone)]
 struct Run {
+    merger: Addr<Merger>,
     request: Arc<ApiRequest>,
     /// Per upstream, in priority order.
     legs: Vec<Asked>,
@@ -488,7 +495,7 @@ impl Run {
             self.asked.elapsed()
         );
         judge(&job)?;
-        merge_answers(job, piece_bytes).await
+        Ok(merger::merge_query(&self.merger, job, piece_bytes).await?)
     }
 
     /// Fails an upstream whose part failed, decides who is asked again
@@ -605,40 +612,13 @@ fn judge(job: &MergeJob) -> Result<(), ProxyError> {
     Ok(())
 }
 
-/// Merges the answers: a small merge here and whole (see `INLINE_BYTES`);
-/// a larger one off the threads that serve HTTP, handed on in pieces.
-async fn merge_answers(job: MergeJob, piece_bytes: usize) -> Result<Merged, ProxyError> {
-    if job.input_bytes() <= INLINE_BYTES {
-        let merged = job.merge_catching(None);
-        job.release();
-        return match merged {
-            Ok(whole) => Ok(Merged::Whole(whole.into())),
-            Err(MergeStop::Failed(why)) => Err(ProxyError::Internal(why)),
-            Err(MergeStop::ClientLeft) => Err(ProxyError::ClientLeft),
-        };
-    }
-    let (tx, mut rx) = mpsc::channel(PIECES_QUEUED);
-    let runtime = tokio::runtime::Handle::current();
-    actix_web::rt::task::spawn_blocking(move || {
-        let mut send = |piece| hand_on(&runtime, &tx, piece);
-        match job.merge_catching(Some((piece_bytes, &mut send))) {
-            Ok(last) => {
-                send(Piece::Last(last.into()));
-            }
-            Err(MergeStop::Failed(why)) => {
-                send(Piece::Failed(why));
-            }
-            Err(MergeStop::ClientLeft) => {}
-        }
-        job.release();
-    });
-    match rx.recv().await {
-        Some(Piece::Last(whole)) => Ok(Merged::Whole(whole)),
-        Some(Piece::More(first)) => Ok(Merged::Pieces { first, rest: rx }),
-        Some(Piece::Failed(why)) => Err(ProxyError::Internal(why)),
-        // Closed with nothing sent: the client had left.
-        None => Err(ProxyError::ClientLeft),
-    }
+/// The first main answer the proxy failed to read itself (its parser
+/// broke): the query is the proxy's failure, not an upstream's.
+fn proxy_fault(outcomes: &[Outcome]) -> Option<ProxyError> {
+    outcomes.iter().find_map(|o| match o {
+        Err(UpstreamError::Proxy(why)) => Some(ProxyError::Internal(why.clone())),
+        _ => None,
+    })
 }
 
 /// One upstream's main answer: whole, or where it was asked the query over
@@ -740,5 +720,23 @@ async fn other_main(addr: Addr<Backend>, whole: Fetch, others: Others) -> Main {
             answer: first,
             parts: Some(parts.collect()),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_the_proxy_failed_to_read_makes_the_query_its_internal_error() {
+        let outcomes: Vec<Outcome> = vec![
+            Err(UpstreamError::Connect("refused".into())),
+            Err(UpstreamError::Proxy("the parser panicked: x".into())),
+        ];
+        assert_eq!(
+            proxy_fault(&outcomes),
+            Some(ProxyError::Internal("the parser panicked: x".into()))
+        );
+        assert_eq!(proxy_fault(&outcomes[..1]), None);
     }
 }

@@ -1,21 +1,13 @@
-//! The coverage each upstream gave, span by span, and the per-step
-//! eligibility built from it.
+//! The coverage each upstream gave, span by span: remembered counts joined
+//! with those its answers bring, which are remembered in turn.
 
-use crate::backend::UpstreamError;
-use crate::merge::coverage::{Coverage, StepMask};
+use crate::merge::coverage::Coverage;
+use crate::merger::SpanCoverage;
 use crate::plan::{FineSpan, Outcome};
 use crate::query;
 use crate::settled::Memory;
 use std::collections::HashMap;
 use std::time::Instant;
-
-/// One upstream's coverage over one span of steps.
-pub(super) enum SpanCoverage {
-    NotAsked,
-    Failed(UpstreamError),
-    /// None: its answer was unreadable.
-    Read(Option<Coverage>),
-}
 
 /// Each span's coverage per upstream: remembered counts, then those its
 /// answer (`answers`, per span, if asked) brings, which are remembered.
@@ -74,66 +66,4 @@ pub(super) fn read_spans(
                 .collect()
         })
         .collect()
-}
-
-/// The per-step eligibility from the coverage answers (per span of steps
-/// asked, each upstream's), or None for the plain priority merge (no coverage
-/// asked, or none known). Says in `warnings` what degraded, once.
-pub(super) fn step_mask(
-    names: &[String],
-    outcomes: &[Outcome],
-    coverage: &[Vec<SpanCoverage>],
-    window_ms: Option<i64>,
-    warnings: &mut Vec<String>,
-) -> Option<StepMask> {
-    if coverage
-        .iter()
-        .flatten()
-        .all(|c| matches!(c, SpanCoverage::NotAsked))
-    {
-        return None;
-    }
-    let answered: Vec<bool> = outcomes.iter().map(Result::is_ok).collect();
-    let mut warn = |warning: String| {
-        if !warnings.contains(&warning) {
-            warnings.push(warning);
-        }
-    };
-    let mut masks = Vec::with_capacity(coverage.len());
-    for span in coverage {
-        let read: Vec<Option<Coverage>> = names
-            .iter()
-            .zip(span)
-            .zip(&answered)
-            .map(|((name, cov), answered)| match cov {
-                SpanCoverage::Read(read) if *answered => {
-                    if read.is_none() {
-                        warn(format!(
-                            "upstream {name}: coverage answer unreadable; its data is used only where no other upstream's completeness is known"
-                        ));
-                    }
-                    read.clone()
-                }
-                SpanCoverage::Failed(e) if *answered => {
-                    warn(format!(
-                        "upstream {name}: coverage query failed ({e}); its data is used only where no other upstream's completeness is known"
-                    ));
-                    None
-                }
-                _ => None,
-            })
-            .collect();
-        if read.iter().all(Option::is_none) {
-            continue;
-        }
-        let read: Vec<Option<&Coverage>> = read.iter().map(Option::as_ref).collect();
-        masks.push(StepMask::from_coverage(&read, &answered, window_ms));
-    }
-    if masks.is_empty() {
-        warn(
-            "completeness unknown on every upstream: answered by plain priority merge".to_string(),
-        );
-        return None;
-    }
-    Some(StepMask::join(masks))
 }

@@ -1,83 +1,72 @@
-//! One query's merge: its upstream answers and what their merge needs, run
-//! here or on the blocking pool, handed on in pieces; and what a set of
-//! failures means.
+//! One query's merge job: its upstream answers, their coverage read into a
+//! step mask, and what their merge needs; merged, optionally in pieces.
 
-use super::spans::{SpanCoverage, step_mask};
-use super::{Piece, ProxyError, Supervisor};
-use crate::backend::{ApiRequest, UpstreamError};
+use super::{Common, Piece, failure_warnings};
+use crate::backend::UpstreamError;
 use crate::budget::Budget;
+use crate::merge::coverage::{Coverage, StepMask};
 use crate::merge::reorder::Reorder;
 use crate::merge::{self, AllEligible, ByOwner, Eligibility, MergeOptions, MergeReport, Upstream};
 use crate::metrics::Metrics;
 use crate::plan::Outcome;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
-
-/// Pieces waiting for the client at most; the merge waits when it is ahead.
-pub(super) const PIECES_QUEUED: usize = 4;
-
-/// A client that takes no piece of its answer for this long loses the rest
-/// (the connection is cut), so it cannot hold a merge thread and the upstream
-/// answers forever.
-const CLIENT_STALL: Duration = Duration::from_secs(60);
 
 /// Why a merge stopped without its answer.
 #[derive(Debug)]
-pub(super) enum MergeStop {
+pub enum MergeStop {
     /// The proxy's merge broke: an internal error.
     Failed(String),
     /// The client left, or took no piece for [`CLIENT_STALL`]: no error.
     ClientLeft,
 }
 
-/// The first main answer the proxy failed to read itself (its parser
-/// broke): the query is the proxy's failure, not an upstream's.
-pub(super) fn proxy_fault(outcomes: &[Outcome]) -> Option<ProxyError> {
-    outcomes.iter().find_map(|o| match o {
-        Err(UpstreamError::Proxy(why)) => Some(ProxyError::Internal(why.clone())),
-        _ => None,
-    })
+/// One upstream's coverage over one span of steps.
+pub enum SpanCoverage {
+    NotAsked,
+    Failed(UpstreamError),
+    /// None: its answer was unreadable.
+    Read(Option<Coverage>),
 }
 
 /// One query's upstream answers and what their merge needs.
-pub(super) struct MergeJob {
-    pub(super) names: Arc<Vec<String>>,
-    pub(super) replica_labels: Arc<Vec<String>>,
-    pub(super) reorder: Reorder,
-    pub(super) metrics: Arc<Metrics>,
-    pub(super) path: String,
-    pub(super) budget: Arc<Budget>,
+pub struct MergeJob {
+    pub names: Arc<Vec<String>>,
+    pub replica_labels: Arc<Vec<String>>,
+    pub reorder: Reorder,
+    pub metrics: Arc<Metrics>,
+    pub path: String,
+    pub budget: Arc<Budget>,
     /// Each upstream's answer to the user's query, in priority order (where
     /// it was asked in parts over spans of the steps, its first part).
-    pub(super) outcomes: Vec<Outcome>,
+    pub outcomes: Vec<Outcome>,
     /// The other parts: (upstream, its answer over one span of the steps).
-    pub(super) more: Vec<(usize, Outcome)>,
+    pub more: Vec<(usize, Outcome)>,
     /// Per upstream, whether it was asked in parts (and not again whole).
-    pub(super) partial: Vec<bool>,
+    pub partial: Vec<bool>,
     /// Per span of steps asked (the whole range, or the spans where the
     /// coarse counts differ; none if no coverage was asked or needed), each
     /// upstream's answer to the coverage query over it, if asked.
-    pub(super) coverage: Vec<Vec<SpanCoverage>>,
+    pub coverage: Vec<Vec<SpanCoverage>>,
     /// How wide the coverage query's moving stretches are in all.
-    pub(super) coverage_window_ms: Option<i64>,
+    pub coverage_window_ms: Option<i64>,
 }
 
 impl MergeJob {
     /// A query's job, its answers to come.
-    pub(super) fn new(
-        supervisor: &Supervisor,
-        request: &ApiRequest,
+    pub fn new(
+        common: &Common,
+        path: &str,
         reorder: Reorder,
         coverage_window_ms: Option<i64>,
     ) -> MergeJob {
         MergeJob {
-            names: supervisor.names.clone(),
-            replica_labels: supervisor.replica_labels.clone(),
+            names: common.names.clone(),
+            replica_labels: common.replica_labels.clone(),
             reorder,
-            metrics: supervisor.metrics.clone(),
-            path: request.path.clone(),
-            budget: supervisor.budget.clone(),
+            metrics: common.metrics.clone(),
+            path: path.to_string(),
+            budget: common.budget.clone(),
             outcomes: Vec::new(),
             more: Vec::new(),
             partial: Vec::new(),
@@ -88,7 +77,7 @@ impl MergeJob {
 
     /// The answers' body bytes (the coverage answers, small and read
     /// already, left out).
-    pub(super) fn input_bytes(&self) -> usize {
+    pub fn input_bytes(&self) -> usize {
         let len = |o: &Outcome| o.as_ref().map_or(0, |held| held.body_len());
         self.outcomes.iter().map(len).sum::<usize>()
             + self.more.iter().map(|(_, o)| len(o)).sum::<usize>()
@@ -99,7 +88,7 @@ impl MergeJob {
     /// whether the client is still there; without, the answer is built whole.
     /// [`MergeJob::merge`], a panic in it caught: the proxy's bug fails this
     /// query as an internal error, never the thread it runs on.
-    pub(super) fn merge_catching(
+    pub fn merge_catching(
         &self,
         pieces: Option<(usize, &mut dyn FnMut(Piece) -> bool)>,
     ) -> Result<Vec<u8>, MergeStop> {
@@ -194,7 +183,7 @@ impl MergeJob {
     }
 
     /// Gives the answers' large buffers to the budget, for the next large answers.
-    pub(super) fn release(self) {
+    pub fn release(self) {
         // Parts took no kept buffers, and none of theirs is kept: the kept
         // ones are sized for whole answers.
         let whole = self
@@ -223,58 +212,64 @@ fn run_merge<E: Eligibility>(
         .map_err(|e| format!("the merge failed: {e}"))
 }
 
-/// Sends a piece of an answer from the merge thread, waiting while the client
-/// is behind, up to [`CLIENT_STALL`]; false when the client is gone or stalled.
-pub(super) fn hand_on(
-    runtime: &tokio::runtime::Handle,
-    tx: &mpsc::Sender<Piece>,
-    piece: Piece,
-) -> bool {
-    // The timer is driven by the arbiter that spawned the merge, which runs on.
-    runtime
-        .block_on(async { tokio::time::timeout(CLIENT_STALL, tx.send(piece)).await })
-        .is_ok_and(|sent| sent.is_ok())
-}
-
-/// Each failed upstream's name and why, in priority order.
-pub(super) fn failures<T>(
+/// The per-step eligibility from the coverage answers (per span of steps
+/// asked, each upstream's), or None for the plain priority merge (no coverage
+/// asked, or none known). Says in `warnings` what degraded, once.
+fn step_mask(
     names: &[String],
-    outcomes: &[Result<T, UpstreamError>],
-) -> Vec<(String, UpstreamError)> {
-    names
+    outcomes: &[Outcome],
+    coverage: &[Vec<SpanCoverage>],
+    window_ms: Option<i64>,
+    warnings: &mut Vec<String>,
+) -> Option<StepMask> {
+    if coverage
         .iter()
-        .zip(outcomes)
-        .filter_map(|(n, o)| o.as_ref().err().map(|e| (n.clone(), e.clone())))
-        // Dropped for another's answer: no failure.
-        .filter(|(_, e)| *e != UpstreamError::NotNeeded)
-        .collect()
-}
-
-/// One warning per failed upstream, as the merged answer carries them.
-pub(super) fn failure_warnings<T>(
-    names: &[String],
-    outcomes: &[Result<T, UpstreamError>],
-) -> Vec<String> {
-    failures(names, outcomes)
-        .into_iter()
-        .map(|(n, e)| format!("upstream {n}: {e}"))
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_answer_the_proxy_failed_to_read_makes_the_query_its_internal_error() {
-        let outcomes: Vec<Outcome> = vec![
-            Err(UpstreamError::Connect("refused".into())),
-            Err(UpstreamError::Proxy("the parser panicked: x".into())),
-        ];
-        assert_eq!(
-            proxy_fault(&outcomes),
-            Some(ProxyError::Internal("the parser panicked: x".into()))
-        );
-        assert_eq!(proxy_fault(&outcomes[..1]), None);
+        .flatten()
+        .all(|c| matches!(c, SpanCoverage::NotAsked))
+    {
+        return None;
     }
+    let answered: Vec<bool> = outcomes.iter().map(Result::is_ok).collect();
+    let mut warn = |warning: String| {
+        if !warnings.contains(&warning) {
+            warnings.push(warning);
+        }
+    };
+    let mut masks = Vec::with_capacity(coverage.len());
+    for span in coverage {
+        let read: Vec<Option<Coverage>> = names
+            .iter()
+            .zip(span)
+            .zip(&answered)
+            .map(|((name, cov), answered)| match cov {
+                SpanCoverage::Read(read) if *answered => {
+                    if read.is_none() {
+                        warn(format!(
+                            "upstream {name}: coverage answer unreadable; its data is used only where no other upstream's completeness is known"
+                        ));
+                    }
+                    read.clone()
+                }
+                SpanCoverage::Failed(e) if *answered => {
+                    warn(format!(
+                        "upstream {name}: coverage query failed ({e}); its data is used only where no other upstream's completeness is known"
+                    ));
+                    None
+                }
+                _ => None,
+            })
+            .collect();
+        if read.iter().all(Option::is_none) {
+            continue;
+        }
+        let read: Vec<Option<&Coverage>> = read.iter().map(Option::as_ref).collect();
+        masks.push(StepMask::from_coverage(&read, &answered, window_ms));
+    }
+    if masks.is_empty() {
+        warn(
+            "completeness unknown on every upstream: answered by plain priority merge".to_string(),
+        );
+        return None;
+    }
+    Some(StepMask::join(masks))
 }
