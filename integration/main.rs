@@ -10,6 +10,7 @@
 
 mod api;
 mod buffers;
+mod burst;
 mod coverage;
 mod failover;
 mod fake;

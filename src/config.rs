@@ -23,6 +23,14 @@ pub const DEFAULT_ANSWER_PIECE_BYTES: usize = 256 << 10;
 /// Room for the buffers of one large query against two replicas (two 64 MB
 /// bodies and their sample tables) kept for the next one.
 pub const DEFAULT_KEEP_BUFFER_BYTES: usize = 256 << 20;
+/// Client queries run against the upstreams at once. Prometheus runs 20
+/// queries at once by default (`--query.max-concurrency`); an admitted
+/// query asks each replica its query and its coverage side by side, two of
+/// those places, so 10 keep a replica's engine busy without a queue inside
+/// it, where the proxy could not keep the order.
+pub const DEFAULT_MAX_CONCURRENT_QUERIES: usize = 10;
+/// Client queries waiting to be admitted, at most; past it, 503 at once.
+pub const DEFAULT_MAX_QUEUED_QUERIES: usize = 1024;
 const ENV_PREFIX: &str = "PROM_HA_PROXY";
 
 /// One upstream Prometheus, resolved.
@@ -84,6 +92,10 @@ pub struct Config {
     pub answer_piece_bytes: usize,
     /// Large buffers of merged answers kept for the next answers, at most (0: none).
     pub keep_buffer_bytes: usize,
+    /// Client queries run against the upstreams at once.
+    pub max_concurrent_queries: usize,
+    /// Client queries waiting to be admitted, at most.
+    pub max_queued_queries: usize,
     /// Highest priority first.
     pub upstreams: Vec<UpstreamConfig>,
     /// The coverage-aware merge; None when turned off.
@@ -106,8 +118,6 @@ pub struct HealthConfig {
     pub probes_to_up: u32,
     /// Once one upstream has answered, how much longer the others are awaited.
     pub straggler_timeout: Duration,
-    /// Requests in flight to one upstream at most; past it, that upstream is skipped.
-    pub max_in_flight: usize,
 }
 
 impl Default for HealthConfig {
@@ -118,7 +128,6 @@ impl Default for HealthConfig {
             probe_timeout: Duration::from_secs(2),
             probes_to_up: 2,
             straggler_timeout: Duration::from_secs(3),
-            max_in_flight: 64,
         }
     }
 }
@@ -189,6 +198,8 @@ struct RawConfig {
     parse_batch_bytes: Option<i64>,
     answer_piece_bytes: Option<i64>,
     keep_buffer_bytes: Option<i64>,
+    max_concurrent_queries: Option<i64>,
+    max_queued_queries: Option<i64>,
     #[serde(default)]
     upstreams: BTreeMap<String, RawUpstream>,
     #[serde(default)]
@@ -206,11 +217,20 @@ struct RawHealth {
     probe_timeout: Option<RawDuration>,
     probes_to_up: Option<i64>,
     straggler_timeout: Option<RawDuration>,
+    /// Retired: a per-upstream cap that skipped the upstream once the
+    /// proxy's own requests filled it. Read, so old files still load, and
+    /// ignored, with a warning; `max_concurrent_queries` bounds the work.
     max_in_flight: Option<i64>,
 }
 
 impl RawHealth {
     fn resolve(self) -> Result<HealthConfig, ConfigError> {
+        if self.max_in_flight.is_some() {
+            log::warn!(
+                "health.max_in_flight is no longer used and is ignored: client queries are \
+                 admitted by max_concurrent_queries and wait in a queue of max_queued_queries"
+            );
+        }
         let d = HealthConfig::default();
         let duration = |key: &str, raw: Option<RawDuration>, default: Duration| {
             duration_key(&format!("health.{key}"), raw, default)
@@ -237,8 +257,6 @@ impl RawHealth {
                 self.straggler_timeout,
                 d.straggler_timeout,
             )?,
-            max_in_flight: count("max_in_flight", self.max_in_flight, d.max_in_flight as u32)?
-                as usize,
         })
     }
 }
@@ -311,6 +329,14 @@ impl Config {
                 self.parse_batch_bytes.to_string(),
             ),
             (
+                "max_concurrent_queries".into(),
+                self.max_concurrent_queries.to_string(),
+            ),
+            (
+                "max_queued_queries".into(),
+                self.max_queued_queries.to_string(),
+            ),
+            (
                 "answer_piece_bytes".into(),
                 self.answer_piece_bytes.to_string(),
             ),
@@ -344,7 +370,6 @@ impl Config {
             ("health.probe_timeout".into(), d(h.probe_timeout)),
             ("health.probes_to_up".into(), h.probes_to_up.to_string()),
             ("health.straggler_timeout".into(), d(h.straggler_timeout)),
-            ("health.max_in_flight".into(), h.max_in_flight.to_string()),
         ]);
         for (i, u) in self.upstreams.iter().enumerate() {
             let key = |k: &str| format!("upstreams.{}.{k}", u.name);
@@ -517,6 +542,19 @@ impl RawConfig {
                 Some(0) => 0,
                 v => size("keep_buffer_bytes", v, DEFAULT_KEEP_BUFFER_BYTES)?,
             },
+            max_concurrent_queries: whole(
+                "max_concurrent_queries",
+                self.max_concurrent_queries,
+                DEFAULT_MAX_CONCURRENT_QUERIES,
+                1,
+            )?,
+            // 0: no queue, a query finding every place taken is refused.
+            max_queued_queries: whole(
+                "max_queued_queries",
+                self.max_queued_queries,
+                DEFAULT_MAX_QUEUED_QUERIES,
+                0,
+            )?,
             upstreams,
         })
     }
@@ -573,6 +611,18 @@ fn size(key: &str, value: Option<i64>, default: usize) -> Result<usize, ConfigEr
         Some(v) => Err(invalid(
             key,
             format!("must be a positive number of bytes, not {v}"),
+        )),
+    }
+}
+
+/// A whole number of at least `least`.
+fn whole(key: &str, value: Option<i64>, default: usize, least: i64) -> Result<usize, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) if v >= least && v <= u32::MAX as i64 => Ok(v as usize),
+        Some(v) => Err(invalid(
+            key,
+            format!("must be a whole number from {least}, not {v}"),
         )),
     }
 }
@@ -725,6 +775,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(none.keep_buffer_bytes, 0, "0 keeps no buffers");
+    }
+
+    #[test]
+    fn admission_is_configured_and_the_old_per_upstream_cap_still_loads() {
+        let up = "[upstreams.a]\nurl='http://a:1'\n";
+        let d = load(up, &[], &Overrides::default()).unwrap();
+        assert_eq!(
+            (d.max_concurrent_queries, d.max_queued_queries),
+            (DEFAULT_MAX_CONCURRENT_QUERIES, DEFAULT_MAX_QUEUED_QUERIES)
+        );
+        let toml = format!(
+            "max_concurrent_queries=3\nmax_queued_queries=0\n[health]\nmax_in_flight=64\n{up}"
+        );
+        let c = load(&toml, &[], &Overrides::default()).unwrap();
+        assert_eq!((c.max_concurrent_queries, c.max_queued_queries), (3, 0));
+        for (bad, key) in [
+            ("max_concurrent_queries=0", "max_concurrent_queries"),
+            ("max_queued_queries=-1", "max_queued_queries"),
+        ] {
+            let e = load(&format!("{bad}\n{up}"), &[], &Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains(key), "{e}");
+        }
     }
 
     #[test]

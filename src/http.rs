@@ -9,6 +9,7 @@
 //! Client headers are not forwarded, except `Authorization` to upstreams
 //! configured to take it.
 
+use crate::admission::{Admission, Admitted, Refused};
 use crate::backend::{ApiRequest, SharedHealth, UpstreamError};
 use crate::merge::json::write_error;
 use crate::merge::meta::MetaKind;
@@ -28,6 +29,11 @@ use std::time::SystemTime;
 /// What every handler shares.
 pub struct State {
     pub supervisor: Addr<Supervisor>,
+    /// The gate client queries pass before they reach an upstream.
+    pub admission: Admission,
+    /// How long a query without a `timeout` of its own may wait to be
+    /// admitted: the longest upstream timeout.
+    pub queue_deadline: std::time::Duration,
     pub max_request_body_bytes: usize,
     /// The upstreams' look-back delta, when the client sends none.
     pub lookback_delta: std::time::Duration,
@@ -50,6 +56,9 @@ pub enum ApiError {
     ReadOnly(String),
     /// No such endpoint (404).
     NotFound(String),
+    /// Not admitted: the queue was full (503 with `Retry-After`), or the
+    /// query waited its whole deadline (503, Prometheus' timeout error).
+    Refused(Refused),
     Proxy(ProxyError),
 }
 
@@ -73,6 +82,17 @@ impl ApiError {
                 "not_found".to_string(),
                 format!("no such endpoint: {path}"),
             ),
+            ApiError::Refused(Refused::QueueFull(n)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable".to_string(),
+                format!("too many queries: {n} already waiting to run; try again later"),
+            ),
+            // Prometheus' own words for a query that timed out in its queue.
+            ApiError::Refused(Refused::TimedOut(_)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout".to_string(),
+                "query timed out in query queue".to_string(),
+            ),
             ApiError::Proxy(ProxyError::Internal(m)) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal".to_string(),
@@ -88,8 +108,11 @@ impl ApiError {
         };
         let mut body = Vec::with_capacity(message.len() + 64);
         write_error(&mut body, &error_type, &message);
-        HttpResponse::build(status)
-            .insert_header((header::CONTENT_TYPE, "application/json"))
+        let mut res = HttpResponse::build(status);
+        if let ApiError::Refused(Refused::QueueFull(_)) = self {
+            res.insert_header((header::RETRY_AFTER, "1"));
+        }
+        res.insert_header((header::CONTENT_TYPE, "application/json"))
             .body(body)
     }
 }
@@ -123,7 +146,6 @@ fn all_failed(failures: &[(String, UpstreamError)]) -> (StatusCode, String, Stri
             UpstreamError::Connect(_)
                 | UpstreamError::Unavailable
                 | UpstreamError::Down(_)
-                | UpstreamError::Overloaded(_)
                 | UpstreamError::OverBudget { .. }
         )
     }) {
@@ -144,8 +166,20 @@ pub async fn serve(config: crate::config::Config) -> std::io::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let supervisor = Supervisor::new(&config, metrics.clone());
     let upstreams = supervisor.upstreams();
+    let queue_deadline = config
+        .upstreams
+        .iter()
+        .map(|u| u.timeout)
+        .max()
+        .unwrap_or(crate::config::DEFAULT_TIMEOUT);
     let state = web::Data::new(State {
         supervisor: supervisor.start(),
+        admission: Admission::new(
+            config.max_concurrent_queries,
+            config.max_queued_queries,
+            metrics.clone(),
+        ),
+        queue_deadline,
         max_request_body_bytes: config.max_request_body_bytes,
         lookback_delta: config
             .coverage
@@ -389,6 +423,22 @@ fn pieces(
     ))
 }
 
+/// Waits for the query's place among those running, at most its own
+/// `timeout`, else the longest upstream timeout.
+async fn admit(
+    state: &State,
+    client_timeout: Option<std::time::Duration>,
+) -> Result<Admitted, ApiError> {
+    let deadline = client_timeout
+        .filter(|t| !t.is_zero())
+        .unwrap_or(state.queue_deadline);
+    state
+        .admission
+        .admit(deadline)
+        .await
+        .map_err(ApiError::Refused)
+}
+
 /// Sends `msg` to the supervisor; a stopped supervisor is an internal error.
 async fn ask<M, T>(supervisor: &Addr<Supervisor>, msg: M) -> Result<T, ApiError>
 where
@@ -485,6 +535,12 @@ async fn answer_query(
         (false, _) => None,
     };
     let range_ms = if instant { None } else { range_ms(&params) };
+    // A query that reads nothing stored (`1+1`, `time()`) costs the replicas
+    // no read: it is not queued behind those that do.
+    let _admitted = match shape.reads {
+        query::Reads::Nothing => None,
+        _ => Some(admit(state, client_timeout).await?),
+    };
     let query = Query {
         request,
         client_timeout,
@@ -518,9 +574,11 @@ async fn meta_query(
 ) -> HttpResponse {
     let answer = async {
         let (request, params) = read_request(&route, &req, payload, &state).await?;
+        let client_timeout = params.duration("timeout")?;
+        let _admitted = admit(&state, client_timeout).await?;
         let query = MetaQuery {
             request,
-            client_timeout: params.duration("timeout")?,
+            client_timeout,
             kind,
             limit: params.count("limit")?,
             limit_per_metric: params.count("limit_per_metric")?,

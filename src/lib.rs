@@ -20,6 +20,7 @@
 //! - [`metrics`], [`status`]: the proxy's own metrics and status page.
 //! - [`config`], [`time`]: settings; time and duration parameters.
 
+pub mod admission;
 pub mod answer;
 pub mod backend;
 pub mod budget;

@@ -54,6 +54,10 @@ pub struct Metrics {
     filled_samples: Counter,
     internal_errors: Counter,
     kept_buffer_bytes: Gauge,
+    queued_queries: Gauge,
+    running_queries: Gauge,
+    queue_wait: Histogram,
+    refused_queries: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -132,7 +136,35 @@ impl Metrics {
             "Capacity of the merged answers' large buffers kept for the next answers (idle memory), after the last merge",
             kept_buffer_bytes.clone(),
         );
+        let queued_queries = Gauge::default();
+        registry.register(
+            "queued_queries",
+            "Client queries waiting for a place among the running ones",
+            queued_queries.clone(),
+        );
+        let running_queries = Gauge::default();
+        registry.register(
+            "running_queries",
+            "Client queries admitted and at work against the upstreams",
+            running_queries.clone(),
+        );
+        let queue_wait = latency_histogram();
+        registry.register(
+            "queue_wait_seconds",
+            "How long each client query waited to be admitted",
+            queue_wait.clone(),
+        );
+        let refused_queries = Counter::default();
+        registry.register(
+            "refused_queries",
+            "Client queries refused at once (503) because the queue was full",
+            refused_queries.clone(),
+        );
         Metrics {
+            queued_queries,
+            running_queries,
+            queue_wait,
+            refused_queries,
             registry,
             requests,
             upstream_duration,
@@ -164,6 +196,26 @@ impl Metrics {
                 endpoint: endpoint.to_string(),
             })
             .inc_by(bytes as u64);
+    }
+
+    /// Moves the number of client queries waiting to be admitted.
+    pub fn queued_queries(&self, by: i64) {
+        self.queued_queries.inc_by(by);
+    }
+
+    /// Moves the number of client queries admitted and running.
+    pub fn running_queries(&self, by: i64) {
+        self.running_queries.inc_by(by);
+    }
+
+    /// Records how long a client query waited to be admitted.
+    pub fn queue_wait(&self, waited: Duration) {
+        self.queue_wait.observe(waited.as_secs_f64());
+    }
+
+    /// Counts a client query refused because the queue was full.
+    pub fn refused_query(&self) {
+        self.refused_queries.inc();
     }
 
     /// Counts a query the proxy failed itself.

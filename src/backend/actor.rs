@@ -26,7 +26,6 @@ pub struct Backend {
     cfg: HealthConfig,
     health: Health,
     shared: Arc<SharedHealth>,
-    in_flight: usize,
     probing: bool,
 }
 
@@ -59,19 +58,8 @@ impl Backend {
             cfg,
             health: Health::default(),
             shared,
-            in_flight: 0,
             probing: false,
         }
-    }
-
-    /// Takes a request in under the in-flight cap (past it, the upstream is
-    /// skipped rather than queued); returns when it started.
-    fn admit(&mut self) -> Result<Instant, UpstreamError> {
-        if self.in_flight >= self.cfg.max_in_flight {
-            return Err(UpstreamError::Overloaded(self.in_flight));
-        }
-        self.in_flight += 1;
-        Ok(Instant::now())
     }
 
     fn reader(&self) -> Reader {
@@ -155,10 +143,9 @@ impl Actor for Backend {
     }
 }
 
-/// Restarted by actix' supervisor if it stops: probing again, nothing in flight.
+/// Restarted by actix' supervisor if it stops: probing again.
 impl actix::Supervised for Backend {
     fn restarting(&mut self, _: &mut Self::Context) {
-        self.in_flight = 0;
         self.probing = false;
         log::warn!("backend for {} restarted", self.upstream.url);
     }
@@ -168,17 +155,13 @@ impl Handler<Fetch> for Backend {
     type Result = ResponseActFuture<Self, Result<Fetched, UpstreamError>>;
 
     fn handle(&mut self, msg: Fetch, _: &mut Self::Context) -> Self::Result {
-        let started = match self.admit() {
-            Ok(started) => started,
-            Err(e) => return Box::pin(actix::fut::ready(Err(e))),
-        };
+        let started = Instant::now();
         let reader = Reader {
             kept_buffers: !msg.part,
             ..self.reader()
         };
         let fut = fetch(reader, msg);
         Box::pin(fut.into_actor(self).map(move |outcome, backend, _| {
-            backend.in_flight -= 1;
             let bytes = outcome.as_ref().map_or(0, |a| a.body_len());
             backend.record(outcome.as_ref().err(), started.elapsed(), bytes);
             outcome
@@ -190,15 +173,11 @@ impl Handler<FetchBody> for Backend {
     type Result = ResponseActFuture<Self, Result<Body, UpstreamError>>;
 
     fn handle(&mut self, msg: FetchBody, _: &mut Self::Context) -> Self::Result {
-        let started = match self.admit() {
-            Ok(started) => started,
-            Err(e) => return Box::pin(actix::fut::ready(Err(e))),
-        };
+        let started = Instant::now();
         let reader = self.reader();
         let fut =
             async move { exchange_within(&reader, &msg.request, msg.deadline, None, None).await };
         Box::pin(fut.into_actor(self).map(move |outcome, backend, _| {
-            backend.in_flight -= 1;
             // A 5xx is the upstream failing; a 4xx is the client's request.
             let failure = match &outcome {
                 Ok(body) if body.status >= 500 => {
@@ -342,20 +321,6 @@ mod tests {
             a.send(fetch_msg()).await.unwrap().is_ok(),
             "a answers again after its restart"
         );
-    }
-
-    #[actix_web::test]
-    async fn past_the_in_flight_cap_an_upstream_is_skipped_not_queued() {
-        let url = slow_upstream(Duration::from_millis(300));
-        let cfg = HealthConfig {
-            max_in_flight: 1,
-            ..HealthConfig::default()
-        };
-        let a = backend(url, cfg);
-        let first = a.send(fetch_msg());
-        let second = a.send(fetch_msg()).await.unwrap();
-        assert_eq!(second.unwrap_err(), UpstreamError::Overloaded(1));
-        assert!(first.await.unwrap().is_ok());
     }
 
     #[actix_web::test]

@@ -31,8 +31,6 @@ pub enum UpstreamError {
     Unavailable,
     /// Skipped: the upstream is marked down, for this reason.
     Down(String),
-    /// Skipped: this many requests were already in flight to it.
-    Overloaded(usize),
     /// Not read: the proxy's in-flight bytes budget (this many bytes) was spent.
     OverBudget { limit: usize },
     /// No answer within the straggler timeout after the first upstream answered.
@@ -96,7 +94,6 @@ impl UpstreamError {
             UpstreamError::Answer(_) => "bad_answer",
             UpstreamError::Unavailable => "unavailable",
             UpstreamError::Down(_) => "down",
-            UpstreamError::Overloaded(_) => "overloaded",
             UpstreamError::OverBudget { .. } => "over_budget",
             UpstreamError::Straggler(_) => "straggler",
             UpstreamError::NotNeeded => "not_needed",
@@ -169,7 +166,6 @@ impl std::fmt::Display for UpstreamError {
             UpstreamError::Answer(e) => write!(f, "{e}"),
             UpstreamError::Unavailable => f.write_str("backend unavailable"),
             UpstreamError::Down(why) => write!(f, "down, not asked ({why})"),
-            UpstreamError::Overloaded(n) => write!(f, "not asked: {n} requests already in flight"),
             UpstreamError::OverBudget { limit } => write!(
                 f,
                 "answer not read: the proxy's {limit}-byte budget for answers in flight is spent"
