@@ -6,6 +6,7 @@
 //! - [`http`]: the actix-web edge; every request routed by [`routes`], errors
 //!   made Prometheus-format here alone.
 //! - [`routes`]: the allow-list of served paths and the path discipline (pure).
+//! - [`admission`]: how many client queries run at once; the queue of the rest.
 //! - [`supervisor`]: the actor that fans a request out to the backends and
 //!   carries out a query's plan.
 //! - [`plan`]: what each upstream is asked for a query, and when (pure).
