@@ -11,6 +11,7 @@
 mod api;
 mod buffers;
 mod burst;
+mod cli;
 mod coverage;
 mod failover;
 mod fake;

@@ -18,6 +18,10 @@ struct Args {
     /// Address to listen on [default: 0.0.0.0:9090].
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
+    /// Validate the configuration and exit: 0 if it is valid, else 2 with
+    /// the error on one line (as `promtool check config` does).
+    #[arg(long)]
+    check_config: bool,
 }
 
 fn main() {
@@ -40,6 +44,14 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if args.check_config {
+        println!(
+            "prom-ha-proxy: configuration valid: {} upstreams, listen {}",
+            config.upstreams.len(),
+            config.listen
+        );
+        return;
+    }
     if let Err(e) = actix_web::rt::System::new().block_on(prom_ha_proxy::http::serve(config)) {
         eprintln!("prom-ha-proxy: {e}");
         std::process::exit(1);
