@@ -68,14 +68,16 @@ pub enum Piece {
     Failed(String),
 }
 
-/// Why a merge gave no answer.
+/// Why a query produced no merged answer: the one error a query's answer
+/// path has, from the merge to the edge (which maps it to a response).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MergeError {
-    /// Every upstream failed; one `(upstream, why)` per upstream.
+pub enum ProxyError {
+    /// Every upstream failed; one `(upstream URL, why)` per upstream, in priority order.
     AllFailed(Vec<(String, UpstreamError)>),
-    /// The proxy's merge broke (a panic included).
+    /// The proxy itself broke (its parser or merge, panics included; a
+    /// stopped actor).
     Internal(String),
-    /// The client left before its answer was ready: no error.
+    /// The client went away before its answer was ready: not an error.
     ClientLeft,
 }
 
@@ -135,7 +137,7 @@ pub async fn merge_query(
     merger: &Addr<Merger>,
     job: MergeJob,
     piece_bytes: usize,
-) -> Result<Merged, MergeError> {
+) -> Result<Merged, ProxyError> {
     let (pieces, mut rx) = mpsc::channel(PIECES_QUEUED);
     let runtime = tokio::runtime::Handle::current();
     merger.do_send(MergeQuery {
@@ -147,16 +149,16 @@ pub async fn merge_query(
     match rx.recv().await {
         Some(Piece::Last(whole)) => Ok(Merged::Whole(whole)),
         Some(Piece::More(first)) => Ok(Merged::Pieces { first, rest: rx }),
-        Some(Piece::Failed(why)) => Err(MergeError::Internal(why)),
+        Some(Piece::Failed(why)) => Err(ProxyError::Internal(why)),
         // Closed with nothing sent: the client had left.
-        None => Err(MergeError::ClientLeft),
+        None => Err(ProxyError::ClientLeft),
     }
 }
 
 /// Another endpoint's answers (series, labels, rules, …) to merge as `kind`
 /// says: each upstream's body, or why it has none.
 #[derive(Message)]
-#[rtype(result = "Result<Merged, MergeError>")]
+#[rtype(result = "Result<Merged, ProxyError>")]
 pub struct MergeMeta {
     pub common: Common,
     pub path: String,
@@ -167,15 +169,15 @@ pub struct MergeMeta {
 }
 
 impl Handler<MergeMeta> for Merger {
-    type Result = Result<Merged, MergeError>;
+    type Result = Result<Merged, ProxyError>;
 
     fn handle(&mut self, msg: MergeMeta, _: &mut Self::Context) -> Self::Result {
         std::panic::catch_unwind(AssertUnwindSafe(|| merge_meta(msg)))
-            .unwrap_or_else(|_| Err(MergeError::Internal("the merge panicked".into())))
+            .unwrap_or_else(|_| Err(ProxyError::Internal("the merge panicked".into())))
     }
 }
 
-fn merge_meta(msg: MergeMeta) -> Result<Merged, MergeError> {
+fn merge_meta(msg: MergeMeta) -> Result<Merged, ProxyError> {
     let started = Instant::now();
     let MergeMeta {
         common,
@@ -200,7 +202,7 @@ fn merge_meta(msg: MergeMeta) -> Result<Merged, MergeError> {
         })
         .collect();
     if answers.iter().all(Result::is_err) {
-        return Err(MergeError::AllFailed(failures(&common.names, &answers)));
+        return Err(ProxyError::AllFailed(failures(&common.names, &answers)));
     }
     let warnings = failure_warnings(&common.names, &answers);
     let answers: Vec<Option<MetaAnswer<'_, '_>>> = answers.into_iter().map(Result::ok).collect();
@@ -299,7 +301,7 @@ mod tests {
             .await
             .unwrap();
         match failed {
-            Err(MergeError::AllFailed(failures)) => {
+            Err(ProxyError::AllFailed(failures)) => {
                 let names: Vec<&str> = failures.iter().map(|(n, _)| n.as_str()).collect();
                 assert_eq!(names, ["a", "b"]);
             }

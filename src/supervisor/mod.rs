@@ -22,8 +22,8 @@ use crate::backend::{
 use crate::budget::Budget;
 use crate::config::{Config, CoverageConfig, HealthConfig, UpstreamConfig};
 use crate::merge::meta::MetaKind;
-use crate::merger::{Common, MergeError, MergeMeta, Merger};
-pub use crate::merger::{Merged, Piece};
+use crate::merger::{Common, MergeMeta, Merger};
+pub use crate::merger::{Merged, Piece, ProxyError};
 use crate::metrics::Metrics;
 use crate::plan::Outcome;
 use crate::query::QueryShape;
@@ -68,28 +68,6 @@ pub struct MetaQuery {
 pub struct Forward {
     pub request: ApiRequest,
     pub client_timeout: Option<Duration>,
-}
-
-/// Why a query produced no merged answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProxyError {
-    /// Every upstream failed; one `(upstream URL, why)` per upstream, in priority order.
-    AllFailed(Vec<(String, UpstreamError)>),
-    /// The proxy itself broke (its parser or merge, panics included; a
-    /// stopped actor).
-    Internal(String),
-    /// The client went away before its answer was ready: not an error.
-    ClientLeft,
-}
-
-impl From<MergeError> for ProxyError {
-    fn from(e: MergeError) -> ProxyError {
-        match e {
-            MergeError::AllFailed(failures) => ProxyError::AllFailed(failures),
-            MergeError::Internal(why) => ProxyError::Internal(why),
-            MergeError::ClientLeft => ProxyError::ClientLeft,
-        }
-    }
 }
 
 struct BackendHandle {
@@ -348,7 +326,7 @@ impl Handler<MetaQuery> for Supervisor {
                 limit_per_metric: query.limit_per_metric,
             };
             match merger.send(merge).await {
-                Ok(merged) => Ok(merged?),
+                Ok(merged) => merged,
                 Err(e) => Err(ProxyError::Internal(format!("the merger is gone: {e}"))),
             }
         })

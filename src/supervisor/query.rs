@@ -495,7 +495,7 @@ impl Run {
             self.asked.elapsed()
         );
         judge(&job)?;
-        Ok(merger::merge_query(&self.merger, job, piece_bytes).await?)
+        merger::merge_query(&self.merger, job, piece_bytes).await
     }
 
     /// Fails an upstream whose part failed, decides who is asked again
