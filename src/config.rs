@@ -235,13 +235,8 @@ impl RawHealth {
         let duration = |key: &str, raw: Option<RawDuration>, default: Duration| {
             duration_key(&format!("health.{key}"), raw, default)
         };
-        let count = |key: &str, raw: Option<i64>, default: u32| match raw {
-            None => Ok(default),
-            Some(v) if v >= 1 && v <= u32::MAX as i64 => Ok(v as u32),
-            Some(v) => Err(invalid(
-                format!("health.{key}"),
-                format!("must be a whole number from 1, not {v}"),
-            )),
+        let count = |key: &str, raw: Option<i64>, default: u32| {
+            whole(&format!("health.{key}"), raw, default as usize, 1).map(|n| n as u32)
         };
         Ok(HealthConfig {
             failures_to_down: count(

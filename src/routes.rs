@@ -283,17 +283,15 @@ fn names_state_changing(raw_path: &str) -> bool {
         .any(|named| segments.windows(named.len()).any(|w| w == *named))
 }
 
+/// The pattern's segments (`{name}` standing for one client segment).
+fn pattern_segments(pattern: &str) -> impl Iterator<Item = &str> + Clone {
+    pattern.split('/').skip(1).filter(|s| !s.is_empty())
+}
+
 fn matches(pattern: &str, segments: &[String]) -> bool {
-    let wanted: Vec<&str> = pattern
-        .split('/')
-        .skip(1)
-        .filter(|s| !s.is_empty())
-        .collect();
-    wanted.len() == segments.len()
-        && wanted
-            .iter()
-            .zip(segments)
-            .all(|(w, s)| is_parameter(w) || w == s)
+    let wanted = pattern_segments(pattern);
+    wanted.clone().count() == segments.len()
+        && wanted.zip(segments).all(|(w, s)| is_parameter(w) || w == s)
 }
 
 fn is_parameter(segment: &str) -> bool {
@@ -311,12 +309,7 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 /// re-encoded.
 fn upstream_path(pattern: &str, segments: &[String]) -> String {
     let mut path = String::with_capacity(pattern.len() + 16);
-    for (wanted, given) in pattern
-        .split('/')
-        .skip(1)
-        .filter(|s| !s.is_empty())
-        .zip(segments)
-    {
+    for (wanted, given) in pattern_segments(pattern).zip(segments) {
         path.push('/');
         if is_parameter(wanted) {
             path.extend(utf8_percent_encode(given, SEGMENT));
