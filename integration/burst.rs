@@ -66,13 +66,6 @@ fn data(body: &str) -> Value {
     v["data"].clone()
 }
 
-fn metric(base: &str, name: &str) -> f64 {
-    let (_, text) = http_get(&format!("{base}/metrics")).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
-}
-
 #[test]
 fn cold_bursts_of_heavy_queries_are_all_answered_as_one_replica_answers() {
     let p = pair();
@@ -96,7 +89,7 @@ fn cold_bursts_of_heavy_queries_are_all_answered_as_one_replica_answers() {
             assert!(v.get("warnings").is_none(), "{n} x {q}: {}", v["warnings"]);
         }
         assert_eq!(
-            metric(&proxy.url, "prom_ha_proxy_refused_queries_total"),
+            proxy_metric(&proxy.url, "prom_ha_proxy_refused_queries_total"),
             0.0
         );
     }
@@ -120,7 +113,7 @@ fn a_query_reading_nothing_is_not_queued_behind_a_burst() {
         .collect();
     // Sent once the burst is queued in the proxy.
     wait_until("the burst queued", Duration::from_secs(30), || {
-        metric(&proxy.url, "prom_ha_proxy_queued_queries") > 0.0
+        proxy_metric(&proxy.url, "prom_ha_proxy_queued_queries") > 0.0
     });
     let t = p.tl.end.to_string();
     let one = instant_path("1+1", p.tl.end);
@@ -159,7 +152,7 @@ fn a_full_queue_refuses_the_excess_at_once_and_a_short_timeout_times_out_alone()
     };
     let running = ask(path.clone());
     wait_until("one query running", Duration::from_secs(30), || {
-        metric(&proxy.url, "prom_ha_proxy_running_queries") == 1.0
+        proxy_metric(&proxy.url, "prom_ha_proxy_running_queries") == 1.0
     });
     // A client's timeout shorter than the wait: Prometheus' timeout error, alone.
     let (status, body, _) = get_with_retry_after(&format!("{}{path}&timeout=1s", proxy.url));
@@ -169,7 +162,7 @@ fn a_full_queue_refuses_the_excess_at_once_and_a_short_timeout_times_out_alone()
     assert_eq!(v["error"], "query timed out in query queue", "{body}");
     let queued: Vec<_> = (0..3).map(|_| ask(path.clone())).collect();
     wait_until("three queries queued", Duration::from_secs(30), || {
-        metric(&proxy.url, "prom_ha_proxy_queued_queries") == 3.0
+        proxy_metric(&proxy.url, "prom_ha_proxy_queued_queries") == 3.0
     });
     // Past the queue's three: refused at once, while the replicas are still frozen.
     for (status, body, retry) in burst(&proxy.url, &vec![path.clone(); 4]) {
@@ -177,7 +170,7 @@ fn a_full_queue_refuses_the_excess_at_once_and_a_short_timeout_times_out_alone()
         assert!(body.contains("\"errorType\":\"unavailable\""), "{body}");
     }
     assert_eq!(
-        metric(&proxy.url, "prom_ha_proxy_refused_queries_total"),
+        proxy_metric(&proxy.url, "prom_ha_proxy_refused_queries_total"),
         4.0
     );
     a.signal(libc::SIGCONT);

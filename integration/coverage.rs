@@ -164,19 +164,9 @@ fn coverage_merge_equals_the_reference_across_both_holes_where_plain_priority_do
     );
 }
 
-/// The sum of a metric's series at the proxy at `base`, from its /metrics.
-fn metric_sum(base: &str, name: &str) -> f64 {
-    let (_, text) = http_get(&format!("{base}/metrics")).unwrap();
-    let series = format!("{name}{{");
-    text.lines()
-        .filter(|l| l.starts_with(&series))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// How many requests the proxy at `base` has sent its upstreams.
 fn upstream_requests(base: &str) -> f64 {
-    metric_sum(
+    proxy_metric(
         base,
         "prom_ha_proxy_upstream_request_duration_seconds_count",
     )
@@ -184,7 +174,7 @@ fn upstream_requests(base: &str) -> f64 {
 
 /// How many answers the proxy at `base` has sent as one upstream gave them.
 fn verbatim_answers(base: &str) -> f64 {
-    metric_sum(base, "prom_ha_proxy_verbatim_answers_total")
+    proxy_metric(base, "prom_ha_proxy_verbatim_answers_total")
 }
 
 #[test]

@@ -50,12 +50,7 @@ fn ask_all_at_once(agent: &ureq::Agent, bases: &[&str], path_and_query: &str) ->
 /// Answer body bytes a proxy has read from its upstreams so far (its
 /// `/metrics`): the bodies a query held, coverage answers and parts included.
 fn received_bytes(proxy: &str) -> f64 {
-    let (_, metrics) = http_get(&format!("{proxy}/metrics")).expect("proxy metrics");
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("prom_ha_proxy_upstream_received_bytes_total"))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-        .sum()
+    proxy_metric(proxy, "prom_ha_proxy_upstream_received_bytes_total")
 }
 
 fn median(mut times: Vec<f64>) -> f64 {

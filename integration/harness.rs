@@ -554,6 +554,17 @@ pub fn agent() -> ureq::Agent {
         .into()
 }
 
+/// The sum of every series of the metric `name` (labelled or not) at the
+/// proxy at `base`, from its `/metrics`; 0 if it has none yet.
+pub fn proxy_metric(base: &str, name: &str) -> f64 {
+    let (_, text) = http_get(&format!("{base}/metrics")).expect("proxy metrics");
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name))
+        .filter(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// GET: (status, body).
 pub fn http_get(url: &str) -> Result<(u16, String), String> {
     let mut resp = agent().get(url).call().map_err(|e| e.to_string())?;
