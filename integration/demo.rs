@@ -29,6 +29,7 @@ fn main() {
         &Overrides {
             listen: Some(listen.clone()),
             upstream_urls: vec![a.url.clone(), b.url.clone()],
+            ..Default::default()
         },
     )
     .expect("demo config");

@@ -23,6 +23,7 @@ fn start_proxy(upstreams: &[&str], coverage: bool) -> String {
     let overrides = Overrides {
         listen: Some(listen.clone()),
         upstream_urls: upstreams.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
     };
     let config = Config::load_from(None, env, &overrides).expect("config");
     std::thread::spawn(move || {

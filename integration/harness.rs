@@ -290,6 +290,8 @@ pub struct Prometheus {
     pub dir: PathBuf,
     /// Extra command-line flags, kept for a restart.
     pub flags: Vec<String>,
+    /// How it is reached: plain, or over TLS with credentials.
+    pub reach: Reach,
 }
 
 /// A Prometheus configuration that scrapes nothing.
@@ -308,6 +310,19 @@ impl Prometheus {
         openmetrics: &str,
         config_yml: &str,
         flags: &[&str],
+    ) -> Prometheus {
+        Self::start_reached(name, dir, openmetrics, config_yml, flags, &Reach::default())
+    }
+
+    /// [`Prometheus::start_with`] for a server reached as `reach` says
+    /// (`flags` then carry its `--web.config.file`).
+    pub fn start_reached(
+        name: &str,
+        dir: &Path,
+        openmetrics: &str,
+        config_yml: &str,
+        flags: &[&str],
+        reach: &Reach,
     ) -> Prometheus {
         let promtool = require("promtool");
         let _ = std::fs::remove_dir_all(dir);
@@ -330,17 +345,25 @@ impl Prometheus {
         // A Prometheus whose port another took first exits, and the other
         // answers at its address: caught by `try_spawn`.
         on_a_free_port(|port| {
-            Self::try_spawn(name, dir, port, &flags).map_err(|e| format!("prometheus {name}: {e}"))
+            Self::try_spawn(name, dir, port, &flags, reach)
+                .map_err(|e| format!("prometheus {name}: {e}"))
         })
     }
 
     /// Starts Prometheus on an existing data directory and port; returns once ready.
     pub fn spawn(name: &str, dir: &Path, port: u16) -> Prometheus {
-        Self::spawn_with(name, dir, port, &[])
+        Self::spawn_with(name, dir, port, &[], &Reach::default())
     }
 
-    fn spawn_with(name: &str, dir: &Path, port: u16, flags: &[String]) -> Prometheus {
-        Self::try_spawn(name, dir, port, flags).unwrap_or_else(|e| panic!("prometheus {name}: {e}"))
+    fn spawn_with(
+        name: &str,
+        dir: &Path,
+        port: u16,
+        flags: &[String],
+        reach: &Reach,
+    ) -> Prometheus {
+        Self::try_spawn(name, dir, port, flags, reach)
+            .unwrap_or_else(|e| panic!("prometheus {name}: {e}"))
     }
 
     /// Starts Prometheus on `port`; Err when the server that comes up there
@@ -350,6 +373,7 @@ impl Prometheus {
         dir: &Path,
         port: u16,
         flags: &[String],
+        reach: &Reach,
     ) -> Result<Prometheus, String> {
         let prometheus = require("prometheus");
         let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
@@ -368,7 +392,7 @@ impl Prometheus {
         .stdout(Stdio::null())
         .stderr(log);
         let child = spawn_tied(cmd).expect("start prometheus");
-        let url = format!("http://127.0.0.1:{port}");
+        let url = format!("{}://127.0.0.1:{port}", reach.scheme());
         let p = Prometheus {
             url: url.clone(),
             process: Process {
@@ -377,14 +401,19 @@ impl Prometheus {
             },
             dir: dir.to_path_buf(),
             flags: flags.to_vec(),
+            reach: reach.clone(),
         };
         wait_until(
             &format!("prometheus {name} ready"),
             Duration::from_secs(60),
-            || http_get(&format!("{url}/-/ready")).is_ok_and(|(s, _)| s == 200),
+            || {
+                reach
+                    .get(&format!("{url}/-/ready"))
+                    .is_ok_and(|(s, _)| s == 200)
+            },
         );
         let path = dir.join("data").display().to_string();
-        let (_, flags) = http_get(&format!("{url}/api/v1/status/flags"))?;
+        let (_, flags) = reach.get(&format!("{url}/api/v1/status/flags"))?;
         let serving: serde_json::Value = serde_json::from_str(&flags).map_err(|e| e.to_string())?;
         match serving["data"]["storage.tsdb.path"].as_str() {
             Some(serving) if serving == path => Ok(p),
@@ -404,7 +433,13 @@ impl Prometheus {
     pub fn restart(&mut self) {
         let port: u16 = self.url.rsplit(':').next().unwrap().parse().unwrap();
         let name = self.process.name.clone();
-        let fresh = Self::spawn_with(&name, &self.dir.clone(), port, &self.flags.clone());
+        let fresh = Self::spawn_with(
+            &name,
+            &self.dir.clone(),
+            port,
+            &self.flags.clone(),
+            &self.reach.clone(),
+        );
         // The old, already killed process is reaped when dropped.
         drop(std::mem::replace(self, fresh));
     }
@@ -463,7 +498,15 @@ impl Proxy {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> Proxy {
-        on_a_free_port(|port| Self::try_start_on(binary, port, upstreams, extra_args, env))
+        on_a_free_port(|port| {
+            Self::try_start_on(binary, port, upstreams, extra_args, env, &Reach::default())
+        })
+    }
+
+    /// A proxy whose listener is reached as `reach` says (`extra_args`
+    /// then carry its `--web.config.file`).
+    pub fn start_reached(binary: &Path, extra_args: &[&str], reach: &Reach) -> Proxy {
+        on_a_free_port(|port| Self::try_start_on(binary, port, &[], extra_args, &[], reach))
     }
 
     /// Starts the proxy on `port` (chosen beforehand, e.g. for a scrape config).
@@ -474,7 +517,7 @@ impl Proxy {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> Proxy {
-        Self::try_start_on(binary, port, upstreams, extra_args, env)
+        Self::try_start_on(binary, port, upstreams, extra_args, env, &Reach::default())
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
@@ -486,6 +529,7 @@ impl Proxy {
         upstreams: &[&str],
         extra_args: &[&str],
         env: &[(&str, &str)],
+        reach: &Reach,
     ) -> Result<Proxy, String> {
         let mut cmd = Command::new(binary);
         cmd.arg("--listen")
@@ -497,7 +541,7 @@ impl Proxy {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         let child = spawn_tied(cmd).expect("start proxy");
-        let url = format!("http://127.0.0.1:{port}");
+        let url = format!("{}://127.0.0.1:{port}", reach.scheme());
         let p = Proxy {
             url: url.clone(),
             process: Process {
@@ -510,7 +554,7 @@ impl Proxy {
             "proxy ready",
             Duration::from_secs(30),
             || {
-                let r = http_get(&format!("{url}/api/v1/query?query=1"));
+                let r = reach.get(&format!("{url}/api/v1/query?query=1"));
                 let ok = r.as_ref().is_ok_and(|(s, _)| *s == 200);
                 *last.borrow_mut() = r;
                 ok
@@ -567,34 +611,76 @@ pub fn proxy_metric(base: &str, name: &str) -> f64 {
 
 /// GET: (status, body).
 pub fn http_get(url: &str) -> Result<(u16, String), String> {
-    let mut resp = agent().get(url).call().map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .body_mut()
-        .read_to_string()
-        .map_err(|e| e.to_string())?;
-    Ok((status, body))
+    Reach::default().get(url)
 }
 
 /// POST a form, as Grafana does: (status, body).
 pub fn http_post_form(url: &str, form: &[(&str, &str)]) -> Result<(u16, String), String> {
-    let body = form
-        .iter()
-        .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
-        .collect::<Vec<_>>()
-        .join("&");
-    let mut resp = agent()
-        .post(url)
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .send(body.as_bytes())
-        .map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let mut buf = String::new();
-    resp.body_mut()
-        .as_reader()
-        .read_to_string(&mut buf)
-        .map_err(|e| e.to_string())?;
-    Ok((status, buf))
+    Reach::default().post_form(url, form)
+}
+
+/// How a server is reached: plain HTTP, or TLS with an agent that trusts
+/// its CA (and shows a client certificate), with or without basic auth.
+#[derive(Clone, Default)]
+pub struct Reach {
+    pub tls: Option<ureq::Agent>,
+    pub basic: Option<(String, String)>,
+}
+
+impl Reach {
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    fn agent(&self) -> ureq::Agent {
+        self.tls.clone().unwrap_or_else(agent)
+    }
+
+    fn authorization(&self) -> Option<String> {
+        use base64::Engine;
+        let (user, password) = self.basic.as_ref()?;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        Some(format!("Basic {token}"))
+    }
+
+    /// GET: (status, body).
+    pub fn get(&self, url: &str) -> Result<(u16, String), String> {
+        let mut req = self.agent().get(url);
+        if let Some(auth) = self.authorization() {
+            req = req.header("Authorization", auth);
+        }
+        let mut resp = req.call().map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| e.to_string())?;
+        Ok((status, body))
+    }
+
+    /// POST a form, as Grafana does: (status, body).
+    pub fn post_form(&self, url: &str, form: &[(&str, &str)]) -> Result<(u16, String), String> {
+        let body = form
+            .iter()
+            .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let mut req = self
+            .agent()
+            .post(url)
+            .header("Content-Type", "application/x-www-form-urlencoded");
+        if let Some(auth) = self.authorization() {
+            req = req.header("Authorization", auth);
+        }
+        let mut resp = req.send(body.as_bytes()).map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let mut buf = String::new();
+        resp.body_mut()
+            .as_reader()
+            .read_to_string(&mut buf)
+            .map_err(|e| e.to_string())?;
+        Ok((status, buf))
+    }
 }
 
 pub fn urlencode(s: &str) -> String {

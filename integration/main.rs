@@ -17,7 +17,9 @@ mod failover;
 mod fake;
 mod generated;
 mod harness;
+mod pki;
 mod spellings;
+mod tls;
 
 use harness::*;
 use serde_json::Value;

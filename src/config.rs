@@ -6,9 +6,12 @@
 //! http URLs, positive durations, at least one upstream, in priority order.
 
 use crate::time::{format_duration, parse_duration};
+use crate::tls::TlsVersion;
+use crate::tls::upstream::{TlsSettings, UpstreamTls};
+use crate::web_config::WebConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use url::Url;
 
@@ -48,6 +51,9 @@ pub struct UpstreamConfig {
     /// when no credentials are configured for it). Off by default: a proxy
     /// must not hand one service's credentials to another unasked.
     pub forward_authorization: bool,
+    /// `[upstreams.NAME.tls]`, or the system roots for an `https` URL
+    /// without one; None for `http`.
+    pub tls: Option<UpstreamTls>,
 }
 
 impl UpstreamConfig {
@@ -103,6 +109,8 @@ pub struct Config {
     pub health: HealthConfig,
     /// How long in-flight requests may finish after SIGTERM.
     pub shutdown_grace: Duration,
+    /// The listener's TLS and users (`--web.config.file`); None: plain HTTP, open.
+    pub web: Option<WebConfig>,
 }
 
 /// How upstream health is judged, and how long stragglers are waited for.
@@ -158,6 +166,8 @@ pub struct Overrides {
     pub listen: Option<String>,
     /// When non-empty, replaces the configured upstreams, in this priority order.
     pub upstream_urls: Vec<String>,
+    /// `--web.config.file`, over `web_config_file`.
+    pub web_config_file: Option<PathBuf>,
 }
 
 /// A configuration that cannot be used, naming the key at fault.
@@ -207,6 +217,7 @@ struct RawConfig {
     #[serde(default)]
     health: RawHealth,
     shutdown_grace: Option<RawDuration>,
+    web_config_file: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -277,6 +288,19 @@ struct RawUpstream {
     #[serde(default)]
     headers: BTreeMap<String, String>,
     forward_authorization: Option<bool>,
+    tls: Option<RawTls>,
+}
+
+/// `[upstreams.NAME.tls]`, in the names of Prometheus' `tls_config`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca_file: Option<String>,
+    cert_file: Option<String>,
+    key_file: Option<String>,
+    server_name: Option<String>,
+    insecure_skip_verify: Option<bool>,
+    min_version: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -437,7 +461,11 @@ impl Config {
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(from_config_error)?;
-        raw.resolve(overrides)
+        // Relative paths in the file are read from its folder, as Prometheus does.
+        let dir = file
+            .and_then(Path::parent)
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        raw.resolve(overrides, &dir)
     }
 }
 
@@ -448,7 +476,7 @@ fn from_config_error(e: config::ConfigError) -> ConfigError {
 }
 
 impl RawConfig {
-    fn resolve(self, overrides: &Overrides) -> Result<Config, ConfigError> {
+    fn resolve(self, overrides: &Overrides, dir: &Path) -> Result<Config, ConfigError> {
         let mut upstreams = Vec::new();
         if overrides.upstream_urls.is_empty() {
             let mut named: Vec<(i64, String, RawUpstream)> = self
@@ -459,7 +487,7 @@ impl RawConfig {
             // Lower priority number first; ties by name, so the order never depends on hashing.
             named.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
             for (_, name, raw) in named {
-                upstreams.push(raw.resolve(&name)?);
+                upstreams.push(raw.resolve(&name, dir)?);
             }
         } else {
             for (i, url) in overrides.upstream_urls.iter().enumerate() {
@@ -467,7 +495,7 @@ impl RawConfig {
                     url: Some(url.clone()),
                     ..Default::default()
                 };
-                upstreams.push(raw.resolve(&(i + 1).to_string())?);
+                upstreams.push(raw.resolve(&(i + 1).to_string(), dir)?);
             }
         }
         if upstreams.is_empty() {
@@ -492,6 +520,7 @@ impl RawConfig {
         }
         let coverage = self.coverage.resolve()?;
         let health = self.health.resolve()?;
+        let web = web_config(overrides, self.web_config_file, dir)?;
         let shutdown_grace = duration_key(
             "shutdown_grace",
             self.shutdown_grace,
@@ -501,6 +530,7 @@ impl RawConfig {
             coverage,
             health,
             shutdown_grace,
+            web,
             listen: overrides
                 .listen
                 .clone()
@@ -623,11 +653,12 @@ fn whole(key: &str, value: Option<i64>, default: usize, least: i64) -> Result<us
 }
 
 impl RawUpstream {
-    fn resolve(self, name: &str) -> Result<UpstreamConfig, ConfigError> {
+    fn resolve(self, name: &str, dir: &Path) -> Result<UpstreamConfig, ConfigError> {
         let key = |k: &str| format!("upstreams.{name}.{k}");
         let text = self.url.ok_or_else(|| invalid(key("url"), "missing"))?;
         let url = parse_upstream_url(&text).map_err(|reason| invalid(key("url"), reason))?;
         let timeout = duration_key(&key("timeout"), self.timeout, DEFAULT_TIMEOUT)?;
+        let tls = upstream_tls(self.tls, &url, dir).map_err(|(k, e)| invalid(key(&k), e))?;
         let auth = match (self.basic_auth, self.bearer_token) {
             (Some(_), Some(_)) => {
                 return Err(invalid(
@@ -659,20 +690,75 @@ impl RawUpstream {
             auth,
             headers: self.headers.into_iter().collect(),
             forward_authorization: self.forward_authorization.unwrap_or(false),
+            tls,
         })
     }
+}
+
+/// The TLS an upstream is reached with: its table's, the system roots for
+/// `https` without one, none for `http` (where a table is a mistake).
+fn upstream_tls(
+    raw: Option<RawTls>,
+    url: &Url,
+    dir: &Path,
+) -> Result<Option<UpstreamTls>, (String, String)> {
+    let https = url.scheme() == "https";
+    let Some(raw) = raw else {
+        return match https {
+            true => UpstreamTls::system()
+                .map(Some)
+                .map_err(|(k, e)| (format!("tls.{k}"), e)),
+            false => Ok(None),
+        };
+    };
+    if !https {
+        return Err(("tls".into(), "set for an http:// URL; use https://".into()));
+    }
+    let min_version = raw
+        .min_version
+        .map(|v| TlsVersion::parse(&v))
+        .transpose()
+        .map_err(|e| ("tls.min_version".to_string(), e))?;
+    let path = |p: Option<String>| p.filter(|p| !p.is_empty()).map(|p| dir.join(p));
+    let settings = TlsSettings {
+        ca_file: path(raw.ca_file),
+        cert_file: path(raw.cert_file),
+        key_file: path(raw.key_file),
+        server_name: raw.server_name.filter(|n| !n.is_empty()),
+        insecure_skip_verify: raw.insecure_skip_verify.unwrap_or(false),
+        min_version,
+    };
+    UpstreamTls::build(settings)
+        .map(Some)
+        .map_err(|(k, e)| (format!("tls.{k}"), e))
+}
+
+/// `--web.config.file` or `web_config_file`, read and checked.
+fn web_config(
+    overrides: &Overrides,
+    from_file: Option<String>,
+    dir: &Path,
+) -> Result<Option<WebConfig>, ConfigError> {
+    let (key, path) = match (&overrides.web_config_file, from_file) {
+        (Some(p), _) => ("--web.config.file", p.clone()),
+        (None, Some(p)) if !p.is_empty() => ("web_config_file", dir.join(p)),
+        (None, _) => return Ok(None),
+    };
+    WebConfig::load(&path).map(Some).map_err(|e| {
+        let at = if e.key.is_empty() {
+            format!("{key} {}", path.display())
+        } else {
+            format!("{key} {}: {}", path.display(), e.key)
+        };
+        invalid(at, e.reason)
+    })
 }
 
 fn parse_upstream_url(text: &str) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
     match url.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(format!(
-                "{text:?}: https upstreams are not supported yet (see README, Limits)"
-            ));
-        }
-        other => return Err(format!("{text:?}: scheme {other:?} is not http")),
+        "http" | "https" => {}
+        other => return Err(format!("{text:?}: scheme {other:?} is not http or https")),
     }
     if url.host().is_none() {
         return Err(format!("{text:?} has no host"));
@@ -831,6 +917,7 @@ mod tests {
         let overrides = Overrides {
             listen: Some("127.0.0.1:3".into()),
             upstream_urls: vec!["http://p:1".into(), "http://q:1".into()],
+            ..Default::default()
         };
         let c = load("[upstreams.a]\nurl='http://a:1'\n", &[], &overrides).unwrap();
         let urls: Vec<_> = c.upstreams.iter().map(|u| u.url.as_str()).collect();

@@ -199,10 +199,15 @@ pub async fn serve(config: crate::config::Config) -> std::io::Result<()> {
             u.timeout
         );
     }
+    let web = config.web.clone();
     let server = actix_web::HttpServer::new(move || {
         let metrics = state.metrics.clone();
         actix_web::App::new()
             .app_data(state.clone())
+            // Innermost of the three: a 401 is still counted and compressed.
+            .wrap(crate::listener::GuardLayer(crate::listener::Guard::new(
+                web.as_ref(),
+            )))
             // Inside compression, so bytes are counted as the merge wrote them.
             .wrap_fn(move |req, srv| {
                 let (metrics, answer) = (metrics.clone(), srv.call(req));
@@ -221,13 +226,10 @@ pub async fn serve(config: crate::config::Config) -> std::io::Result<()> {
             .configure(routes)
     })
     // On SIGTERM or SIGINT: stop accepting, let requests in flight finish for up to the grace period.
-    .shutdown_timeout(config.shutdown_grace.as_secs().max(1))
-    .bind(&config.listen)
-    .map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
-    })?;
-    log::info!("listening on {}", config.listen);
-    server.run().await
+    .shutdown_timeout(config.shutdown_grace.as_secs().max(1));
+    crate::listener::bind(server, &config.listen, config.web.as_ref())?
+        .run()
+        .await
 }
 
 /// The label an answered request is counted under in the metrics: its

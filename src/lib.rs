@@ -5,6 +5,11 @@
 //!
 //! - [`http`]: the actix-web edge; every request routed by [`routes`], errors
 //!   made Prometheus-format here alone.
+//! - [`listener`]: the port, plain or TLS, and the guard in front of every
+//!   path (credentials, configured headers).
+//! - [`auth`]: basic authentication on the listener, verified passwords cached.
+//! - [`tls`]: rustls on both sides: the upstreams' `tls` tables, the
+//!   listener's certificates (re-read as they change).
 //! - [`routes`]: the allow-list of served paths and the path discipline (pure).
 //! - [`admission`]: how many client queries run at once; the queue of the rest.
 //! - [`supervisor`]: the actor that fans a request out to the backends and
@@ -19,14 +24,17 @@
 //! - [`settled`]: coverage counts of settled history, remembered (pure).
 //! - [`budget`]: the bytes in flight, and the large buffers kept.
 //! - [`metrics`], [`status`]: the proxy's own metrics and status page.
-//! - [`config`], [`time`]: settings; time and duration parameters.
+//! - [`config`], [`web_config`], [`time`]: settings; the listener's web
+//!   configuration file (Prometheus' YAML); time and duration parameters.
 
 pub mod admission;
 pub mod answer;
+pub mod auth;
 pub mod backend;
 pub mod budget;
 pub mod config;
 pub mod http;
+pub mod listener;
 pub mod merge;
 pub mod merger;
 pub mod metrics;
@@ -37,3 +45,5 @@ pub mod settled;
 pub mod status;
 pub mod supervisor;
 pub mod time;
+pub mod tls;
+pub mod web_config;

@@ -18,6 +18,10 @@ struct Args {
     /// Address to listen on [default: 0.0.0.0:9090].
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
+    /// Prometheus web configuration file (YAML: tls_server_config,
+    /// basic_auth_users, http_server_config), as Prometheus reads it.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    web_config_file: Option<PathBuf>,
     /// Validate the configuration and exit: 0 if it is valid, else 2 with
     /// the error on one line (as `promtool check config` does).
     #[arg(long)]
@@ -36,6 +40,7 @@ fn main() {
     let overrides = Overrides {
         listen: args.listen,
         upstream_urls: args.upstreams,
+        web_config_file: args.web_config_file,
     };
     let config = match Config::load(args.config.as_deref(), &overrides) {
         Ok(c) => c,

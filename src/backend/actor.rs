@@ -39,13 +39,8 @@ impl Backend {
         metrics: Arc<Metrics>,
         budget: Arc<Budget>,
     ) -> Self {
-        let client = awc::Client::builder()
-            // The deadline is applied around the whole exchange in `fetch`.
-            .disable_timeout()
-            // A redirect would take a request to a path the allow-list never
-            // chose, on a server the configuration never named.
-            .disable_redirects()
-            .finish();
+        // Probes and queries share it: one TLS setup, one set of credentials.
+        let client = crate::tls::upstream::client(upstream.tls.as_ref());
         let name = upstream.display_name();
         metrics.upstream_health(&name, true);
         Backend {
@@ -272,6 +267,7 @@ mod tests {
             auth: None,
             headers: vec![],
             forward_authorization: false,
+            tls: None,
         });
         actix::Supervisor::start(move |_| {
             Backend::new(
