@@ -8,6 +8,9 @@ RUN scripts/build-release
 #   docker run IMAGE http://prom-a:9090 http://prom-b:9090
 # works as the command line does.
 FROM debian:bookworm-slim
+# The system CAs, for https:// upstreams without a tls table.
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --no-create-home prom-ha-proxy
 COPY --from=build /src/target/release/prom-ha-proxy /usr/local/bin/prom-ha-proxy
 COPY config/prom-ha-proxy.toml /etc/prom-ha-proxy/prom-ha-proxy.toml

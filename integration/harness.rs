@@ -623,17 +623,36 @@ pub fn http_post_form(url: &str, form: &[(&str, &str)]) -> Result<(u16, String),
 /// its CA (and shows a client certificate), with or without basic auth.
 #[derive(Clone, Default)]
 pub struct Reach {
-    pub tls: Option<ureq::Agent>,
+    /// The agent to ask with (kept connections); None: a new one each time.
+    pub agent: Option<ureq::Agent>,
+    pub https: bool,
     pub basic: Option<(String, String)>,
 }
 
 impl Reach {
+    /// Over TLS with `agent`, which trusts the server's CA.
+    pub fn tls(agent: ureq::Agent) -> Reach {
+        Reach {
+            agent: Some(agent),
+            https: true,
+            basic: None,
+        }
+    }
+
+    /// With these basic-auth credentials.
+    pub fn user(self, user: &str, password: &str) -> Reach {
+        Reach {
+            basic: Some((user.into(), password.into())),
+            ..self
+        }
+    }
+
     pub fn scheme(&self) -> &'static str {
-        if self.tls.is_some() { "https" } else { "http" }
+        if self.https { "https" } else { "http" }
     }
 
     fn agent(&self) -> ureq::Agent {
-        self.tls.clone().unwrap_or_else(agent)
+        self.agent.clone().unwrap_or_else(agent)
     }
 
     fn authorization(&self) -> Option<String> {

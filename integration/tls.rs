@@ -66,10 +66,7 @@ fn trusting(cas: &[&Path], client: Option<&Issued>) -> ureq::Agent {
 }
 
 fn reach(agent: ureq::Agent, user: &str, password: &str) -> Reach {
-    Reach {
-        tls: Some(agent),
-        basic: Some((user.into(), password.into())),
-    }
+    Reach::tls(agent).user(user, password)
 }
 
 /// Writes a Prometheus web configuration file: TLS with `tls`, the users
@@ -142,7 +139,7 @@ fn tls_replicas(c: &Certs) -> (Prometheus, Prometheus) {
         "pw-a",
     );
     let reach_a = Reach {
-        tls: Some(named_agent(c)),
+        agent: Some(named_agent(c)),
         ..reach_a
     };
     let reach_b = reach(trusting(&[&c.ca.cert_file], None), "prom", "pw-b");
@@ -389,20 +386,14 @@ fn a_certificate_replaced_in_place_is_served_to_new_connections_and_no_request_f
         key_file: live_key.clone(),
     };
     let web = web_yml(&c.dir, "web.yml", &live, "", &[]);
-    let both = Reach {
-        tls: Some(trusting(&[&c.ca.cert_file, &c.other_ca.cert_file], None)),
-        basic: None,
-    };
+    let both = Reach::tls(trusting(&[&c.ca.cert_file, &c.other_ca.cert_file], None));
     let proxy = Proxy::start_reached(
         proxy_binary(),
         &["--web.config.file", web.to_str().unwrap(), &cl.b.url],
         &both,
     );
     let fresh = |ca: &Path| {
-        let r = Reach {
-            tls: Some(trusting(&[ca], None)),
-            basic: None,
-        };
+        let r = Reach::tls(trusting(&[ca], None));
         r.get(&format!("{}/-/ready", proxy.url))
             .is_ok_and(|(s, _)| s == 200)
     };

@@ -418,6 +418,15 @@ impl Config {
                 key("forward_authorization"),
                 u.forward_authorization.to_string(),
             ));
+            if let Some(tls) = &u.tls {
+                rows.extend(tls_rows(&tls.settings).map(|(k, v)| (key(k), v)));
+            }
+        }
+        if let Some(web) = &self.web {
+            rows.push(("web_config_file".into(), web.path.display().to_string()));
+            rows.push(("web.tls".into(), web.tls.is_some().to_string()));
+            // How many, never who or their hashes.
+            rows.push(("web.basic_auth_users".into(), web.users.len().to_string()));
         }
         rows
     }
@@ -731,6 +740,24 @@ fn upstream_tls(
     UpstreamTls::build(settings)
         .map(Some)
         .map_err(|(k, e)| (format!("tls.{k}"), e))
+}
+
+/// An upstream's TLS settings for the status page: paths, never contents.
+fn tls_rows(t: &TlsSettings) -> impl Iterator<Item = (&'static str, String)> {
+    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    [
+        ("tls.ca_file", path(&t.ca_file).or(Some("(system)".into()))),
+        ("tls.cert_file", path(&t.cert_file)),
+        ("tls.key_file", path(&t.key_file)),
+        ("tls.server_name", t.server_name.clone()),
+        (
+            "tls.insecure_skip_verify",
+            Some(t.insecure_skip_verify.to_string()),
+        ),
+        ("tls.min_version", t.min_version.map(|v| format!("{v:?}"))),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| Some((k, v?)))
 }
 
 /// `--web.config.file` or `web_config_file`, read and checked.

@@ -198,6 +198,15 @@ pub async fn serve(config: crate::config::Config) -> std::io::Result<()> {
             u.url,
             u.timeout
         );
+        if u.tls
+            .as_ref()
+            .is_some_and(|t| t.settings.insecure_skip_verify)
+        {
+            log::warn!(
+                "upstream {}: insecure_skip_verify = true: its certificate is not verified",
+                u.name
+            );
+        }
     }
     let web = config.web.clone();
     let server = actix_web::HttpServer::new(move || {
