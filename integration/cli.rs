@@ -45,6 +45,21 @@ fn check_config_accepts_a_valid_file_and_names_the_broken_key_of_another() {
             "timeuot",
         ),
         ("none", "listen='127.0.0.1:1'\n", "upstreams"),
+        (
+            "dns port",
+            "[upstreams.a]\nurl='dns+http://prom.test'\n",
+            "upstreams.a.url",
+        ),
+        (
+            "srv port",
+            "[upstreams.a]\nurl='dnssrv+http://_web._tcp.prom.test:9090'\n",
+            "upstreams.a.url",
+        ),
+        (
+            "nameserver",
+            "[dns]\nnameservers=['localhost']\n[upstreams.a]\nurl='http://a:1'\n",
+            "dns.nameservers",
+        ),
     ] {
         let file = dir.join(format!("{name}.toml"));
         std::fs::write(&file, toml).unwrap();

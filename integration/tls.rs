@@ -405,6 +405,7 @@ fn a_certificate_replaced_in_place_is_served_to_new_connections_and_no_request_f
         AtomicUsize::new(0),
     );
     std::thread::scope(|s| {
+        let _stop = crate::discovery::StopOnDrop(&stop);
         s.spawn(|| {
             let url = format!("{}/api/v1/query?query=count(up)", proxy.url);
             while !stop.load(Ordering::Relaxed) {

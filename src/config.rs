@@ -54,12 +54,44 @@ pub struct UpstreamConfig {
     /// `[upstreams.NAME.tls]`, or the system roots for an `https` URL
     /// without one; None for `http`.
     pub tls: Option<UpstreamTls>,
+    /// A table whose URL names DNS records (`dns+`, `dnssrv+`): a template,
+    /// expanded by `crate::discovery` into one upstream per address found.
+    pub discovery: Option<Discovery>,
+    /// For an address found by DNS: its name, `TABLE/host:port`.
+    pub shown_as: Option<String>,
+    /// For an address found by DNS over https: the name its certificate is
+    /// checked against when the table sets no `server_name` (the SRV target,
+    /// or the name looked up).
+    pub verify_name: Option<String>,
 }
+
+/// How a table's upstreams are found in DNS (Thanos' convention).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Discovery {
+    /// `dns+http://NAME:PORT`: every A/AAAA address of NAME, on PORT.
+    Addresses { name: String, port: u16 },
+    /// `dnssrv+http://_web._tcp.NAME`: every SRV record's target and port.
+    Services { name: String },
+}
+
+/// `[dns]`: how DNS names of upstreams are resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// How often names are resolved again.
+    pub refresh_interval: Duration,
+    /// Name servers asked instead of the system's (`IP:PORT`); empty: the system's.
+    pub nameservers: Vec<std::net::SocketAddr>,
+}
+
+pub const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(30);
 
 impl UpstreamConfig {
     /// The name it goes by in warnings, errors, logs and metrics: its URL
     /// without credentials or a trailing slash.
     pub fn display_name(&self) -> String {
+        if let Some(shown) = &self.shown_as {
+            return shown.clone();
+        }
         let mut url = self.url.clone();
         let _ = url.set_password(None);
         let _ = url.set_username("");
@@ -111,6 +143,7 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// The listener's TLS and users (`--web.config.file`); None: plain HTTP, open.
     pub web: Option<WebConfig>,
+    pub dns: DnsConfig,
 }
 
 /// How upstream health is judged, and how long stragglers are waited for.
@@ -218,6 +251,41 @@ struct RawConfig {
     health: RawHealth,
     shutdown_grace: Option<RawDuration>,
     web_config_file: Option<String>,
+    #[serde(default)]
+    dns: RawDns,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    refresh_interval: Option<RawDuration>,
+    #[serde(default)]
+    nameservers: Vec<String>,
+}
+
+impl RawDns {
+    fn resolve(self) -> Result<DnsConfig, ConfigError> {
+        let nameservers = self
+            .nameservers
+            .iter()
+            .map(|n| {
+                n.parse().map_err(|_| {
+                    invalid(
+                        "dns.nameservers",
+                        format!("{n:?} is not an IP:PORT address"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(DnsConfig {
+            refresh_interval: duration_key(
+                "dns.refresh_interval",
+                self.refresh_interval,
+                DEFAULT_DNS_REFRESH,
+            )?,
+            nameservers,
+        })
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -422,6 +490,16 @@ impl Config {
                 rows.extend(tls_rows(&tls.settings).map(|(k, v)| (key(k), v)));
             }
         }
+        if self.upstreams.iter().any(|u| u.discovery.is_some()) {
+            rows.push(("dns.refresh_interval".into(), d(self.dns.refresh_interval)));
+            let servers: Vec<String> = self.dns.nameservers.iter().map(|s| s.to_string()).collect();
+            let servers = if servers.is_empty() {
+                "(the system's)".to_string()
+            } else {
+                servers.join(", ")
+            };
+            rows.push(("dns.nameservers".into(), servers));
+        }
         if let Some(web) = &self.web {
             rows.push(("web_config_file".into(), web.path.display().to_string()));
             rows.push(("web.tls".into(), web.tls.is_some().to_string()));
@@ -530,6 +608,7 @@ impl RawConfig {
         let coverage = self.coverage.resolve()?;
         let health = self.health.resolve()?;
         let web = web_config(overrides, self.web_config_file, dir)?;
+        let dns = self.dns.resolve()?;
         let shutdown_grace = duration_key(
             "shutdown_grace",
             self.shutdown_grace,
@@ -540,6 +619,7 @@ impl RawConfig {
             health,
             shutdown_grace,
             web,
+            dns,
             listen: overrides
                 .listen
                 .clone()
@@ -665,7 +745,8 @@ impl RawUpstream {
     fn resolve(self, name: &str, dir: &Path) -> Result<UpstreamConfig, ConfigError> {
         let key = |k: &str| format!("upstreams.{name}.{k}");
         let text = self.url.ok_or_else(|| invalid(key("url"), "missing"))?;
-        let url = parse_upstream_url(&text).map_err(|reason| invalid(key("url"), reason))?;
+        let (url, discovery) =
+            parse_upstream_url(&text).map_err(|reason| invalid(key("url"), reason))?;
         let timeout = duration_key(&key("timeout"), self.timeout, DEFAULT_TIMEOUT)?;
         let tls = upstream_tls(self.tls, &url, dir).map_err(|(k, e)| invalid(key(&k), e))?;
         let auth = match (self.basic_auth, self.bearer_token) {
@@ -700,6 +781,9 @@ impl RawUpstream {
             headers: self.headers.into_iter().collect(),
             forward_authorization: self.forward_authorization.unwrap_or(false),
             tls,
+            discovery,
+            shown_as: None,
+            verify_name: None,
         })
     }
 }
@@ -781,7 +865,34 @@ fn web_config(
     })
 }
 
-fn parse_upstream_url(text: &str) -> Result<Url, String> {
+/// An upstream URL, or a DNS template (`dns+http://NAME:PORT`,
+/// `dnssrv+http://NAME`), whose URL then keeps NAME as its host.
+fn parse_upstream_url(text: &str) -> Result<(Url, Option<Discovery>), String> {
+    let (kind, plain) = match text.split_once('+') {
+        Some((kind @ ("dns" | "dnssrv"), rest)) => (Some(kind), rest),
+        _ => (None, text),
+    };
+    let url = plain_upstream_url(plain).map_err(|e| e.replace(plain, text))?;
+    let host = url.host_str().unwrap_or_default().to_string();
+    let discovery = match kind {
+        None => None,
+        Some("dns") => Some(Discovery::Addresses {
+            name: host,
+            port: url
+                .port()
+                .ok_or_else(|| format!("{text:?}: dns+ needs a port (dns+http://NAME:PORT)"))?,
+        }),
+        Some(_) if url.port().is_some() => {
+            return Err(format!(
+                "{text:?}: dnssrv+ takes the port from the SRV records, not the URL"
+            ));
+        }
+        Some(_) => Some(Discovery::Services { name: host }),
+    };
+    Ok((url, discovery))
+}
+
+fn plain_upstream_url(text: &str) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
     match url.scheme() {
         "http" | "https" => {}

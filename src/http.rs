@@ -10,7 +10,7 @@
 //! configured to take it.
 
 use crate::admission::{Admission, Admitted, Refused};
-use crate::backend::{ApiRequest, SharedHealth, UpstreamError};
+use crate::backend::{ApiRequest, UpstreamError};
 use crate::merge::json::write_error;
 use crate::merge::meta::MetaKind;
 use crate::metrics::Metrics;
@@ -37,11 +37,12 @@ pub struct State {
     pub max_request_body_bytes: usize,
     /// The upstreams' look-back delta, when the client sends none.
     pub lookback_delta: std::time::Duration,
-    /// Each upstream's name and health, in priority order.
-    pub upstreams: Vec<(String, Arc<SharedHealth>)>,
+    /// Each upstream's name and health, in priority order (kept by the supervisor).
+    pub upstreams: crate::supervisor::UpstreamView,
     pub metrics: Arc<Metrics>,
-    /// The configuration in effect, secrets masked, for the status page.
-    pub config_view: Vec<(String, String)>,
+    /// The configuration in effect, secrets masked, for the status page
+    /// (replaced by a reload).
+    pub config_view: Arc<std::sync::RwLock<Vec<(String, String)>>>,
     pub started: SystemTime,
 }
 
@@ -162,6 +163,14 @@ fn all_failed(failures: &[(String, UpstreamError)]) -> (StatusCode, String, Stri
 /// Starts the supervisor and serves the API until the server stops.
 /// Must run inside an actix system.
 pub async fn serve(config: crate::config::Config) -> std::io::Result<()> {
+    serve_reloading(config, None).await
+}
+
+/// [`serve`], reading the configuration again from `source` on SIGHUP.
+pub async fn serve_reloading(
+    config: crate::config::Config,
+    source: Option<crate::reload::Source>,
+) -> std::io::Result<()> {
     use actix::Actor;
     let metrics = Arc::new(Metrics::new());
     let supervisor = Supervisor::new(&config, metrics.clone());
@@ -187,7 +196,7 @@ pub async fn serve(config: crate::config::Config) -> std::io::Result<()> {
             .map_or(crate::config::DEFAULT_LOOKBACK_DELTA, |c| c.lookback_delta),
         upstreams,
         metrics,
-        config_view: config.describe(),
+        config_view: Arc::new(std::sync::RwLock::new(config.describe())),
         started: SystemTime::now(),
     });
     for (i, u) in config.upstreams.iter().enumerate() {
@@ -208,6 +217,28 @@ pub async fn serve(config: crate::config::Config) -> std::io::Result<()> {
             );
         }
     }
+    let (configs, watched) = tokio::sync::watch::channel(Arc::new(config.clone()));
+    actix_web::rt::spawn(crate::discovery::run(
+        watched,
+        state.supervisor.clone(),
+        state.metrics.clone(),
+    ));
+    state.metrics.reloaded(true);
+    // Without reloads the sender is kept here: the discovery goes on while
+    // the server runs.
+    let _unreloaded = match source {
+        Some(source) => {
+            let reloading = crate::reload::Reloading {
+                source,
+                configs,
+                config_view: state.config_view.clone(),
+                metrics: state.metrics.clone(),
+            };
+            actix_web::rt::spawn(reloading.run());
+            None
+        }
+        None => Some(configs),
+    };
     let web = config.web.clone();
     let server = actix_web::HttpServer::new(move || {
         let metrics = state.metrics.clone();
@@ -301,11 +332,8 @@ async fn healthy() -> HttpResponse {
 /// Ready while at least one upstream is healthy, so a load balancer or a
 /// Kubernetes probe takes the proxy out when it could only answer errors.
 async fn ready(state: web::Data<State>) -> HttpResponse {
-    let healthy = state
-        .upstreams
-        .iter()
-        .filter(|(_, h)| h.is_healthy())
-        .count();
+    let upstreams = upstream_snapshots(&state);
+    let healthy = upstreams.iter().filter(|(_, h)| h.healthy).count();
     if healthy > 0 {
         HttpResponse::Ok()
     } else {
@@ -314,8 +342,16 @@ async fn ready(state: web::Data<State>) -> HttpResponse {
     .content_type("text/plain; charset=utf-8")
     .body(format!(
         "prom-ha-proxy: {healthy} of {} upstreams healthy.\n",
-        state.upstreams.len()
+        upstreams.len()
     ))
+}
+
+fn upstream_snapshots(state: &State) -> Vec<(String, crate::backend::HealthSnapshot)> {
+    let upstreams = state.upstreams.read().unwrap_or_else(|p| p.into_inner());
+    upstreams
+        .iter()
+        .map(|(name, h)| (name.clone(), h.snapshot()))
+        .collect()
 }
 
 async fn metrics(state: web::Data<State>) -> HttpResponse {
@@ -325,17 +361,13 @@ async fn metrics(state: web::Data<State>) -> HttpResponse {
 }
 
 async fn status_page(state: web::Data<State>) -> HttpResponse {
-    let upstreams: Vec<_> = state
-        .upstreams
-        .iter()
-        .map(|(name, h)| (name.clone(), h.snapshot()))
-        .collect();
-    let page = crate::status::render(
-        &upstreams,
-        &state.config_view,
-        state.started,
-        SystemTime::now(),
-    );
+    let upstreams = upstream_snapshots(&state);
+    let config_view = state
+        .config_view
+        .read()
+        .map(|v| v.clone())
+        .unwrap_or_default();
+    let page = crate::status::render(&upstreams, &config_view, state.started, SystemTime::now());
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .body(page)

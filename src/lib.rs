@@ -24,6 +24,8 @@
 //! - [`settled`]: coverage counts of settled history, remembered (pure).
 //! - [`budget`]: the bytes in flight, and the large buffers kept.
 //! - [`metrics`], [`status`]: the proxy's own metrics and status page.
+//! - [`discovery`]: the upstreams decided from each configuration and DNS
+//!   (`dns+`, `dnssrv+`); [`reload`]: the configuration read again on SIGHUP.
 //! - [`config`], [`web_config`], [`time`]: settings; the listener's web
 //!   configuration file (Prometheus' YAML); time and duration parameters.
 
@@ -33,6 +35,7 @@ pub mod auth;
 pub mod backend;
 pub mod budget;
 pub mod config;
+pub mod discovery;
 pub mod http;
 pub mod listener;
 pub mod merge;
@@ -40,6 +43,7 @@ pub mod merger;
 pub mod metrics;
 pub mod plan;
 pub mod query;
+pub mod reload;
 pub mod routes;
 pub mod settled;
 pub mod status;

@@ -57,7 +57,12 @@ fn main() {
         );
         return;
     }
-    if let Err(e) = actix_web::rt::System::new().block_on(prom_ha_proxy::http::serve(config)) {
+    let source = prom_ha_proxy::reload::Source {
+        file: args.config,
+        overrides,
+    };
+    let serving = prom_ha_proxy::http::serve_reloading(config, Some(source));
+    if let Err(e) = actix_web::rt::System::new().block_on(serving) {
         eprintln!("prom-ha-proxy: {e}");
         std::process::exit(1);
     }

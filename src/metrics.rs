@@ -58,6 +58,14 @@ pub struct Metrics {
     running_queries: Gauge,
     queue_wait: Histogram,
     refused_queries: Counter,
+    reload_successful: Gauge,
+    reload_success_time: Gauge<f64, std::sync::atomic::AtomicU64>,
+    dns_failures: Family<TableLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabels {
+    table: String,
 }
 
 fn latency_histogram() -> Histogram {
@@ -160,7 +168,28 @@ impl Metrics {
             "Client queries refused at once (503) because the queue was full",
             refused_queries.clone(),
         );
+        let reload_successful = Gauge::default();
+        registry.register(
+            "config_last_reload_successful",
+            "Whether the last configuration reload attempt was successful",
+            reload_successful.clone(),
+        );
+        let reload_success_time = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "Timestamp of the last successful configuration reload",
+            reload_success_time.clone(),
+        );
+        let dns_failures = Family::<TableLabels, Counter>::default();
+        registry.register(
+            "dns_lookup_failures",
+            "DNS lookups of an upstream table that failed (its last addresses kept)",
+            dns_failures.clone(),
+        );
         Metrics {
+            reload_successful,
+            reload_success_time,
+            dns_failures,
             queued_queries,
             running_queries,
             queue_wait,
@@ -243,6 +272,30 @@ impl Metrics {
                 upstream: upstream.to_string(),
             })
             .set(i64::from(healthy));
+    }
+
+    /// A configuration was read (at start-up, or on SIGHUP), or refused.
+    pub fn reloaded(&self, successful: bool) {
+        self.reload_successful.set(i64::from(successful));
+        if successful {
+            self.reload_success_time
+                .set(crate::time::now_ms() as f64 / 1000.0);
+        }
+    }
+
+    pub fn dns_failure(&self, table: &str) {
+        self.dns_failures
+            .get_or_create(&TableLabels {
+                table: table.to_string(),
+            })
+            .inc();
+    }
+
+    /// An upstream left the configuration: its health series goes too.
+    pub fn forget_upstream(&self, upstream: &str) {
+        self.upstream_up.remove(&UpstreamLabels {
+            upstream: upstream.to_string(),
+        });
     }
 
     pub fn merged(&self, endpoint: &str, took: Duration, filled_samples: usize) {

@@ -155,6 +155,19 @@ impl<V: Copy> SettledCounts<V> {
         }
     }
 
+    /// The upstreams were reconfigured: what upstream `i` remembered is now
+    /// upstream `moved[i]`'s, or forgotten where it is None (removed).
+    pub fn renumber(&mut self, moved: &[Option<usize>]) {
+        let by_key = std::mem::take(&mut self.by_key);
+        self.counts = 0;
+        for ((upstream, query), remembered) in by_key {
+            if let Some(Some(to)) = moved.get(upstream) {
+                self.counts += remembered.at.len();
+                self.by_key.insert((*to, query), remembered);
+            }
+        }
+    }
+
     fn forget(&mut self, key: &(usize, String)) {
         if let Some(r) = self.by_key.remove(key) {
             self.counts -= r.at.len();
@@ -182,6 +195,23 @@ mod tests {
             remember_for: Duration::from_secs(remember_for),
             settle: Duration::from_secs(300),
         })
+    }
+
+    #[test]
+    fn renumbered_counts_follow_their_upstream_and_removed_ones_go() {
+        let mut c = counts(600);
+        let now = Instant::now();
+        let read = [(80 * MIN, Some(5.0))];
+        c.remember(0, 1, "q", read, 100 * MIN, now);
+        c.remember(1, 1, "q", [(80 * MIN, Some(6.0))], 100 * MIN, now);
+        // Upstream 0 removed, upstream 1 now first.
+        c.renumber(&[None, Some(0)]);
+        assert_eq!(c.len(), 1);
+        assert_eq!(
+            c.known(0, 1, "q", [80 * MIN], now),
+            vec![(80 * MIN, Some(6.0))]
+        );
+        assert_eq!(c.known(1, 1, "q", [80 * MIN], now), vec![]);
     }
 
     #[test]
@@ -271,5 +301,11 @@ impl Memory {
             windows: SettledCounts::new(remembering),
             steps: SettledCounts::new(remembering),
         }
+    }
+
+    /// See [`SettledCounts::renumber`].
+    pub fn renumber(&mut self, moved: &[Option<usize>]) {
+        self.windows.renumber(moved);
+        self.steps.renumber(moved);
     }
 }

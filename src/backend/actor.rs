@@ -27,6 +27,10 @@ pub struct Backend {
     health: Health,
     shared: Arc<SharedHealth>,
     probing: bool,
+    /// The probes' timer, cancelled when the upstream is retired.
+    probe_timer: Option<SpawnHandle>,
+    /// Removed from the configuration: its health is no longer published.
+    retired: bool,
 }
 
 impl Backend {
@@ -40,9 +44,10 @@ impl Backend {
         budget: Arc<Budget>,
     ) -> Self {
         // Probes and queries share it: one TLS setup, one set of credentials.
-        let client = crate::tls::upstream::client(upstream.tls.as_ref());
+        let client =
+            crate::tls::upstream::client(upstream.tls.as_ref(), upstream.verify_name.as_deref());
         let name = upstream.display_name();
-        metrics.upstream_health(&name, true);
+        metrics.upstream_health(&name, shared.is_healthy());
         Backend {
             upstream,
             budget,
@@ -51,9 +56,11 @@ impl Backend {
             client,
             reading,
             cfg,
-            health: Health::default(),
+            health: Health::starting(shared.is_healthy()),
+            probe_timer: None,
             shared,
             probing: false,
+            retired: false,
         }
     }
 
@@ -82,7 +89,9 @@ impl Backend {
     }
 
     fn apply(&mut self, transition: Option<Transition>) {
-        let Some(t) = transition else { return };
+        let Some(t) = transition.filter(|_| !self.retired) else {
+            return;
+        };
         let url = &self.name;
         self.metrics.upstream_health(url, t.healthy);
         if t.healthy {
@@ -134,7 +143,31 @@ impl Actor for Backend {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.probe(ctx);
-        ctx.run_interval(self.cfg.probe_interval, |backend, ctx| backend.probe(ctx));
+        self.probe_timer =
+            Some(ctx.run_interval(self.cfg.probe_interval, |backend, ctx| backend.probe(ctx)));
+    }
+}
+
+/// The upstream left the configuration (a reload, or DNS no longer names
+/// it): probing stops, its health is no longer published (the supervisor
+/// drops the series of a name no longer used), and once the requests in
+/// flight are answered and the last address is dropped, the actor stops.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
+impl Handler<Retire> for Backend {
+    type Result = ();
+
+    fn handle(&mut self, _: Retire, ctx: &mut Self::Context) {
+        if let Some(timer) = self.probe_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        self.retired = true;
+        log::info!(
+            "upstream {} removed: requests in flight finish, then it stops",
+            self.name
+        );
     }
 }
 
@@ -268,6 +301,9 @@ mod tests {
             headers: vec![],
             forward_authorization: false,
             tls: None,
+            discovery: None,
+            shown_as: None,
+            verify_name: None,
         });
         actix::Supervisor::start(move |_| {
             Backend::new(

@@ -91,6 +91,16 @@ impl SharedHealth {
         }
     }
 
+    /// An upstream that joins a running proxy (found by DNS, added by a
+    /// reload): down until its probes show it ready, so no query meets it
+    /// half started.
+    pub fn joining() -> SharedHealth {
+        SharedHealth {
+            healthy: AtomicBool::new(false),
+            ..SharedHealth::default()
+        }
+    }
+
     pub(super) fn set(&self, healthy: bool, reason: &str) {
         if let Ok(mut state) = self.state.lock() {
             *state = (reason.to_string(), SystemTime::now());
@@ -138,6 +148,16 @@ impl Default for Health {
             healthy: true,
             consecutive_failures: 0,
             good_probes: 0,
+        }
+    }
+}
+
+impl Health {
+    /// Starting in the state its shared record starts in.
+    pub fn starting(healthy: bool) -> Health {
+        Health {
+            healthy,
+            ..Health::default()
         }
     }
 }

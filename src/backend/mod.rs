@@ -25,7 +25,7 @@ mod health;
 mod protocol;
 mod request;
 
-pub use actor::Backend;
+pub use actor::{Backend, Retire};
 pub use error::UpstreamError;
 pub use exchange::{Body, INLINE_BYTES, Reading, upstream_url};
 pub use health::{Health, HealthSnapshot, SharedHealth, Transition};

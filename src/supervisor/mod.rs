@@ -14,7 +14,10 @@
 //! Every merge runs in the merger actor (`crate::merger`).
 
 mod query;
+mod reconfigure;
 mod spans;
+
+pub use reconfigure::Reconfigure;
 
 use crate::backend::{
     ApiRequest, Backend, Body, Fetch, FetchBody, Fetched, Reading, SharedHealth, UpstreamError,
@@ -76,10 +79,17 @@ struct BackendHandle {
     health: Arc<SharedHealth>,
 }
 
+/// Each upstream's name and health record, in priority order, shared with
+/// the edge (readiness, the status page).
+pub type UpstreamView = Arc<std::sync::RwLock<Vec<(String, Arc<SharedHealth>)>>>;
+
 pub struct Supervisor {
     backends: Vec<BackendHandle>,
-    /// Each upstream's name in warnings and errors, in priority order; fixed at start-up.
+    /// Each upstream's name in warnings and errors, in priority order; a
+    /// query keeps the names it began with.
     names: Arc<Vec<String>>,
+    view: UpstreamView,
+    reading: Reading,
     replica_labels: Arc<Vec<String>>,
     coverage: Option<CoverageConfig>,
     health: HealthConfig,
@@ -103,38 +113,14 @@ impl Supervisor {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
         // One budget for every upstream's answers in flight, and their kept buffers.
         let budget = Budget::keeping(config.max_in_flight_bytes, config.keep_buffer_bytes);
-        let backends: Vec<BackendHandle> = config
-            .upstreams
-            .iter()
-            .map(|u| {
-                let upstream = Arc::new(u.clone());
-                let health = Arc::new(SharedHealth::default());
-                let reading = Reading {
-                    max_body: config.max_upstream_body_bytes,
-                    parse_batch_bytes: config.parse_batch_bytes,
-                };
-                let cfg = config.health.clone();
-                let (for_actor, shared, metrics, budget) = (
-                    upstream.clone(),
-                    health.clone(),
-                    metrics.clone(),
-                    budget.clone(),
-                );
-                // Under actix' supervisor: a backend that stops is started again
-                // with the same settings, the others untouched.
-                let addr = actix::Supervisor::start(move |_| {
-                    Backend::new(for_actor, reading, cfg, shared, metrics, budget)
-                });
-                BackendHandle {
-                    config: upstream,
-                    addr,
-                    health,
-                }
-            })
-            .collect();
-        Supervisor {
-            names: Arc::new(backends.iter().map(|b| b.config.display_name()).collect()),
-            backends,
+        let mut supervisor = Supervisor {
+            names: Arc::new(Vec::new()),
+            backends: Vec::new(),
+            view: UpstreamView::default(),
+            reading: Reading {
+                max_body: config.max_upstream_body_bytes,
+                parse_batch_bytes: config.parse_batch_bytes,
+            },
             replica_labels: Arc::new(config.replica_labels.clone()),
             coverage: config.coverage.clone(),
             health: config.health.clone(),
@@ -148,6 +134,58 @@ impl Supervisor {
                     .as_ref()
                     .map_or(Remembering::default(), |c| c.remembering),
             ))),
+        };
+        // The upstreams of the start are taken as healthy until probed:
+        // a proxy starting beside its replicas answers at once.
+        // Tables that name DNS records join once `crate::discovery` found them.
+        supervisor.backends = config
+            .upstreams
+            .iter()
+            .filter(|u| u.discovery.is_none())
+            .map(|u| supervisor.start_backend(u, SharedHealth::default()))
+            .collect();
+        supervisor.publish();
+        supervisor
+    }
+
+    /// Starts a backend for `upstream`, under actix' supervisor: one that
+    /// stops is started again with the same settings, the others untouched.
+    fn start_backend(&self, upstream: &UpstreamConfig, health: SharedHealth) -> BackendHandle {
+        let upstream = Arc::new(upstream.clone());
+        let health = Arc::new(health);
+        let (for_actor, shared, metrics, budget) = (
+            upstream.clone(),
+            health.clone(),
+            self.metrics.clone(),
+            self.budget.clone(),
+        );
+        let (reading, cfg) = (self.reading, self.health.clone());
+        let addr = actix::Supervisor::start(move |_| {
+            Backend::new(for_actor, reading, cfg, shared, metrics, budget)
+        });
+        BackendHandle {
+            config: upstream,
+            addr,
+            health,
+        }
+    }
+
+    /// Names and the shared view follow the backends.
+    fn publish(&mut self) {
+        self.names = Arc::new(
+            self.backends
+                .iter()
+                .map(|b| b.config.display_name())
+                .collect(),
+        );
+        let view: Vec<_> = self
+            .names
+            .iter()
+            .cloned()
+            .zip(self.backends.iter().map(|b| b.health.clone()))
+            .collect();
+        if let Ok(mut shared) = self.view.write() {
+            *shared = view;
         }
     }
 
@@ -161,13 +199,10 @@ impl Supervisor {
         }
     }
 
-    /// Each upstream's name and health record, in priority order.
-    pub fn upstreams(&self) -> Vec<(String, Arc<SharedHealth>)> {
-        self.names
-            .iter()
-            .cloned()
-            .zip(self.backends.iter().map(|b| b.health.clone()))
-            .collect()
+    /// Each upstream's name and health record, in priority order, as it
+    /// stands after every reconfiguration.
+    pub fn upstreams(&self) -> UpstreamView {
+        self.view.clone()
     }
 
     /// Every upstream's leg of a request, in priority order.

@@ -114,7 +114,9 @@ fn roots(ca_file: Option<&PathBuf>) -> Result<Arc<rustls::RootCertStore>, TlsErr
 
 /// The awc client for one upstream: plain, or speaking its TLS settings,
 /// with redirects and awc's own timeout off (the deadline is the caller's).
-pub fn client(tls: Option<&UpstreamTls>) -> awc::Client {
+/// `found_as`: for an address found by DNS, the name to verify when the
+/// table sets no `server_name`.
+pub fn client(tls: Option<&UpstreamTls>, found_as: Option<&str>) -> awc::Client {
     let builder = awc::Client::builder()
         // The deadline is applied around the whole exchange by the caller.
         .disable_timeout()
@@ -125,11 +127,11 @@ pub fn client(tls: Option<&UpstreamTls>) -> awc::Client {
         return builder.finish();
     };
     let connector = awc::Connector::new().rustls_0_23(tls.client.clone());
-    match &tls.settings.server_name {
+    match tls.settings.server_name.as_deref().or(found_as) {
         Some(name) => builder
             .connector(connector.connector(NamedConnector {
                 inner: ConnectorService::default(),
-                server_name: name.clone().into(),
+                server_name: name.into(),
             }))
             .finish(),
         None => builder.connector(connector).finish(),
