@@ -16,6 +16,7 @@ mod coverage;
 mod discovery;
 mod failover;
 mod fake;
+mod fuzz_corpus;
 mod generated;
 mod harness;
 mod kubernetes;

@@ -1,26 +1,9 @@
-//! Arbitrary request paths and methods into the router: it never panics, and
-//! whatever it lets through goes upstream as an allow-list entry's own path
-//! (`Route::is_canonical`).
+//! Arbitrary request paths and methods into the router; the check is
+//! `fuzz/checks/paths.rs`, which the test suite also runs on the corpus.
 
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use prom_ha_proxy::routes::{ENDPOINTS, route};
+#[path = "../checks/paths.rs"]
+mod checks;
 
-const METHODS: [&str; 6] = ["GET", "POST", "PUT", "DELETE", "HEAD", "get"];
-
-fuzz_target!(|input: &[u8]| {
-    let Some((&m, path)) = input.split_first() else {
-        return;
-    };
-    let path = String::from_utf8_lossy(path);
-    let method = METHODS[usize::from(m) % METHODS.len()];
-    let Ok(r) = route(method, &path) else {
-        return;
-    };
-    assert!(
-        ENDPOINTS.iter().any(|e| std::ptr::eq(e, r.endpoint)),
-        "{path:?}: not an allow-list entry"
-    );
-    assert!(r.is_canonical(), "{path:?} -> {}", r.upstream_path);
-});
+libfuzzer_sys::fuzz_target!(|input: &[u8]| checks::check_input(input));
