@@ -16,11 +16,6 @@ use harness::*;
 use std::path::Path;
 use std::time::Instant;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// Mean milliseconds of `n` requests, asked one after another.
 fn mean_ms(reach: &Reach, url: &str, n: usize) -> f64 {
     let t = Instant::now();

@@ -35,11 +35,6 @@ fn slowest_ms(url: &str, n: usize) -> f64 {
         .fold(0.0, f64::max)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// The peak resident memory of a process so far, in MB.
 fn peak_rss_mb(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

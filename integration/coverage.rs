@@ -120,8 +120,11 @@ fn battery(c: &Cluster, base: &str) -> Tally {
         let want = points(&range(&c.reference.url, q, tl.start, tl.end, 60));
         tally.add(format!("range {q}"), &got, &want);
         for t in instants {
-            let got = points(&instant(base, q, t));
-            let want = points(&instant(&c.reference.url, q, t));
+            let (got_v, want_v) = (instant(base, q, t), instant(&c.reference.url, q, t));
+            if let Some(d) = order_differs(q, &got_v, &want_v) {
+                tally.differing_queries.push(d);
+            }
+            let (got, want) = (points(&got_v), points(&want_v));
             tally.add(
                 format!("instant {q} @{}s into hole a", t - tl.hole_a.start),
                 &got,
@@ -150,13 +153,10 @@ fn coverage_merge_equals_the_reference_across_both_holes_where_plain_priority_do
     for d in &with.differing_queries {
         println!("  still differs: {d}");
     }
+    // What the README claims: every query, every point.
     assert!(
-        wp >= 0.999,
-        "coverage-aware merge: only {wp:.4} of points identical"
-    );
-    assert!(
-        wq >= 0.99,
-        "coverage-aware merge: only {wq:.4} of queries identical"
+        with.differing_queries.is_empty() && with.differing_points == 0,
+        "coverage-aware merge: {wp:.4} of points and {wq:.4} of queries identical"
     );
     assert!(
         pq < wq,
@@ -511,7 +511,7 @@ fn with_offset_scrapes_every_complete_step_comes_from_the_first_replica_without_
         let got = points(&range(&o.proxy.url, q, tl.start, tl.end, 60));
         let from_a = points(&range(&c.a.url, q, tl.start, tl.end, 60));
         let from_b = points(&range(&o.b.url, q, tl.start, tl.end, 60));
-        for (key, series) in &from_a {
+        for (key, series) in from_a.iter() {
             for (t_ms, a_value) in series {
                 let t = t_ms / 1000;
                 if reads_hole(q, t, tl.hole_a) {
@@ -672,8 +672,9 @@ fn an_instant_the_first_upstream_answers_empty_has_the_others_asked_before_the_c
     let t = cluster().tl.end;
     let empty = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
     // a's answer, of no series, is in at once, and every count 600 ms
-    // later; b answers the query 600 ms after it is asked. Asked only once
-    // the counts are in, b would answer after 1.2 s.
+    // later; b answers the query 600 ms after it is asked. b must be asked
+    // its query before a's counts are in, not once they are (the fakes'
+    // timeline shows which).
     for (a_counts, want_series) in [
         // a counts nothing where b counts samples: b's answer is the answer.
         (empty.to_string(), 1),
@@ -690,16 +691,20 @@ fn an_instant_the_first_upstream_answers_empty_has_the_others_asked_before_the_c
             main: Box::new(fake::Behaviour::Delay(600, fake_vector(t))),
         });
         let proxy = fake::start_proxy_without_readiness(proxy_binary(), &[&a.url, &b.url]);
-        let asked = std::time::Instant::now();
         let got = instant(&proxy.url, "up", t);
-        let took = asked.elapsed();
         let series = got["data"]["result"].as_array().map(Vec::len);
         assert_eq!(series, Some(want_series), "{got}");
-        assert!(
-            took < std::time::Duration::from_millis(1_000),
-            "took {took:?}"
-        );
         assert_eq!(query_mains(&b, "/api/v1/query").len(), 1);
+        let b_asked = b
+            .first("received", "/api/v1/query", false)
+            .expect("b asked");
+        let a_counted = a
+            .first("answered", "/api/v1/query", true)
+            .expect("a counted");
+        assert!(
+            b_asked < a_counted,
+            "b was asked only once a's counts were in"
+        );
         // Either way one answer went out as it came.
         assert_eq!(verbatim_answers(&proxy.url), 1.0);
     }
@@ -858,6 +863,8 @@ fn late_first_answered_by_the_second(name: &str, a_coverage: fake::Behaviour) ->
     let asked = std::time::Instant::now();
     let got = range(&proxy.url, "rate(x[5m])", t0, t0 + 3600, STEP_S);
     let took = asked.elapsed();
+    // a's answer never came: the proxy gave it up, it did not wait for it.
+    assert_eq!(a.first("answered", "/api/v1/query_range", false), None);
     let values = &got["data"]["result"][0]["values"];
     assert_eq!(values[0][1], "2", "{got}");
     assert_eq!(values.as_array().map(Vec::len), Some(241), "{got}");
@@ -866,10 +873,8 @@ fn late_first_answered_by_the_second(name: &str, a_coverage: fake::Behaviour) ->
         warnings.contains(&format!("upstream {}", a.url)),
         "{warnings}"
     );
-    assert!(
-        took < std::time::Duration::from_millis(1_800),
-        "took {took:?}"
-    );
+    // A hang guard: a's answer is 8 s late.
+    assert!(took < std::time::Duration::from_secs(6), "took {took:?}");
     b
 }
 

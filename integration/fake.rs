@@ -30,6 +30,12 @@ pub enum Behaviour {
     Delay(u64, String),
     /// Answer 302 with this `Location` (a misconfigured or hostile server).
     Redirect(String),
+    /// `/-/ready` answers 503 until `ready` is set (a replica replaying its
+    /// WAL, say, that already answers queries); everything else `then`.
+    Gated {
+        ready: Arc<std::sync::atomic::AtomicBool>,
+        then: Box<Behaviour>,
+    },
     /// Queries (`/api/v1/query…`) get `first` the first `times` times
     /// (counted across connections), `then` after; anything else `first`.
     Then {
@@ -67,29 +73,84 @@ pub struct Fake {
     pub url: String,
     /// Every request received: head and body as text.
     pub requests: Arc<Mutex<Vec<String>>>,
+    /// When each request arrived and when its answer was written, as
+    /// `received …`/`answered …` and the request line (` coverage` added
+    /// for the proxy's coverage queries): one clock for every fake, so the
+    /// order of events across fakes shows what the proxy waited for.
+    pub timeline: Timeline,
+}
+
+pub type Timeline = Arc<Mutex<Vec<(std::time::Instant, String)>>>;
+
+/// The request line of a request, and whether it is a coverage query.
+fn event(what: &str, request: &str) -> String {
+    let line = request.lines().next().unwrap_or_default();
+    let coverage = if request.contains("__prom_ha_proxy_coverage__") {
+        " coverage"
+    } else {
+        ""
+    };
+    format!("{what} {line}{coverage}")
+}
+
+impl Fake {
+    /// When the first event matching `what` (`received`/`answered`, the
+    /// path, `coverage` or not) happened.
+    pub fn first(&self, what: &str, path: &str, coverage: bool) -> Option<std::time::Instant> {
+        self.timeline
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, e)| {
+                e.starts_with(what) && e.contains(path) && e.ends_with(" coverage") == coverage
+            })
+            .map(|(t, _)| *t)
+    }
 }
 
 pub fn start(behaviour: Behaviour) -> Fake {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let requests = Arc::new(Mutex::new(Vec::new()));
-    let seen = requests.clone();
+    let timeline = Timeline::default();
+    let (seen, events) = (requests.clone(), timeline.clone());
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
-            let (behaviour, seen) = (behaviour.clone(), seen.clone());
-            std::thread::spawn(move || serve(stream, behaviour, seen));
+            let (behaviour, seen, events) = (behaviour.clone(), seen.clone(), events.clone());
+            std::thread::spawn(move || serve(stream, behaviour, seen, events));
         }
     });
-    Fake { url, requests }
+    Fake {
+        url,
+        requests,
+        timeline,
+    }
 }
 
-fn serve(mut stream: TcpStream, behaviour: Behaviour, seen: Arc<Mutex<Vec<String>>>) {
+fn serve(
+    mut stream: TcpStream,
+    behaviour: Behaviour,
+    seen: Arc<Mutex<Vec<String>>>,
+    events: Timeline,
+) {
     loop {
         let Some(request) = read_request(&mut stream) else {
             return;
         };
+        let now = std::time::Instant::now();
+        events
+            .lock()
+            .unwrap()
+            .push((now, event("received", &request)));
         seen.lock().unwrap().push(request.clone());
+        let answered = || {
+            let now = std::time::Instant::now();
+            events
+                .lock()
+                .unwrap()
+                .push((now, event("answered", &request)));
+        };
         let behaviour = match &behaviour {
             Behaviour::Split { coverage, .. } if request.contains("__prom_ha_proxy_coverage__") => {
                 (**coverage).clone()
@@ -98,6 +159,14 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, seen: Arc<Mutex<Vec<String
             other => other.clone(),
         };
         let behaviour = match behaviour {
+            Behaviour::Gated { ready, then } => {
+                let probe = request.starts_with("GET ") && request.contains("/-/ready");
+                if probe && !ready.load(std::sync::atomic::Ordering::SeqCst) {
+                    Behaviour::Answer(503, "replaying the WAL".into())
+                } else {
+                    *then
+                }
+            }
             Behaviour::Then {
                 first,
                 times,
@@ -128,7 +197,9 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, seen: Arc<Mutex<Vec<String
             other => other,
         };
         match &behaviour {
-            Behaviour::Split { .. } | Behaviour::Then { .. } => unreachable!("resolved above"),
+            Behaviour::Split { .. } | Behaviour::Then { .. } | Behaviour::Gated { .. } => {
+                unreachable!("resolved above")
+            }
             Behaviour::Trickle => {
                 let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n";
                 if stream.write_all(head.as_bytes()).is_err() {
@@ -157,6 +228,7 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, seen: Arc<Mutex<Vec<String
                 if respond(&mut stream, 200, body).is_err() {
                     return;
                 }
+                answered();
             }
             Behaviour::Hang => {
                 std::thread::sleep(Duration::from_secs(3600));
@@ -166,6 +238,7 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, seen: Arc<Mutex<Vec<String
                 if respond(&mut stream, *status, body).is_err() {
                     return;
                 }
+                answered();
             }
             Behaviour::Redirect(location) => {
                 let head = format!(
@@ -177,6 +250,16 @@ fn serve(mut stream: TcpStream, behaviour: Behaviour, seen: Arc<Mutex<Vec<String
             }
         }
     }
+}
+
+/// How many queries (not probes) the fake was sent.
+pub fn query_count(fake: &Fake) -> usize {
+    fake.requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.contains("/api/v1/query"))
+        .count()
 }
 
 /// Writes a whole answer with its status and a JSON body.

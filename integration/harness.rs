@@ -609,6 +609,12 @@ pub fn proxy_metric(base: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// The median of some measurements (the upper one of an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 /// GET: (status, body).
 pub fn http_get(url: &str) -> Result<(u16, String), String> {
     Reach::default().get(url)

@@ -20,11 +20,13 @@ mod fuzz_corpus;
 mod generated;
 mod harness;
 mod kubernetes;
+mod oracle;
 mod pki;
 mod spellings;
 mod tls;
 
 use harness::*;
+use oracle::{Points, differences, order_differs, points, same};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -100,78 +102,6 @@ fn api(base: &str, path: &str, params: &[(&str, &str)]) -> Value {
     let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: {e}: {body}"));
     assert_eq!(v["status"], "success", "{url}: {body}");
     v
-}
-
-type Points = BTreeMap<String, BTreeMap<i64, f64>>;
-
-/// Label set → timestamp (ms) → value, for matrix, vector and scalar answers.
-fn points(v: &Value) -> Points {
-    let mut out = Points::new();
-    let ms = |t: &Value| (t.as_f64().unwrap() * 1000.0).round() as i64;
-    let val = |s: &Value| {
-        s.as_str()
-            .unwrap()
-            .replace("+Inf", "inf")
-            .parse::<f64>()
-            .unwrap()
-    };
-    let result = &v["data"]["result"];
-    match v["data"]["resultType"].as_str().unwrap() {
-        "matrix" => {
-            for s in result.as_array().unwrap() {
-                let key = s["metric"].to_string();
-                let e = out.entry(key.clone()).or_default();
-                for p in s["values"].as_array().unwrap() {
-                    assert!(
-                        e.insert(ms(&p[0]), val(&p[1])).is_none(),
-                        "duplicate sample in {key}"
-                    );
-                }
-            }
-        }
-        "vector" => {
-            for s in result.as_array().unwrap() {
-                let key = s["metric"].to_string();
-                assert!(!out.contains_key(&key), "duplicate series {key}");
-                out.entry(key)
-                    .or_default()
-                    .insert(ms(&s["value"][0]), val(&s["value"][1]));
-            }
-        }
-        _ => {
-            out.entry(String::new())
-                .or_default()
-                .insert(ms(&result[0]), val(&result[1]));
-        }
-    }
-    out
-}
-
-/// Equal but for rounding: servers sum series in their own order, and a
-/// variance of nearly equal values is rounding noise near zero (1e-32 vs 3e-32).
-fn same(x: f64, y: f64) -> bool {
-    (x.is_nan() && y.is_nan()) || x == y || ((x - y).abs() <= 1e-12 + 1e-5 * x.abs().max(y.abs()))
-}
-
-/// Compares every point; returns the timestamps (seconds) where they differ.
-fn differences(got: &Points, want: &Points) -> Vec<(String, i64)> {
-    let mut diffs = Vec::new();
-    let keys: std::collections::BTreeSet<&String> = got.keys().chain(want.keys()).collect();
-    for key in keys {
-        let empty = BTreeMap::new();
-        let (g, w) = (
-            got.get(key).unwrap_or(&empty),
-            want.get(key).unwrap_or(&empty),
-        );
-        let times: std::collections::BTreeSet<&i64> = g.keys().chain(w.keys()).collect();
-        for t in times {
-            let ok = matches!((g.get(t), w.get(t)), (Some(x), Some(y)) if same(*x, *y));
-            if !ok {
-                diffs.push((key.clone(), t / 1000));
-            }
-        }
-    }
-    diffs
 }
 
 /// The battery: (query, seconds of history it reads at each step beyond the 5m look-back).

@@ -57,6 +57,11 @@ fn trusting(cas: &[&Path], client: Option<&Issued>) -> ureq::Agent {
         .root_certs(RootCerts::new_with_certs(&roots))
         .client_cert(client)
         .build();
+    agent_with(tls)
+}
+
+/// An agent as the harness's, speaking `tls`.
+fn agent_with(tls: ureq::tls::TlsConfig) -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(60)))
@@ -169,12 +174,7 @@ fn named_agent(c: &Certs) -> ureq::Agent {
         .client_cert(Some(ClientCert::new_with_certs(&[cert], key)))
         .disable_verification(true)
         .build();
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .tls_config(tls)
-        .build()
-        .into()
+    agent_with(tls)
 }
 
 /// The proxy's TOML: a over mutual TLS by name, b over TLS, both with
