@@ -391,7 +391,6 @@ impl Config {
     /// Every setting in effect as (key, value) text, for the status page;
     /// secrets (passwords, tokens, credential-like headers) masked.
     pub fn describe(&self) -> Vec<(String, String)> {
-        const MASK: &str = "***";
         let d = |d: Duration| format_duration(d);
         let mut rows = vec![
             ("listen".to_string(), self.listen.clone()),
@@ -459,36 +458,7 @@ impl Config {
             ("health.straggler_timeout".into(), d(h.straggler_timeout)),
         ]);
         for (i, u) in self.upstreams.iter().enumerate() {
-            let key = |k: &str| format!("upstreams.{}.{k}", u.name);
-            let mut url = u.url.clone();
-            if url.password().is_some() {
-                let _ = url.set_password(Some(MASK));
-            }
-            rows.push((key("url"), url.to_string()));
-            rows.push((key("priority order"), (i + 1).to_string()));
-            rows.push((key("timeout"), d(u.timeout)));
-            match &u.auth {
-                Some(Auth::Bearer(_)) => rows.push((key("bearer_token"), MASK.into())),
-                Some(Auth::Basic { username, .. }) => {
-                    rows.push((key("basic_auth"), format!("{username}:{MASK}")))
-                }
-                None => {}
-            }
-            for (name, value) in &u.headers {
-                let lower = name.to_ascii_lowercase();
-                let secret = ["auth", "token", "key", "secret", "cookie", "password"]
-                    .iter()
-                    .any(|s| lower.contains(s));
-                let shown = if secret { MASK } else { value.as_str() };
-                rows.push((key(&format!("headers.{name}")), shown.to_string()));
-            }
-            rows.push((
-                key("forward_authorization"),
-                u.forward_authorization.to_string(),
-            ));
-            if let Some(tls) = &u.tls {
-                rows.extend(tls_rows(&tls.settings).map(|(k, v)| (key(k), v)));
-            }
+            rows.extend(u.describe(i + 1));
         }
         if self.upstreams.iter().any(|u| u.discovery.is_some()) {
             rows.push(("dns.refresh_interval".into(), d(self.dns.refresh_interval)));
@@ -824,6 +794,53 @@ fn upstream_tls(
     UpstreamTls::build(settings)
         .map(Some)
         .map_err(|(k, e)| (format!("tls.{k}"), e))
+}
+
+impl UpstreamConfig {
+    /// This upstream's rows of [`Config::describe`], `order` its place in
+    /// priority order; secrets masked.
+    fn describe(&self, order: usize) -> Vec<(String, String)> {
+        const MASK: &str = "***";
+        let u = self;
+        let d = |d: Duration| format_duration(d);
+        let mut rows = Vec::new();
+        let key = |k: &str| format!("upstreams.{}.{k}", self.name);
+        let mut url = u.url.clone();
+        if url.password().is_some() {
+            let _ = url.set_password(Some(MASK));
+        }
+        let prefix = match &self.discovery {
+            Some(Discovery::Addresses { .. }) => "dns+",
+            Some(Discovery::Services { .. }) => "dnssrv+",
+            None => "",
+        };
+        rows.push((key("url"), format!("{prefix}{url}")));
+        rows.push((key("priority order"), order.to_string()));
+        rows.push((key("timeout"), d(u.timeout)));
+        match &u.auth {
+            Some(Auth::Bearer(_)) => rows.push((key("bearer_token"), MASK.into())),
+            Some(Auth::Basic { username, .. }) => {
+                rows.push((key("basic_auth"), format!("{username}:{MASK}")))
+            }
+            None => {}
+        }
+        for (name, value) in &u.headers {
+            let lower = name.to_ascii_lowercase();
+            let secret = ["auth", "token", "key", "secret", "cookie", "password"]
+                .iter()
+                .any(|s| lower.contains(s));
+            let shown = if secret { MASK } else { value.as_str() };
+            rows.push((key(&format!("headers.{name}")), shown.to_string()));
+        }
+        rows.push((
+            key("forward_authorization"),
+            u.forward_authorization.to_string(),
+        ));
+        if let Some(tls) = &u.tls {
+            rows.extend(tls_rows(&tls.settings).map(|(k, v)| (key(k), v)));
+        }
+        rows
+    }
 }
 
 /// An upstream's TLS settings for the status page: paths, never contents.
