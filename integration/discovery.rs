@@ -327,3 +327,56 @@ fn sighup_swaps_priorities_refuses_a_broken_file_and_keeps_unchanged_upstreams()
     );
     assert_eq!(upstream_up(&proxy.url).len(), 3);
 }
+
+#[test]
+fn an_srv_target_over_https_is_verified_by_its_name() {
+    use crate::pki::Ca;
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dns-https");
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    // The replica's certificate names the SRV target only, not its address.
+    let ca = Ca::new(&root, "ca");
+    let cert = ca.issue(&root, "prom-0", &["prom-0.prom.test"]);
+    let web = root.join("web.yml");
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\n",
+            cert.cert_file.display(),
+            cert.key_file.display()
+        ),
+    )
+    .unwrap();
+    let tl = cluster().tl;
+    let insecure = ureq::tls::TlsConfig::builder().disable_verification(true).build();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .tls_config(insecure)
+        .build()
+        .into();
+    let replica = Prometheus::start_reached(
+        "tls",
+        &root.join("replica"),
+        &openmetrics(&tl, &[], PHASE_S),
+        NO_SCRAPES,
+        &[&format!("--web.config.file={}", web.display())],
+        &Reach::tls(agent),
+    );
+    let dns = Dns::start(&root, &srv_records(&[(0, port_of(&replica))]));
+    let toml = format!(
+        "[dns]\nnameservers = ['127.0.0.1:{}']\nrefresh_interval = '1s'\n\
+         [upstreams.k8s]\nurl = 'dnssrv+https://_web._tcp.prom.test'\n\
+         [upstreams.k8s.tls]\nca_file = '{}'\n",
+        dns.port,
+        ca.cert_file.display()
+    );
+    let proxy = crate::fake::start_proxy_with_config(proxy_binary(), "dns-https", &toml);
+    let name = format!("k8s/prom-0.prom.test:{}", port_of(&replica));
+    wait_until("the https target found and ready", Duration::from_secs(60), || {
+        upstream_up(&proxy.url).get(&name) == Some(&1.0)
+    });
+    let got = ask(&proxy.url, "sum(up)", tl.end);
+    assert!(got.get("warnings").is_none(), "{got}");
+    let want = ask(&cluster().reference.url, "sum(up)", tl.end);
+    assert_eq!(differences(&points(&got), &points(&want)), vec![]);
+}
