@@ -28,10 +28,9 @@ fn mean_ms(reach: &Reach, url: &str, n: usize) -> f64 {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let rounds: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(21);
-    let per_round: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(200);
-    let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/prom-ha-proxy");
-    assert!(binary.exists(), "run scripts/bench-auth, which builds it");
+    let rounds = next_number(&mut args, 21);
+    let per_round = next_number(&mut args, 200);
+    let binary = release_binary("scripts/bench-auth");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/auth-bench");
     let tl = Timeline::recent();
     let replica = Prometheus::start("a", &root.join("a"), &openmetrics(&tl, &[], PHASE_S));

@@ -47,10 +47,9 @@ fn peak_rss_mb(pid: u32) -> f64 {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let series: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(800);
-    let rounds: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(3);
-    let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/prom-ha-proxy");
-    assert!(binary.exists(), "run scripts/bench-burst, which builds it");
+    let series = next_number(&mut args, 800);
+    let rounds = next_number(&mut args, 3);
+    let binary = release_binary("scripts/bench-burst");
     let tl = Timeline::recent();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/burst-bench");
     eprintln!("backfilling two replicas with {series} series each…");

@@ -348,7 +348,9 @@ fn an_srv_target_over_https_is_verified_by_its_name() {
     )
     .unwrap();
     let tl = cluster().tl;
-    let insecure = ureq::tls::TlsConfig::builder().disable_verification(true).build();
+    let insecure = ureq::tls::TlsConfig::builder()
+        .disable_verification(true)
+        .build();
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .tls_config(insecure)
@@ -372,9 +374,11 @@ fn an_srv_target_over_https_is_verified_by_its_name() {
     );
     let proxy = crate::fake::start_proxy_with_config(proxy_binary(), "dns-https", &toml);
     let name = format!("k8s/prom-0.prom.test:{}", port_of(&replica));
-    wait_until("the https target found and ready", Duration::from_secs(60), || {
-        upstream_up(&proxy.url).get(&name) == Some(&1.0)
-    });
+    wait_until(
+        "the https target found and ready",
+        Duration::from_secs(60),
+        || upstream_up(&proxy.url).get(&name) == Some(&1.0),
+    );
     let got = ask(&proxy.url, "sum(up)", tl.end);
     assert!(got.get("warnings").is_none(), "{got}");
     let want = ask(&cluster().reference.url, "sum(up)", tl.end);

@@ -609,6 +609,18 @@ pub fn proxy_metric(base: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// The release binary a benchmark runs; `script` builds it first.
+pub fn release_binary(script: &str) -> PathBuf {
+    let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/prom-ha-proxy");
+    assert!(binary.exists(), "run {script}, which builds it");
+    binary
+}
+
+/// The next command-line argument as a number, or `default`.
+pub fn next_number(args: &mut impl Iterator<Item = String>, default: usize) -> usize {
+    args.next().and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
 /// The median of some measurements (the upper one of an even count).
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);

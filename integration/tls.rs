@@ -372,6 +372,16 @@ fn a_failed_handshake_leaves_that_upstream_out_with_a_warning_naming_the_tls_err
             "{case}: {w:?} lacks {prefix}…{error}"
         );
     }
+    // insecure_skip_verify takes a's certificate from any CA, for any name
+    // (its key is still checked in the handshake): both answer again.
+    let a_tls = "ca_file = 'other-ca.crt'\ncert_file = 'client.crt'\nkey_file = 'client.key'\n\
+                 insecure_skip_verify = true";
+    let toml = proxy_toml(&c, "proxy.toml", &a, &b, a_tls, "");
+    let proxy = Proxy::start(proxy_binary(), &[], &["--config", toml.to_str().unwrap()]);
+    let got = ask(&Reach::default(), &proxy.url, RAW, cl.tl.end);
+    let want = ask(&Reach::default(), &cl.reference.url, RAW, cl.tl.end);
+    assert_eq!(warnings(&got), Vec::<String>::new());
+    assert_eq!(differences(&points(&got), &points(&want)), vec![]);
 }
 
 #[test]
