@@ -684,3 +684,29 @@ fn run(layout: &Layout, extra_instants_ms: &[i64], count: u64) {
         differing.join("\n")
     );
 }
+
+/// Two gap-free replicas as live ones are: b scrapes 7 s after a and reads
+/// other values (one higher). a is complete everywhere, so every answer
+/// must be a's own, series set included: the reference is a itself.
+#[test]
+fn generated_queries_through_offset_replicas_with_other_values_are_the_first_replicas() {
+    let tl = cluster().tl;
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("offset-generated");
+    let om_b = crate::coverage::read_later(&openmetrics(&tl, &[], PHASE_S + 7));
+    let (a, b) = start_pair(&root, &openmetrics(&tl, &[], PHASE_S), &om_b);
+    let proxy = Proxy::start(proxy_binary(), &[&a.url, &b.url], &[]);
+    let layout = Layout {
+        name: "offset, other values",
+        tl,
+        holes: &[],
+        proxy: &proxy.url,
+        reference: &a.url,
+    };
+    // Instants on a's scrapes, on b's, and between.
+    let instants: Vec<i64> = [0, PHASE_S, PHASE_S + 7, 3]
+        .iter()
+        .flat_map(|d| [tl.end - 3600 + d, tl.end - 1800 + d, tl.end - 600 + d])
+        .map(|t| t * 1000)
+        .collect();
+    run(&layout, &instants, env_or("PROMQL_QUERIES", 1000) / 2);
+}

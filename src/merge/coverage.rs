@@ -421,6 +421,24 @@ impl StepTable {
         deficits[(deficits.len() * 4).div_ceil(5) - 1]
     }
 
+    /// Whether upstream u leads some other upstream somewhere: at a step
+    /// where u lacks nothing, another lacks at most one sample per target.
+    /// Replicas scraping at their own moments take turns at that (each
+    /// window's edge meets one's scrape, then the other's); where u does,
+    /// its own shortfalls of one sample per target are those turns, however
+    /// rarely they fall on a step (steps on whole seconds meet a scrape at
+    /// the window's very edge once in many), not the start of a hole.
+    /// Lockstep replicas never lead each other, and keep no slack.
+    fn takes_turns(&self, u: usize) -> bool {
+        (0..self.steps.len()).any(|i| {
+            self.deficit(i, u) == 0.0
+                && (0..self.n).any(|v| {
+                    let d = self.deficit(i, v);
+                    v != u && self.known[v] && d > 0.0 && d <= self.steps[i].per_target
+                })
+        })
+    }
+
     /// How many steps one scrape interval spans at step i: a window holding
     /// k samples per target is k scrape intervals wide. At least 1.
     fn reach(&self, i: usize, window_ms: Option<i64>, step_ms: Option<i64>) -> usize {
@@ -510,7 +528,14 @@ impl StepMask {
     ) -> StepMask {
         let table = StepTable::new(coverage, answered);
         let (n, steps) = (table.n, table.steps.len());
-        let usual: Vec<f64> = (0..n).map(|u| table.usual(u)).collect();
+        // The slack each upstream gets: its usual deficit, or one sample per
+        // target where it takes turns with another.
+        let usual: Vec<f64> = (0..n)
+            .map(|u| match table.takes_turns(u) {
+                true => f64::INFINITY,
+                false => table.usual(u),
+            })
+            .collect();
         let step_ms = table
             .steps
             .windows(2)
@@ -695,6 +720,34 @@ mod tests {
         let full = coverage(&[(1, 2.0, 2.0), (2, 2.0, 2.0)]);
         let m = StepMask::from_coverage(&[Some(&late), Some(&full)], &[true, true], None);
         assert!(!m.allows(0, 2000) && m.allows(1, 2000));
+    }
+
+    #[test]
+    fn replicas_taking_turns_keep_one_sample_per_target_however_rarely_short() {
+        // Steps on whole seconds: b's window edge meets an extra scrape at
+        // step 3, a's at step 17; otherwise both hold 84.
+        let counts = |extra_at: usize| -> Vec<(i64, f64, f64)> {
+            (1..=20)
+                .map(|t| (t as i64, if t == extra_at { 88.0 } else { 84.0 }, 4.0))
+                .collect()
+        };
+        let (a, b) = (coverage(&counts(17)), coverage(&counts(3)));
+        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], None);
+        assert!(
+            m.allows(0, 3_000),
+            "a one sample per target short at b's turn"
+        );
+        assert!(m.allows(1, 17_000));
+        assert_eq!((m.excluded_steps(0), m.excluded_steps(1)), (0, 0));
+        // Without turns (b never short), the same shortfall of a's is a hole.
+        let b = coverage(&counts(0));
+        let a = coverage(
+            &(1..=20)
+                .map(|t| (t, if t == 3 { 80.0 } else { 84.0 }, 4.0))
+                .collect::<Vec<_>>(),
+        );
+        let m = StepMask::from_coverage(&[Some(&a), Some(&b)], &[true, true], None);
+        assert!(!m.allows(0, 3_000));
     }
 
     #[test]

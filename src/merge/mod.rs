@@ -38,6 +38,11 @@ pub trait Eligibility {
     fn closed(&self) -> Option<&[i64]> {
         self.is_all().then_some(&[])
     }
+    /// The one upstream that may contribute at the times `closed` leaves
+    /// open; None: every upstream may there.
+    fn leader(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// An eligibility over upstreams, read by answer, where one upstream may
@@ -60,6 +65,37 @@ impl<E: Eligibility> Eligibility for ByOwner<'_, E> {
 
     fn closed(&self) -> Option<&[i64]> {
         self.eligibility.closed()
+    }
+}
+
+/// At a step where the coverage leaves no upstream out, every upstream is
+/// as complete as the best: the first is, so the answer there is the
+/// first's alone, series set included, as one Prometheus answers. Another
+/// replica's series, there only because it scraped at other moments and
+/// read other values (`count_values`, `x > 0.5`), must not join it. Where
+/// some upstream is left out, the union of the others, as before.
+pub struct Led<'a, E> {
+    pub eligibility: &'a E,
+    /// The first upstream that answered.
+    pub leader: usize,
+}
+
+impl<E: Eligibility> Eligibility for Led<'_, E> {
+    #[inline]
+    fn allows(&self, upstream: usize, t_ms: i64) -> bool {
+        if upstream == self.leader {
+            return self.eligibility.allows(upstream, t_ms);
+        }
+        let closed = self.eligibility.closed().unwrap_or_default();
+        closed.binary_search(&t_ms).is_ok() && self.eligibility.allows(upstream, t_ms)
+    }
+
+    fn closed(&self) -> Option<&[i64]> {
+        self.eligibility.closed()
+    }
+
+    fn leader(&self) -> Option<usize> {
+        Some(self.leader)
     }
 }
 
@@ -433,7 +469,7 @@ fn pick_floats<E: Eligibility>(
         .collect();
     let mut heads: smallvec::SmallVec<[usize; 4]> = smallvec::smallvec![0; copies.len()];
     // An eligibility open everywhere (`is_all`) closes no step.
-    let closed = eligibility.closed();
+    let (closed, leader) = (eligibility.closed(), eligibility.leader());
     // `closed[next]` is the first closed time at or after the last `t_min`.
     let mut next = 0;
     loop {
@@ -473,18 +509,25 @@ fn pick_floats<E: Eligibility>(
             while end < times.len() && times[end] > times[end - 1] && times[end] < bound {
                 end += 1;
             }
+            heads[holder] = end;
+            if is_open && leader.is_some_and(|l| l != u as usize) {
+                continue;
+            }
             picks.extend((h..end).map(|i| Pick {
                 upstream: u,
                 sample: base + i as u32,
                 histogram: false,
             }));
-            heads[holder] = end;
             continue;
         }
         let mut chosen = false;
         for ((u, times, base), h) in copies.iter().zip(heads.iter_mut()) {
             if times.get(*h) == Some(&t_min) {
-                if !chosen && (is_open || eligibility.allows(*u as usize, t_min)) {
+                let allowed = match is_open {
+                    true => leader.is_none_or(|l| l == *u as usize),
+                    false => eligibility.allows(*u as usize, t_min),
+                };
+                if !chosen && allowed {
                     picks.push(Pick {
                         upstream: *u,
                         sample: base + *h as u32,

@@ -6,7 +6,9 @@ use crate::backend::UpstreamError;
 use crate::budget::Budget;
 use crate::merge::coverage::{Coverage, StepMask};
 use crate::merge::reorder::Reorder;
-use crate::merge::{self, AllEligible, ByOwner, Eligibility, MergeOptions, MergeReport, Upstream};
+use crate::merge::{
+    self, AllEligible, ByOwner, Eligibility, Led, MergeOptions, MergeReport, Upstream,
+};
 use crate::metrics::Metrics;
 use crate::plan::Outcome;
 use std::sync::Arc;
@@ -155,9 +157,18 @@ impl MergeJob {
                     eligibility: mask,
                     owner: &owner,
                 };
-                run_merge(
-                    &upstreams, &warnings, &opts, &by_owner, &mut body, &mut spill,
-                )
+                match self.leader(&upstreams) {
+                    Some(leader) => {
+                        let led = Led {
+                            eligibility: &by_owner,
+                            leader,
+                        };
+                        run_merge(&upstreams, &warnings, &opts, &led, &mut body, &mut spill)
+                    }
+                    None => run_merge(
+                        &upstreams, &warnings, &opts, &by_owner, &mut body, &mut spill,
+                    ),
+                }
             }
             None => run_merge(
                 &upstreams,
@@ -180,6 +191,28 @@ impl MergeJob {
         self.metrics
             .merged(&self.path, started.elapsed(), report.filled_samples);
         Ok(body)
+    }
+
+    /// The first answering upstream, where the answers' times are the
+    /// query's steps (a range query's matrix, an instant's vector) and each
+    /// upstream gave one answer: there the first leads at every step the
+    /// coverage leaves open ([`Led`]). A range vector's samples are at the
+    /// replicas' own scrape times, and parts cover some steps only: those
+    /// keep the union of the eligible.
+    fn leader(&self, upstreams: &[Upstream<'_>]) -> Option<usize> {
+        if !self.more.is_empty() {
+            return None;
+        }
+        let (u, answer) = upstreams
+            .iter()
+            .enumerate()
+            .find_map(|(u, up)| Some((u, up.answer?)))?;
+        let steps = match answer.kind {
+            crate::answer::ResultKind::Vector => true,
+            crate::answer::ResultKind::Matrix => self.path.ends_with("/query_range"),
+            _ => false,
+        };
+        steps.then_some(u)
     }
 
     /// Gives the answers' large buffers to the budget, for the next large answers.
