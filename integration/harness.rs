@@ -355,6 +355,12 @@ impl Prometheus {
         Self::spawn_with(name, dir, port, &[], &Reach::default())
     }
 
+    /// [`Prometheus::spawn`] with extra flags, kept for a restart.
+    pub fn spawn_flagged(name: &str, dir: &Path, port: u16, flags: &[&str]) -> Prometheus {
+        let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+        Self::spawn_with(name, dir, port, &flags, &Reach::default())
+    }
+
     fn spawn_with(
         name: &str,
         dir: &Path,

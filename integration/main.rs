@@ -20,6 +20,7 @@ mod fuzz_corpus;
 mod generated;
 mod harness;
 mod kubernetes;
+mod live;
 mod oracle;
 mod pki;
 mod spellings;

@@ -1,0 +1,281 @@
+//! Live scrapes and a real crash: an exporter of the test's own serving
+//! values computed from the wall clock, two real Prometheus replicas
+//! scraping it every second at their own offsets (other `external_labels`,
+//! so other scrape offsets), one killed with SIGKILL and restarted on its
+//! data directory (WAL replay, no staleness markers: a real hole). No
+//! backfilled data can show this: the replicas read other values at other
+//! moments, as real ones do.
+
+use crate::harness::*;
+use crate::{points, proxy_binary};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Serves counters, a gauge and a histogram computed from the wall clock.
+fn exporter() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let body = exposition();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+fn exposition() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let mut out = String::from("# TYPE live_requests_total counter\n");
+    for (i, path) in ["/a", "/b", "/c"].iter().enumerate() {
+        let n = (now * (i + 1) as f64 * 3.0).floor();
+        out.push_str(&format!("live_requests_total{{path=\"{path}\"}} {n}\n"));
+    }
+    out.push_str("# TYPE live_temperature gauge\n");
+    for room in 0..3 {
+        let v = 20.0 + (now / 7.0 + room as f64).sin() * 5.0;
+        out.push_str(&format!("live_temperature{{room=\"r{room}\"}} {v:.3}\n"));
+    }
+    out.push_str("# TYPE live_duration_seconds histogram\n");
+    let total = (now * 10.0).floor();
+    for (le, share) in [("0.1", 0.5), ("0.5", 0.8), ("1", 0.95), ("+Inf", 1.0)] {
+        let c = (total * share).floor();
+        out.push_str(&format!(
+            "live_duration_seconds_bucket{{le=\"{le}\"}} {c}\n"
+        ));
+    }
+    out.push_str(&format!(
+        "live_duration_seconds_count {total}\nlive_duration_seconds_sum {}\n",
+        total * 0.2
+    ));
+    out
+}
+
+/// A replica scraping `target` every second, labelled `replica`.
+fn replica(root: &Path, name: &str, target: &str) -> Prometheus {
+    let dir = root.join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  external_labels:\n    replica: {name}\n\
+             scrape_configs:\n- job_name: live\n  static_configs:\n  - targets: ['{target}']\n"
+        ),
+    )
+    .unwrap();
+    on_a_free_port(|port| {
+        Ok::<_, String>(Prometheus::spawn_flagged(
+            name,
+            &dir,
+            port,
+            &[LOOKBACK_FLAG],
+        ))
+    })
+}
+
+const LOOKBACK_FLAG: &str = "--query.lookback-delta=10s";
+
+/// The battery, each with how far back it reads at a step (seconds): the
+/// 10 s look-back for plain selectors, plus ranges and subqueries.
+const BATTERY: &[(&str, i64)] = &[
+    ("live_temperature", 10),
+    ("rate(live_requests_total[5s])", 5),
+    ("sum(rate(live_requests_total[5s]))", 5),
+    ("avg_over_time(live_temperature[5s])", 5),
+    ("max_over_time(live_temperature[4s])", 4),
+    ("count_over_time(live_temperature[5s])", 5),
+    (
+        "histogram_quantile(0.9, sum by (le) (rate(live_duration_seconds_bucket[5s])))",
+        5,
+    ),
+    ("absent(live_temperature)", 10),
+    ("absent(no_such_metric)", 10),
+    ("count_values(\"v\", live_requests_total)", 10),
+    ("max_over_time(rate(live_requests_total[3s])[6s:1s])", 9),
+    ("sum by (path) (increase(live_requests_total[5s]))", 5),
+];
+
+fn now_s() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn range_at(base: &str, q: &str, start: i64, end: i64) -> Value {
+    let url = format!(
+        "{base}/api/v1/query_range?{}",
+        query_string(&[
+            ("query", q),
+            ("start", &start.to_string()),
+            ("end", &end.to_string()),
+            ("step", "1")
+        ])
+    );
+    let (status, body) = http_get(&url).unwrap();
+    assert_eq!(status, 200, "{url}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// The samples of every series at step `t_ms`, as label set → value.
+fn at_step(p: &crate::oracle::Points, t_ms: i64) -> std::collections::BTreeMap<String, f64> {
+    p.iter()
+        .filter_map(|(k, s)| Some((k.clone(), *s.get(&t_ms)?)))
+        .collect()
+}
+
+/// a's outage: the longest stretch between two of its own raw `up`
+/// samples over [from, to] (seconds: its last sample before, first after).
+fn outage(a: &Prometheus, from: i64, to: i64) -> (i64, i64) {
+    let url = format!(
+        "{}/api/v1/query?{}",
+        a.url,
+        query_string(&[
+            ("query", &format!("up[{}s]", to - from)),
+            ("time", &to.to_string())
+        ])
+    );
+    let (_, body) = http_get(&url).unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let times: Vec<f64> = v["data"]["result"][0]["values"]
+        .as_array()
+        .expect("a's raw samples")
+        .iter()
+        .map(|p| p[0].as_f64().unwrap())
+        .collect();
+    let (x, y) = times
+        .windows(2)
+        .map(|w| (w[0], w[1]))
+        .max_by(|p, q| (p.1 - p.0).total_cmp(&(q.1 - q.0)))
+        .expect("a scraped");
+    (x.floor() as i64, y.ceil() as i64)
+}
+
+#[test]
+fn a_replica_killed_and_restarted_under_live_scrapes_answers_as_one_prometheus() {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("live");
+    let target = exporter();
+    let (mut a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| replica(&root, "a", &target));
+        (a.join().unwrap(), replica(&root, "b", &target))
+    });
+    let proxy = Proxy::start_with_env(
+        proxy_binary(),
+        &[&a.url, &b.url],
+        &[],
+        &[
+            ("PROM_HA_PROXY__COVERAGE__LOOKBACK_DELTA", "10s"),
+            ("PROM_HA_PROXY__HEALTH__PROBE_INTERVAL", "500ms"),
+        ],
+    );
+    let started = now_s();
+    let (stop, ok, failed) = (
+        AtomicBool::new(false),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    );
+    std::thread::scope(|s| {
+        let _stop = crate::discovery::StopOnDrop(&stop);
+        s.spawn(|| {
+            let q = urlencode("sum(rate(live_requests_total[5s]))");
+            while !stop.load(Ordering::Relaxed) {
+                match http_get(&format!("{}/api/v1/query?query={q}", proxy.url)) {
+                    Ok((200, _)) => ok.fetch_add(1, Ordering::Relaxed),
+                    other => {
+                        eprintln!("failed across the crash: {other:?}");
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let ready_for = |secs: i64| {
+            let from = now_s();
+            wait_until(
+                "time to pass",
+                Duration::from_secs(secs as u64 + 30),
+                || now_s() >= from + secs,
+            )
+        };
+        ready_for(25);
+        a.kill();
+        ready_for(25);
+        a.restart();
+        wait_until("a used again", Duration::from_secs(60), || {
+            let (_, text) = http_get(&format!("{}/metrics", proxy.url)).unwrap();
+            text.contains(&format!(
+                "prom_ha_proxy_upstream_up{{upstream=\"{}\"}} 1",
+                a.url
+            ))
+        });
+        ready_for(25);
+        stop.store(true, Ordering::Relaxed);
+    });
+    assert!(ok.load(Ordering::Relaxed) > 100);
+    assert_eq!(failed.load(Ordering::Relaxed), 0);
+
+    let (start, end) = (started + 12, now_s() - 2);
+    let (gap_from, gap_to) = outage(&a, start, end);
+    assert!(gap_to - gap_from >= 20, "a's outage {gap_from}..{gap_to}");
+    let (mut judged_a, mut judged_b, mut wrong) = (0, 0, Vec::new());
+    for (q, reach) in BATTERY {
+        let (got, of_a, of_b) = (
+            points(&range_at(&proxy.url, q, start, end)),
+            points(&range_at(&a.url, q, start, end)),
+            points(&range_at(&b.url, q, start, end)),
+        );
+        for t in start..=end {
+            // What the step reads: [t - reach, t].
+            let want = if t < gap_from || t - reach > gap_to {
+                judged_a += 1;
+                &of_a
+            } else if t - reach > gap_from && t < gap_to {
+                judged_b += 1;
+                &of_b
+            } else {
+                continue;
+            };
+            let (g, w) = (at_step(&got, t * 1000), at_step(want, t * 1000));
+            let same = g.len() == w.len()
+                && g.iter()
+                    .all(|(k, x)| w.get(k).is_some_and(|y| crate::oracle::same(*x, *y)));
+            if !same {
+                wrong.push(format!(
+                    "{q} at {t} (outage {gap_from}..{gap_to}): got {g:?}, want {w:?}"
+                ));
+            }
+        }
+    }
+    println!(
+        "{} requests across the crash, none failed; a's outage {}s; {judged_a} steps judged against a, \
+         {judged_b} against b, {} wrong",
+        ok.load(Ordering::Relaxed),
+        gap_to - gap_from,
+        wrong.len()
+    );
+    assert!(
+        judged_a > 200 && judged_b > 50,
+        "{judged_a} steps judged against a, {judged_b} against b"
+    );
+    assert!(
+        wrong.is_empty(),
+        "{} steps wrong:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
