@@ -710,3 +710,84 @@ fn generated_queries_through_offset_replicas_with_other_values_are_the_first_rep
         .collect();
     run(&layout, &instants, env_or("PROMQL_QUERIES", 1000) / 2);
 }
+
+/// A partial hole in a large fleet: one of 30 targets (`host-17`) missing
+/// from the first replica for ten minutes, as a network partition between
+/// that replica and one host leaves it. Its samples are a small part of
+/// every window; that target's series must still come from the replica
+/// that has them. The reference holds all 30 throughout.
+#[test]
+fn generated_queries_through_a_replica_missing_one_of_thirty_targets_equal_the_reference() {
+    let tl = cluster().tl;
+    let hole = Hole {
+        start: tl.start + 5400,
+        end: tl.start + 6000,
+    };
+    let full = openmetrics_of(&tl, &[], PHASE_S, 30);
+    let om_a = without_target(&full, r#"instance="host-17:9100""#, hole);
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("one-of-thirty");
+    let (a, b) = start_pair(&root, &om_a, &full);
+    let reference = Prometheus::start("reference", &root.join("reference"), &full);
+    let proxy = Proxy::start(proxy_binary(), &[&a.url, &b.url], &[]);
+    // a alone misses the host inside its hole; the proxy does not.
+    let count = |base: &str| {
+        let t = (hole.start + 300).to_string();
+        let (_, v) = get(
+            base,
+            "/api/v1/query",
+            &[("query", "count(up)".into()), ("time", t)],
+        );
+        v["data"]["result"][0]["value"][1]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(
+        (count(&a.url), count(&proxy.url)),
+        ("29".into(), "30".into())
+    );
+    // The battery, as ranges across the hole and instants in and around it.
+    let mut wrong = Vec::new();
+    for q in crate::coverage::BROAD {
+        let (from, to) = (hole.start - 1800, hole.end + 1800);
+        let range = |base: &str| {
+            let params = [
+                ("query", q.to_string()),
+                ("start", from.to_string()),
+                ("end", to.to_string()),
+                ("step", "30".to_string()),
+            ];
+            points(&get(base, "/api/v1/query_range", &params).1)
+        };
+        if !differences(&range(&proxy.url), &range(&reference.url)).is_empty() {
+            wrong.push(format!("range {q}"));
+        }
+        for t in [
+            hole.start + 7,
+            hole.start + 300,
+            hole.end + 8,
+            hole.end + 200,
+        ] {
+            let params = [("query", q.to_string()), ("time", t.to_string())];
+            let (got, want) = (
+                get(&proxy.url, "/api/v1/query", &params).1,
+                get(&reference.url, "/api/v1/query", &params).1,
+            );
+            if !differences(&points(&got), &points(&want)).is_empty()
+                || order_differs(q, &got, &want).is_some()
+            {
+                wrong.push(format!("{q} at {t}"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    let holes = [hole];
+    let layout = Layout {
+        name: "one of thirty",
+        tl,
+        holes: &holes,
+        proxy: &proxy.url,
+        reference: &reference.url,
+    };
+    run(&layout, &[], env_or("PROMQL_QUERIES", 1000) / 2);
+}

@@ -109,6 +109,11 @@ pub const PHASE_S: i64 = 7;
 /// Counters, gauges and a classic histogram over several instances, values
 /// from integer arithmetic so every server holds exactly the same numbers.
 pub fn openmetrics(tl: &Timeline, holes: &[Hole], phase_s: i64) -> String {
+    openmetrics_of(tl, holes, phase_s, INSTANCES)
+}
+
+/// [`openmetrics`] over `instances` scraped hosts (`up` and the counters).
+pub fn openmetrics_of(tl: &Timeline, holes: &[Hole], phase_s: i64, instances: usize) -> String {
     let times: Vec<i64> = (tl.start..=tl.end)
         .step_by(STEP_S as usize)
         .map(|t| t + phase_s)
@@ -122,7 +127,7 @@ pub fn openmetrics(tl: &Timeline, holes: &[Hole], phase_s: i64) -> String {
         }
     };
     out.push_str("# TYPE up gauge\n");
-    for n in 0..INSTANCES {
+    for n in 0..instances {
         series(
             &mut out,
             "up",
@@ -131,7 +136,7 @@ pub fn openmetrics(tl: &Timeline, holes: &[Hole], phase_s: i64) -> String {
         );
     }
     out.push_str("# TYPE http_requests counter\n");
-    for n in 0..INSTANCES {
+    for n in 0..instances {
         for (m, method) in ["GET", "POST"].iter().enumerate() {
             for (c, code) in ["200", "500"].iter().enumerate() {
                 let per_step = ((n + 1) * (m + 1) * if c == 0 { 10 } else { 1 }) as i64;
