@@ -6,7 +6,6 @@ use crate::{cluster, differences, points, proxy_binary};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// A program from PATH or the sbin folders Debian puts servers in.
@@ -122,15 +121,6 @@ fn upstream_up(base: &str) -> std::collections::BTreeMap<String, f64> {
 
 const RAW: &str = "http_requests_total[3h]";
 
-/// Sets the flag when dropped, so a query loop stops on a panic too.
-pub struct StopOnDrop<'a>(pub &'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
 #[test]
 fn replicas_named_by_srv_records_fill_each_others_holes_and_follow_the_records() {
     let cl = cluster();
@@ -166,25 +156,15 @@ fn replicas_named_by_srv_records_fill_each_others_holes_and_follow_the_records()
     let whole = || points(&ask(&proxy.url, RAW, cl.tl.end));
     assert_eq!(differences(&whole(), &reference), vec![]);
 
-    let (stop, ok, failed) = (
-        AtomicBool::new(false),
-        AtomicUsize::new(0),
-        AtomicUsize::new(0),
-    );
+    let queries = QueryLoop::default();
     std::thread::scope(|s| {
         // The loop ends with the test, whether it passes or panics.
-        let _stop = StopOnDrop(&stop);
+        let _stop = queries.stopper();
         s.spawn(|| {
             let url = format!("{}/api/v1/query?query=count(up)", proxy.url);
-            while !stop.load(Ordering::Relaxed) {
-                match http_get(&url) {
-                    Ok((200, _)) => ok.fetch_add(1, Ordering::Relaxed),
-                    other => {
-                        eprintln!("failed while the records changed: {other:?}");
-                        failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-            }
+            queries.run("while the records changed", Duration::ZERO, || {
+                http_get(&url)
+            });
         });
         // b's record removed: dropped from the upstreams.
         dns.serve(&srv_records(&[(0, pa)]));
@@ -206,10 +186,10 @@ fn replicas_named_by_srv_records_fill_each_others_holes_and_follow_the_records()
         });
         assert!(both_up(), "{:?}", upstream_up(&proxy.url));
         assert_eq!(differences(&whole(), &reference), vec![]);
-        stop.store(true, Ordering::Relaxed);
+        queries.stop();
     });
-    assert!(ok.load(Ordering::Relaxed) > 10);
-    assert_eq!(failed.load(Ordering::Relaxed), 0);
+    assert!(queries.ok() > 10);
+    assert_eq!(queries.failed(), 0);
 }
 
 #[test]

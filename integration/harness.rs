@@ -632,6 +632,62 @@ pub fn next_number(args: &mut impl Iterator<Item = String>, default: usize) -> u
     args.next().and_then(|s| s.parse().ok()).unwrap_or(default)
 }
 
+/// Queries asked in a loop beside a test's faults, counted: answered 200,
+/// or not. Stopped by [`QueryLoop::stop`], or when the guard of
+/// [`QueryLoop::stopper`] is dropped, so a panicking test never waits on it.
+#[derive(Default)]
+pub struct QueryLoop {
+    stop: std::sync::atomic::AtomicBool,
+    ok: std::sync::atomic::AtomicUsize,
+    failed: std::sync::atomic::AtomicUsize,
+}
+
+impl QueryLoop {
+    /// Asks `ask` until stopped, `pause` apart; `during` names the faults
+    /// in the line printed for each failure.
+    pub fn run(
+        &self,
+        during: &str,
+        pause: Duration,
+        ask: impl Fn() -> Result<(u16, String), String>,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
+        while !self.stop.load(Relaxed) {
+            match ask() {
+                Ok((200, _)) => self.ok.fetch_add(1, Relaxed),
+                other => {
+                    eprintln!("failed {during}: {other:?}");
+                    self.failed.fetch_add(1, Relaxed)
+                }
+            };
+            std::thread::sleep(pause);
+        }
+    }
+
+    pub fn stop(&self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Stops the loop when dropped.
+    pub fn stopper(&self) -> impl Drop + '_ {
+        struct Stopper<'a>(&'a QueryLoop);
+        impl Drop for Stopper<'_> {
+            fn drop(&mut self) {
+                self.0.stop();
+            }
+        }
+        Stopper(self)
+    }
+
+    pub fn ok(&self) -> usize {
+        self.ok.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn failed(&self) -> usize {
+        self.failed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// The median of some measurements (the upper one of an even count).
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);

@@ -12,7 +12,6 @@ use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Serves counters, a gauge and a histogram computed from the wall clock.
@@ -184,25 +183,15 @@ fn a_replica_killed_and_restarted_under_live_scrapes_answers_as_one_prometheus()
         ],
     );
     let started = now_s();
-    let (stop, ok, failed) = (
-        AtomicBool::new(false),
-        AtomicUsize::new(0),
-        AtomicUsize::new(0),
-    );
+    let queries = QueryLoop::default();
     std::thread::scope(|s| {
-        let _stop = crate::discovery::StopOnDrop(&stop);
+        let _stop = queries.stopper();
         s.spawn(|| {
             let q = urlencode("sum(rate(live_requests_total[5s]))");
-            while !stop.load(Ordering::Relaxed) {
-                match http_get(&format!("{}/api/v1/query?query={q}", proxy.url)) {
-                    Ok((200, _)) => ok.fetch_add(1, Ordering::Relaxed),
-                    other => {
-                        eprintln!("failed across the crash: {other:?}");
-                        failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            let url = format!("{}/api/v1/query?query={q}", proxy.url);
+            queries.run("across the crash", Duration::from_millis(50), || {
+                http_get(&url)
+            });
         });
         let ready_for = |secs: i64| {
             let from = now_s();
@@ -224,10 +213,10 @@ fn a_replica_killed_and_restarted_under_live_scrapes_answers_as_one_prometheus()
             ))
         });
         ready_for(25);
-        stop.store(true, Ordering::Relaxed);
+        queries.stop();
     });
-    assert!(ok.load(Ordering::Relaxed) > 100);
-    assert_eq!(failed.load(Ordering::Relaxed), 0);
+    assert!(queries.ok() > 100);
+    assert_eq!(queries.failed(), 0);
 
     let (start, end) = (started + 12, now_s() - 2);
     let (gap_from, gap_to) = outage(&a, start, end);
@@ -264,7 +253,7 @@ fn a_replica_killed_and_restarted_under_live_scrapes_answers_as_one_prometheus()
     println!(
         "{} requests across the crash, none failed; a's outage {}s; {judged_a} steps judged against a, \
          {judged_b} against b, {} wrong",
-        ok.load(Ordering::Relaxed),
+        queries.ok(),
         gap_to - gap_from,
         wrong.len()
     );

@@ -7,7 +7,6 @@ use crate::pki::{Ca, Issued};
 use crate::{cluster, differences, points, proxy_binary};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Two CAs, and what they signed, in a folder of the test's own.
@@ -409,29 +408,17 @@ fn a_certificate_replaced_in_place_is_served_to_new_connections_and_no_request_f
     };
     assert!(fresh(&c.ca.cert_file) && !fresh(&c.other_ca.cert_file));
 
-    let (stop, ok, failed) = (
-        AtomicBool::new(false),
-        AtomicUsize::new(0),
-        AtomicUsize::new(0),
-    );
+    let queries = QueryLoop::default();
     std::thread::scope(|s| {
-        let _stop = crate::discovery::StopOnDrop(&stop);
+        let _stop = queries.stopper();
         s.spawn(|| {
             let url = format!("{}/api/v1/query?query=count(up)", proxy.url);
-            while !stop.load(Ordering::Relaxed) {
-                match both.get(&url) {
-                    Ok((200, _)) => ok.fetch_add(1, Ordering::Relaxed),
-                    other => {
-                        eprintln!("failed during rotation: {other:?}");
-                        failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-            }
+            queries.run("during rotation", Duration::ZERO, || both.get(&url));
         });
         let passed = |n: usize| {
-            let from = ok.load(Ordering::Relaxed);
+            let from = queries.ok();
             wait_until("queries answered", Duration::from_secs(60), || {
-                ok.load(Ordering::Relaxed) >= from + n
+                queries.ok() >= from + n
             });
         };
         passed(20);
@@ -449,7 +436,7 @@ fn a_certificate_replaced_in_place_is_served_to_new_connections_and_no_request_f
             "the old certificate is still served"
         );
         passed(20);
-        stop.store(true, Ordering::Relaxed);
+        queries.stop();
     });
-    assert_eq!(failed.load(Ordering::Relaxed), 0);
+    assert_eq!(queries.failed(), 0);
 }
