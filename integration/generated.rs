@@ -25,6 +25,7 @@
 use crate::*;
 use fastrand::Rng;
 use harness::Hole;
+use std::collections::BTreeSet;
 
 /// Whether `got` equals one of the reference's answers to `path`, asked up
 /// to three times more. Prometheus 2.42's range evaluation hands a
@@ -790,4 +791,114 @@ fn generated_queries_through_a_replica_missing_one_of_thirty_targets_equal_the_r
         reference: &reference.url,
     };
     run(&layout, &[], env_or("PROMQL_QUERIES", 1000) / 2);
+}
+
+/// The stretch (ms from the step) a query reads of the metrics named in
+/// `lacking` (those the hole takes a target's series of), as the proxy counts
+/// it (windows at least two 15 s scrapes wide); None if it reads none of them.
+fn window_over(q: &str, lacking: &BTreeSet<String>) -> Option<(i64, i64)> {
+    let narrowest = prom_ha_proxy::query::narrowest_counted(std::time::Duration::from_secs(15));
+    let shape = prom_ha_proxy::query::analyse(q, std::time::Duration::from_secs(300), narrowest);
+    let prom_ha_proxy::query::Reads::Stretches(stretches) = shape.reads else {
+        panic!("{q}: read no stretches");
+    };
+    let name = |selector: &str| selector.split('{').next().unwrap_or_default().to_string();
+    let read = stretches
+        .iter()
+        .filter(|s| lacking.contains(&name(&s.selector)));
+    read.fold(None, |acc, s| match (acc, &s.at) {
+        // Pinned: read at no step in particular, never judged.
+        (_, Some(_)) => Some((i64::MIN / 2, i64::MAX / 2)),
+        (None, None) => Some((s.from_ms, s.to_ms)),
+        (Some((f, t)), None) => Some((f.min(s.from_ms), t.max(s.to_ms))),
+    })
+}
+
+/// Offset replicas that read other values, the first missing one target of
+/// thirty for ten minutes: where the first's data is complete for what a
+/// step reads, the answer is the first's own, series set included; where the
+/// step reads only the stretch it lacks that target, the second's own. Steps
+/// whose windows reach over the hole's edges are not judged.
+#[test]
+fn offset_replicas_with_a_partial_hole_answer_as_the_complete_one_at_each_step() {
+    let tl = cluster().tl;
+    let hole = Hole {
+        start: tl.start + 5400,
+        end: tl.start + 6000,
+    };
+    let om_a = openmetrics_of(&tl, &[], PHASE_S, 30);
+    let om_a = without_target(&om_a, r#"instance="host-17:9100""#, hole);
+    let om_b = crate::coverage::read_later(&openmetrics_of(&tl, &[], PHASE_S + 7, 30));
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("offset-one-of-thirty");
+    let (a, b) = start_pair(&root, &om_a, &om_b);
+    let proxy = Proxy::start(proxy_binary(), &[&a.url, &b.url], &[]);
+    // The metrics host-17 has series of, from b (up, the requests; not the
+    // rooms' temperatures, nor the histogram of the first few hosts).
+    let names = get(
+        &b.url,
+        "/api/v1/query",
+        &[
+            (
+                "query",
+                r#"count by (__name__) ({instance="host-17:9100"})"#.into(),
+            ),
+            ("time", hole.start.to_string()),
+        ],
+    )
+    .1;
+    let lacking: BTreeSet<String> = names["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["metric"]["__name__"].as_str().unwrap().to_string())
+        .collect();
+    assert!(lacking.contains("up") && lacking.len() == 2, "{lacking:?}");
+    let (mut judged_a, mut judged_b, mut wrong) = (0, 0, Vec::new());
+    let queries = crate::coverage::BROAD
+        .iter()
+        .chain(crate::coverage::VALUE_SHAPED);
+    for q in queries {
+        let window = window_over(q, &lacking);
+        for first in [hole.start - 3600, hole.start - 3600 + PHASE_S + 7] {
+            let (last, step) = (hole.end + 3600, 30);
+            let [got, of_a, of_b] = [&proxy.url, &a.url, &b.url]
+                .map(|base| points(&crate::range(base, q, first, last, step)));
+            for t in (first..=last).step_by(step as usize) {
+                let reads = window.map(|(from, to)| (t * 1000 + from, t * 1000 + to));
+                // Two scrapes' margin past each edge of the hole: within a
+                // scrape of it, the first's deficit from scraping earlier and
+                // the hole's are one ramp, and either answer is whole.
+                let margin = 2 * STEP_S * 1000;
+                let (hole_from, hole_to) = (hole.start * 1000, hole.end * 1000);
+                let want = match reads {
+                    None => &of_a,
+                    Some((from, to)) if to < hole_from - margin || from > hole_to + margin => &of_a,
+                    Some((from, to)) if from > hole_from && to < hole_to => &of_b,
+                    Some(_) => continue,
+                };
+                if std::ptr::eq(want, &of_a) {
+                    judged_a += 1;
+                } else {
+                    judged_b += 1;
+                }
+                if let Some(d) = crate::oracle::step_differs(&got, want, t * 1000) {
+                    wrong.push(format!("{q} at {t}: {d}"));
+                }
+            }
+        }
+    }
+    println!(
+        "{judged_a} steps judged against a, {judged_b} against b, {} wrong",
+        wrong.len()
+    );
+    assert!(
+        judged_a > 5000 && judged_b > 150,
+        "{judged_a} against a, {judged_b} against b"
+    );
+    assert!(
+        wrong.is_empty(),
+        "{} steps wrong:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
 }

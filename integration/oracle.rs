@@ -123,6 +123,23 @@ pub fn differences(got: &Points, want: &Points) -> Vec<(String, i64)> {
     diffs
 }
 
+/// The samples of every series at step `t_ms`, as label set -> value.
+fn at_step(p: &Points, t_ms: i64) -> BTreeMap<&String, f64> {
+    p.iter()
+        .filter_map(|(k, s)| Some((k, *s.get(&t_ms)?)))
+        .collect()
+}
+
+/// Where `got` differs from `want` at step `t_ms` (series set and values),
+/// said; None where they agree.
+pub fn step_differs(got: &Points, want: &Points, t_ms: i64) -> Option<String> {
+    let (g, w) = (at_step(got, t_ms), at_step(want, t_ms));
+    let same_step = g.len() == w.len()
+        && g.iter()
+            .all(|(k, x)| w.get(k).is_some_and(|y| same(*x, *y)));
+    (!same_step).then(|| format!("got {g:?}, want {w:?}"))
+}
+
 /// Whether the query's outermost operation orders its result (Prometheus
 /// sorts these instant vectors by value).
 fn ordered(query: &str) -> bool {

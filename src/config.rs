@@ -184,6 +184,9 @@ pub struct CoverageConfig {
     /// The upstreams' look-back delta (`--query.lookback-delta`), used when the
     /// client sends no `lookback_delta`.
     pub lookback_delta: Duration,
+    /// The replicas' scrape interval (the longest, if they differ): windows
+    /// narrower than two of it are counted over two (`query::narrowest_counted`).
+    pub scrape_interval: Duration,
     /// What of the coarse coverage counts is remembered (`settled.rs`).
     pub remembering: crate::settled::Remembering,
 }
@@ -192,6 +195,10 @@ pub const DEFAULT_REMEMBER_FOR: Duration = Duration::from_secs(600);
 pub const DEFAULT_SETTLE: Duration = Duration::from_secs(300);
 
 pub const DEFAULT_LOOKBACK_DELTA: Duration = Duration::from_secs(300);
+
+/// The scrape interval of Prometheus' example configuration, and the most
+/// common one.
+pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(15);
 
 /// What the command line may set over the file and environment.
 #[derive(Debug, Default, Clone)]
@@ -341,6 +348,7 @@ struct RawCoverage {
     enabled: Option<bool>,
     selector: Option<String>,
     lookback_delta: Option<RawDuration>,
+    scrape_interval: Option<RawDuration>,
     remember_for: Option<RawDuration>,
     settle: Option<RawDuration>,
 }
@@ -440,6 +448,7 @@ impl Config {
             let selector = c.selector.as_deref().unwrap_or("(the query's own)");
             rows.push(("coverage.selector".into(), selector.to_string()));
             rows.push(("coverage.lookback_delta".into(), d(c.lookback_delta)));
+            rows.push(("coverage.scrape_interval".into(), d(c.scrape_interval)));
             rows.push((
                 "coverage.remember_for".into(),
                 d(c.remembering.remember_for),
@@ -665,6 +674,11 @@ impl RawCoverage {
             self.lookback_delta,
             DEFAULT_LOOKBACK_DELTA,
         )?;
+        let scrape_interval = duration_key(
+            "coverage.scrape_interval",
+            self.scrape_interval,
+            DEFAULT_SCRAPE_INTERVAL,
+        )?;
         // Zero remembers nothing.
         let remember_for = match self.remember_for {
             Some(RawDuration::Seconds(0.0)) => Duration::ZERO,
@@ -680,6 +694,7 @@ impl RawCoverage {
         Ok(self.enabled.unwrap_or(true).then_some(CoverageConfig {
             selector,
             lookback_delta,
+            scrape_interval,
             remembering: crate::settled::Remembering {
                 remember_for,
                 settle,
@@ -1134,8 +1149,8 @@ mod tests {
         .unwrap();
         let cov = c.coverage.unwrap();
         assert_eq!(
-            (cov.selector, cov.lookback_delta),
-            (None, Duration::from_secs(300))
+            (cov.selector, cov.lookback_delta, cov.scrape_interval),
+            (None, Duration::from_secs(300), Duration::from_secs(15))
         );
         let c = load(
             "[upstreams.a]\nurl='http://a:1'\n",
@@ -1144,6 +1159,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.coverage, None);
+        let zero = load(
+            "[upstreams.a]\nurl='http://a:1'\n[coverage]\nscrape_interval='0s'\n",
+            &[],
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(zero.key, "coverage.scrape_interval");
     }
 
     #[test]

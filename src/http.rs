@@ -37,6 +37,8 @@ pub struct State {
     pub max_request_body_bytes: usize,
     /// The upstreams' look-back delta, when the client sends none.
     pub lookback_delta: std::time::Duration,
+    /// The narrowest window the coverage counts over (`query::narrowest_counted`).
+    pub narrowest_counted: std::time::Duration,
     /// Each upstream's name and health, in priority order (kept by the supervisor).
     pub upstreams: crate::supervisor::UpstreamView,
     pub metrics: Arc<Metrics>,
@@ -194,6 +196,14 @@ pub async fn serve_reloading(
             .coverage
             .as_ref()
             .map_or(crate::config::DEFAULT_LOOKBACK_DELTA, |c| c.lookback_delta),
+        narrowest_counted: query::narrowest_counted(
+            config
+                .coverage
+                .as_ref()
+                .map_or(crate::config::DEFAULT_SCRAPE_INTERVAL, |c| {
+                    c.scrape_interval
+                }),
+        ),
         upstreams,
         metrics,
         config_view: Arc::new(std::sync::RwLock::new(config.describe())),
@@ -559,7 +569,7 @@ async fn answer_query(
         Some(d) if !d.is_zero() => d,
         _ => state.lookback_delta,
     };
-    let shape = query::analyse(expr, lookback);
+    let shape = query::analyse(expr, lookback, state.narrowest_counted);
     let instant = route.endpoint.handling == Handling::Instant;
     let instant_ms = match (instant, params.first("time")) {
         (true, None | Some("")) => {

@@ -52,15 +52,16 @@ impl Stretch {
 }
 
 /// Reads the shape of `query`, with `lookback` the look-back delta a plain
-/// selector reaches back; an unparsable query has the default shape.
-pub fn analyse(query: &str, lookback: Duration) -> QueryShape {
+/// selector reaches back, and every stretch at least `narrowest` wide (see
+/// [`narrowest_counted`]); an unparsable query has the default shape.
+pub fn analyse(query: &str, lookback: Duration, narrowest: Duration) -> QueryShape {
     let parsed = parser::parse(query).or_else(|e| match with_current_names(query) {
         Some(renamed) => parser::parse(&renamed),
         None => Err(e),
     });
     match parsed {
         Ok(expr) => {
-            let mut acc = Acc::default();
+            let mut acc = Acc::new(narrowest.as_millis() as i64);
             acc.add(&expr, lookback.as_millis() as i64);
             let stretches: Vec<Stretch> = acc
                 .relative
@@ -167,17 +168,37 @@ fn widen<K: Ord>(map: &mut std::collections::BTreeMap<K, (i64, i64)>, key: K, wi
     map.insert(key, union(slot, window));
 }
 
+/// How narrow a stretch the coverage counts at the least, for replicas
+/// scraping every `scrape_interval`: two of it. A narrower window holds a
+/// sample of one replica and none of another only because they scrape at
+/// other moments, which its counts would read as a hole in the one without;
+/// two intervals hold every replica's samples, one or two of each, which
+/// the counts' tolerance of a sample per series takes as alike.
+pub fn narrowest_counted(scrape_interval: Duration) -> Duration {
+    2 * scrape_interval
+}
+
 /// The stretches an expression reads, per selector: one relative to the
 /// step, one per `@` time.
-#[derive(Default)]
 struct Acc {
     relative: std::collections::BTreeMap<String, (i64, i64)>,
     /// By (`@` time, selector).
     pinned: std::collections::BTreeMap<(String, String), (i64, i64)>,
+    /// Every window read is widened back to this many milliseconds.
+    narrowest_ms: i64,
 }
 
 impl Acc {
+    fn new(narrowest_ms: i64) -> Acc {
+        Acc {
+            relative: Default::default(),
+            pinned: Default::default(),
+            narrowest_ms,
+        }
+    }
+
     fn read(&mut self, selector: String, at: &Option<parser::AtModifier>, window: (i64, i64)) {
+        let window = (window.0.min(window.1 - self.narrowest_ms), window.1);
         match at {
             None => widen(&mut self.relative, selector, window),
             Some(at) => widen(&mut self.pinned, (at.to_string(), selector), window),
@@ -198,7 +219,7 @@ impl Acc {
             Expr::Subquery(sq) => {
                 // The inner expression is evaluated at steps across (T-o-range, T-o]:
                 // its relative reads move with them; its pinned reads stay put.
-                let mut inner = Acc::default();
+                let mut inner = Acc::new(self.narrowest_ms);
                 inner.add(&sq.expr, lookback_ms);
                 let o = offset_ms(&sq.offset);
                 for (selector, (from, to)) in inner.relative {
@@ -502,11 +523,27 @@ mod tests {
     use super::*;
 
     fn analyse(q: &str) -> QueryShape {
-        super::analyse(q, Duration::from_secs(300))
+        super::analyse(q, Duration::from_secs(300), Duration::ZERO)
     }
 
     fn window(q: &str) -> Reads {
         analyse(q).reads
+    }
+
+    #[test]
+    fn windows_narrower_than_two_scrapes_are_counted_over_two() {
+        let narrowest = narrowest_counted(Duration::from_secs(15));
+        let spans = |q: &str| match super::analyse(q, Duration::from_secs(300), narrowest).reads {
+            Reads::Stretches(s) => s.iter().map(|s| (s.from_ms, s.to_ms)).collect::<Vec<_>>(),
+            other => panic!("{q}: {other:?}"),
+        };
+        assert_eq!(spans("count_over_time(x[1s])"), [(-30_000, 0)]);
+        assert_eq!(spans("changes(x[20s] offset 1m)"), [(-90_000, -60_000)]);
+        // Wide enough already: as read.
+        assert_eq!(spans("rate(x[5m])"), [(-300_000, 0)]);
+        assert_eq!(spans("x"), [(-300_000, 0)]);
+        // A subquery's inner windows are widened, then moved across its range.
+        assert_eq!(spans("max_over_time(rate(x[3s])[6s:1s])"), [(-36_000, 0)]);
     }
 
     fn rel(from_s: i64, to_s: i64) -> Stretch {
