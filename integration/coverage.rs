@@ -182,7 +182,7 @@ fn a_query_clear_of_holes_is_settled_by_the_coarse_coverage_and_one_across_a_hol
     let c = cluster();
     let tl = c.tl;
     // A proxy of this test's own, so that no other test's requests are counted.
-    let proxy = Proxy::start(proxy_binary(), &[&c.a.url, &c.b.url], &[]);
+    let proxy = Proxy::start_with_env(proxy_binary(), &[&c.a.url, &c.b.url], &[], &[NO_CACHE]);
     // Clear: the coarse windows (the widest here 15 min, reaching one window
     // past the end at most) all end before hole a.
     let clear = (tl.start + 1200, tl.hole_a.start - 1200);
@@ -372,7 +372,7 @@ fn across_two_holes_the_coverage_over_steps_is_asked_around_each_hole_only() {
         let b = start("b", tl.hole_b, &log_b);
         (a.join().unwrap(), b)
     });
-    let proxy = Proxy::start(proxy_binary(), &[&a.url, &b.url], &[]);
+    let proxy = Proxy::start_with_env(proxy_binary(), &[&a.url, &b.url], &[], &[NO_CACHE]);
     // Each with the most of the range its spans may hold: the last at steps
     // half its window wide, coarse first only because the range holds many
     // of them (`coarse_pays`), its spans 16 steps wider each side.
@@ -737,12 +737,13 @@ fn a_range_asked_again_has_its_settled_coverage_counts_remembered() {
     let c = cluster();
     let tl = c.tl;
     // Proxies of this test's own: one remembering (the default), one not.
-    let remembering = Proxy::start(proxy_binary(), &[&c.a.url, &c.b.url], &[]);
+    let remembering =
+        Proxy::start_with_env(proxy_binary(), &[&c.a.url, &c.b.url], &[], &[NO_CACHE]);
     let forgetful = Proxy::start_with_env(
         proxy_binary(),
         &[&c.a.url, &c.b.url],
         &[],
-        &[("PROM_HA_PROXY__COVERAGE__REMEMBER_FOR", "0s")],
+        &[("PROM_HA_PROXY__COVERAGE__REMEMBER_FOR", "0s"), NO_CACHE],
     );
     let q = "sum by (job) (rate(http_requests_total[5m]))";
     let clear = (tl.start + 1200, tl.hole_a.start - 1200);

@@ -8,6 +8,8 @@ const FAST: &[(&str, &str)] = &[
     ("PROM_HA_PROXY__HEALTH__PROBE_INTERVAL", "300ms"),
     ("PROM_HA_PROXY__HEALTH__PROBE_TIMEOUT", "300ms"),
     ("PROM_HA_PROXY__HEALTH__STRAGGLER_TIMEOUT", "1s"),
+    // Every query reaches the replicas, whose failures are what is tested.
+    NO_CACHE,
 ];
 
 /// Two fresh, gap-free replicas of their own (tests here kill and freeze them).

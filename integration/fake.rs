@@ -363,6 +363,8 @@ fn try_start_proxy_with(
         .args(args)
         .args(upstreams)
         .env("RUST_LOG", "warn")
+        // Fakes test what is asked of upstreams: every ask reaches them.
+        .env(crate::harness::NO_CACHE.0, crate::harness::NO_CACHE.1)
         .stdout(std::process::Stdio::null());
     let child = spawn_tied(cmd).unwrap();
     let url = format!("http://127.0.0.1:{port}");

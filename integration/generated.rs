@@ -344,20 +344,21 @@ fn rfc3339(ms: i64) -> String {
 
 /// The status and JSON body of a GET; errors are answers too here.
 fn get(base: &str, path: &str, params: &[(&str, String)]) -> (u16, Value) {
-    let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let url = format!("{base}{path}?{}", query_string(&params));
-    let (status, body) = http_get(&url).unwrap();
-    let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: {e}: {body}"));
+    let (status, body) = get_text(base, path, params);
+    let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
     (status, v)
 }
 
-/// The status and JSON body of a form POST, as Grafana sends queries.
-fn post(base: &str, path: &str, params: &[(&str, String)]) -> (u16, Value) {
+/// The status and body bytes of a GET.
+fn get_text(base: &str, path: &str, params: &[(&str, String)]) -> (u16, String) {
+    let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    http_get(&format!("{base}{path}?{}", query_string(&params))).unwrap()
+}
+
+/// The status and body bytes of a form POST, as Grafana sends queries.
+fn post_text(base: &str, path: &str, params: &[(&str, String)]) -> (u16, String) {
     let form: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let url = format!("{base}{path}");
-    let (status, body) = http_post_form(&url, &form).unwrap();
-    let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url} {form:?}: {e}: {body}"));
-    (status, v)
+    http_post_form(&format!("{base}{path}"), &form).unwrap()
 }
 
 /// Where a layout's replicas have holes, and what answers for them.
@@ -554,6 +555,9 @@ fn run(layout: &Layout, extra_instants_ms: &[i64], count: u64) {
     let mut instants_ms = instants_around(layout.holes);
     instants_ms.extend_from_slice(extra_instants_ms);
     let (mut points_compared, mut rejected, mut differing) = (0usize, 0, Vec::new());
+    let mut not_identical = Vec::new();
+    let hits = |base| metric(base, r#"prom_ha_proxy_cache_requests_total{result="hit"}"#);
+    let hits_before = hits(layout.proxy);
     // Answers that differ from the reference's first answer but equal
     // another of its answers to the same query.
     let mut unsteady = 0;
@@ -608,12 +612,14 @@ fn run(layout: &Layout, extra_instants_ms: &[i64], count: u64) {
             ("/api/v1/query", vec![("query", q.clone()), ("time", t)])
         };
         // A third go as Grafana's form POST; the reference is always asked by GET.
-        let got = if g.rng.usize(..3) == 0 {
-            post(layout.proxy, path, &params)
+        let (status, first) = if g.rng.usize(..3) == 0 {
+            post_text(layout.proxy, path, &params)
         } else {
-            get(layout.proxy, path, &params)
+            get_text(layout.proxy, path, &params)
         };
-        let ((status, got_v), (want_status, want_v)) = (got, get(layout.reference, path, &params));
+        let got_v: Value =
+            serde_json::from_str(&first).unwrap_or_else(|e| panic!("{q}: {e}: {first}"));
+        let (want_status, want_v) = get(layout.reference, path, &params);
         if want_status != 200 {
             // An expression Prometheus rejects: the proxy passes the same error on.
             assert_eq!(
@@ -628,9 +634,15 @@ fn run(layout: &Layout, extra_instants_ms: &[i64], count: u64) {
         // counts remembered now, the upstreams after the first asked only
         // over the spans that differ, if any; an instant's window counted,
         // the others asked nothing or the query at once.
+        // The first answer is kept in the cache (settled, as all of the
+        // data set is), and the second comes from it: the very bytes.
+        let (again_status, again) = get_text(layout.proxy, path, &params);
+        if again != first {
+            not_identical.push(format!("#{i} {path} {params:?}"));
+        }
         let mut answers = vec![("", status, got_v)];
-        let (status, again) = get(layout.proxy, path, &params);
-        answers.push((" (asked again)", status, again));
+        let again = serde_json::from_str(&again).unwrap_or_else(|e| panic!("{q}: {e}: {again}"));
+        answers.push((" (asked again)", again_status, again));
         let want = points(&want_v);
         for (asked, status, got_v) in answers {
             assert_eq!(status, 200, "{q}{asked}: {got_v}");
@@ -666,8 +678,23 @@ fn run(layout: &Layout, extra_instants_ms: &[i64], count: u64) {
         }
     }
     println!(
-        "{}: seed {seed}: {count} generated queries ({rejected} rejected alike, {unsteady} equal to another of the reference's answers), {points_compared} reference points compared",
+        "{}: seed {seed}: {count} generated queries ({rejected} rejected alike, {unsteady} equal to another of the reference's answers), {points_compared} reference points compared; {} asked again not byte-identical",
         layout.name,
+        not_identical.len(),
+    );
+    // Each second ask a hit: the first was kept.
+    let hit = hits(layout.proxy) - hits_before;
+    assert!(
+        hit >= (count - rejected) as f64 * 0.95,
+        "{}: {hit} of {} asked again came from the cache",
+        layout.name,
+        count - rejected
+    );
+    assert!(
+        not_identical.is_empty(),
+        "{}: asked again, not the same bytes:\n{}",
+        layout.name,
+        not_identical.join("\n")
     );
     assert!(
         rejected * 5 < count,

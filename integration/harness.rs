@@ -300,6 +300,10 @@ pub struct Prometheus {
 }
 
 /// A Prometheus configuration that scrapes nothing.
+/// The proxy's environment for a test of what it asks the upstreams: the
+/// cache of settled history off, so a repeated query reaches them.
+pub const NO_CACHE: (&str, &str) = ("PROM_HA_PROXY__CACHE__ENABLED", "false");
+
 pub const NO_SCRAPES: &str = "global:\n  scrape_interval: 15s\nscrape_configs: []\n";
 
 impl Prometheus {
@@ -867,4 +871,13 @@ pub fn instant_path(q: &str, t: i64) -> String {
         "/api/v1/query?{}",
         query_string(&[("query", q), ("time", &t.to_string())])
     )
+}
+
+/// The value of the sample `series` (name and labels exactly as the proxy
+/// writes them) on `base`'s `/metrics`; 0 when absent.
+pub fn metric(base: &str, series: &str) -> f64 {
+    let (_, text) = http_get(&format!("{base}/metrics")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
 }

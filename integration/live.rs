@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Serves counters, a gauge and a histogram computed from the wall clock.
-fn exporter() -> String {
+pub fn exporter() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     std::thread::spawn(move || {
@@ -65,7 +65,7 @@ fn exposition() -> String {
 }
 
 /// A replica scraping `target` every second, labelled `replica`.
-fn replica(root: &Path, name: &str, target: &str) -> Prometheus {
+pub fn replica(root: &Path, name: &str, target: &str) -> Prometheus {
     let dir = root.join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("data")).unwrap();
@@ -115,14 +115,14 @@ const BATTERY: &[(&str, i64)] = &[
     ("changes(live_temperature[1s])", 2),
 ];
 
-fn now_s() -> i64 {
+pub fn now_s() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
 }
 
-fn range_at(base: &str, q: &str, start: i64, end: i64) -> Value {
+pub fn range_at(base: &str, q: &str, start: i64, end: i64) -> Value {
     let url = format!(
         "{base}/api/v1/query_range?{}",
         query_string(&[

@@ -11,6 +11,7 @@
 mod api;
 mod buffers;
 mod burst;
+mod cache;
 mod cli;
 mod coverage;
 mod discovery;
@@ -471,7 +472,16 @@ fn large_answers_go_out_in_pieces_as_they_are_merged_with_the_same_bytes() {
         (c.tl.hole_a.start - 1500).to_string(),
         (c.tl.hole_a.end + 1500).to_string(),
     );
-    let whole_proxy = Proxy::start(proxy_binary(), &[&c.a.url, &c.b.url], &[]);
+    // The cluster's proxy sends a cached answer whole: one of its own,
+    // uncached, for the pieces.
+    let pieces_proxy = Proxy::start_with_env(
+        proxy_binary(),
+        &[&c.a.url, &c.b.url],
+        &[],
+        &[("PROM_HA_PROXY__ANSWER_PIECE_BYTES", "4096"), NO_CACHE],
+    );
+    let whole_proxy =
+        Proxy::start_with_env(proxy_binary(), &[&c.a.url, &c.b.url], &[], &[NO_CACHE]);
     let q = query_string(&[
         ("query", "{__name__=~\".+\"}"),
         ("start", &start),
@@ -483,15 +493,18 @@ fn large_answers_go_out_in_pieces_as_they_are_merged_with_the_same_bytes() {
         let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         fake::raw_request(base, &request).to_ascii_lowercase()
     };
-    let (pieces, whole) = (head(&c.proxy.url), head(&whole_proxy.url));
+    let (pieces, whole) = (head(&pieces_proxy.url), head(&whole_proxy.url));
     assert!(pieces.starts_with("http/1.1 200"), "{pieces}");
     assert!(pieces.contains("transfer-encoding: chunked"), "{pieces}");
     assert!(!pieces.contains("content-length"), "{pieces}");
     assert!(whole.contains("content-length"), "{whole}");
     let body = |base: &str| http_get(&format!("{base}{path}")).unwrap().1;
-    let (streamed, sent_whole) = (body(&c.proxy.url), body(&whole_proxy.url));
+    let (streamed, sent_whole) = (body(&pieces_proxy.url), body(&whole_proxy.url));
     assert!(streamed.len() > 20 * 4096, "{} bytes", streamed.len());
     assert_eq!(streamed, sent_whole);
+    // Through the cache, missed and then hit: the same bytes.
+    assert_eq!(body(&c.proxy.url), sent_whole);
+    assert_eq!(body(&c.proxy.url), sent_whole);
     let want = api(
         &c.reference.url,
         "/api/v1/query_range",

@@ -138,6 +138,8 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// The coverage-aware merge; None when turned off.
     pub coverage: Option<CoverageConfig>,
+    /// The cache of settled history; None when turned off.
+    pub cache: Option<CacheConfig>,
     pub health: HealthConfig,
     /// How long in-flight requests may finish after SIGTERM.
     pub shutdown_grace: Duration,
@@ -174,6 +176,20 @@ impl Default for HealthConfig {
 }
 
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Settings of the cache of settled history (`src/cache/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// Bytes of answers held at most (least recently used out first).
+    pub max_bytes: usize,
+    /// No part of an answer is served longer than this after it was asked.
+    pub ttl: Duration,
+    /// A step is settled, and cached, once everything it reads ended this long ago.
+    pub settle: Duration,
+}
+
+pub const DEFAULT_CACHE_MAX_BYTES: usize = 128 << 20;
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(3600);
 
 /// Settings of the coverage-aware merge (see docs/coverage-merge.md).
 #[derive(Debug, Clone, PartialEq)]
@@ -255,11 +271,33 @@ struct RawConfig {
     #[serde(default)]
     coverage: RawCoverage,
     #[serde(default)]
+    cache: RawCache,
+    #[serde(default)]
     health: RawHealth,
     shutdown_grace: Option<RawDuration>,
     web_config_file: Option<String>,
     #[serde(default)]
     dns: RawDns,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    enabled: Option<bool>,
+    max_bytes: Option<i64>,
+    ttl: Option<RawDuration>,
+    settle: Option<RawDuration>,
+}
+
+impl RawCache {
+    fn resolve(self) -> Result<Option<CacheConfig>, ConfigError> {
+        let config = CacheConfig {
+            max_bytes: size("cache.max_bytes", self.max_bytes, DEFAULT_CACHE_MAX_BYTES)?,
+            ttl: duration_key("cache.ttl", self.ttl, DEFAULT_CACHE_TTL)?,
+            settle: duration_key("cache.settle", self.settle, DEFAULT_SETTLE)?,
+        };
+        Ok(self.enabled.unwrap_or(true).then_some(config))
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -455,6 +493,12 @@ impl Config {
             ));
             rows.push(("coverage.settle".into(), d(c.remembering.settle)));
         }
+        rows.push(("cache.enabled".into(), self.cache.is_some().to_string()));
+        if let Some(c) = &self.cache {
+            rows.push(("cache.max_bytes".into(), c.max_bytes.to_string()));
+            rows.push(("cache.ttl".into(), d(c.ttl)));
+            rows.push(("cache.settle".into(), d(c.settle)));
+        }
         let h = &self.health;
         rows.extend([
             (
@@ -585,6 +629,7 @@ impl RawConfig {
             ));
         }
         let coverage = self.coverage.resolve()?;
+        let cache = self.cache.resolve()?;
         let health = self.health.resolve()?;
         let web = web_config(overrides, self.web_config_file, dir)?;
         let dns = self.dns.resolve()?;
@@ -595,6 +640,7 @@ impl RawConfig {
         )?;
         Ok(Config {
             coverage,
+            cache,
             health,
             shutdown_grace,
             web,

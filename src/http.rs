@@ -39,6 +39,8 @@ pub struct State {
     pub lookback_delta: std::time::Duration,
     /// The narrowest window the coverage counts over (`query::narrowest_counted`).
     pub narrowest_counted: std::time::Duration,
+    /// The cache of settled history; None when turned off.
+    pub cache: Option<Arc<crate::cache::Cache>>,
     /// Each upstream's name and health, in priority order (kept by the supervisor).
     pub upstreams: crate::supervisor::UpstreamView,
     pub metrics: Arc<Metrics>,
@@ -196,6 +198,10 @@ pub async fn serve_reloading(
             .coverage
             .as_ref()
             .map_or(crate::config::DEFAULT_LOOKBACK_DELTA, |c| c.lookback_delta),
+        cache: config
+            .cache
+            .as_ref()
+            .map(|c| Arc::new(crate::cache::Cache::new(c, metrics.clone()))),
         narrowest_counted: query::narrowest_counted(
             config
                 .coverage
@@ -588,18 +594,45 @@ async fn answer_query(
         (false, _) => None,
     };
     let range_ms = if instant { None } else { range_ms(&params) };
-    // A query that reads nothing stored (`1+1`, `time()`) costs the replicas
-    // no read: it is not queued behind those that do.
-    let _admitted = match shape.reads {
-        query::Reads::Nothing => None,
-        _ => Some(admit(state, client_timeout).await?),
-    };
     let query = Query {
         request,
         client_timeout,
         shape,
         instant_ms,
         range_ms,
+    };
+    let Some(cache) = &state.cache else {
+        return admitted_ask(state, query).await;
+    };
+    let upstreams = state
+        .upstreams
+        .read()
+        .map(|view| {
+            view.iter()
+                .map(|(name, _)| name.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default();
+    let asked = crate::cache::Asked {
+        params: &params.0,
+        reads: &query.shape.reads,
+        lookback_ms: lookback.as_millis() as i64,
+        upstreams: &upstreams,
+        instant_ms,
+        range_ms,
+    };
+    let plan = cache.plan(&asked);
+    crate::cache::answer(cache, plan, query, |q| admitted_ask(state, q)).await
+}
+
+/// Sends `query` to the supervisor once admitted. A query that reads
+/// nothing stored (`1+1`, `time()`) costs the replicas no read: it is not
+/// queued behind those that do.
+async fn admitted_ask(state: &State, query: Query) -> Result<Merged, ApiError> {
+    let _admitted = match query.shape.reads {
+        query::Reads::Nothing => None,
+        _ => Some(admit(state, query.client_timeout).await?),
     };
     ask(&state.supervisor, query).await
 }

@@ -12,6 +12,8 @@
 //!   listener's certificates (re-read as they change).
 //! - [`routes`]: the allow-list of served paths and the path discipline (pure).
 //! - [`admission`]: how many client queries run at once; the queue of the rest.
+//! - [`cache`]: merged answers for settled history, joined with the fresh
+//!   steps the upstreams answer (planning and joining pure; the store).
 //! - [`supervisor`]: the actor that fans a request out to the backends and
 //!   carries out a query's plan.
 //! - [`plan`]: what each upstream is asked for a query, and when (pure).
@@ -34,6 +36,7 @@ pub mod answer;
 pub mod auth;
 pub mod backend;
 pub mod budget;
+pub mod cache;
 pub mod config;
 pub mod discovery;
 pub mod http;

@@ -61,6 +61,14 @@ pub struct Metrics {
     reload_successful: Gauge,
     reload_success_time: Gauge<f64, std::sync::atomic::AtomicU64>,
     dns_failures: Family<TableLabels, Counter>,
+    cache_requests: Family<ResultLabels, Counter>,
+    cache_bytes: Gauge,
+    cache_saved_steps: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -186,7 +194,28 @@ impl Metrics {
             "DNS lookups of an upstream table that failed (its last addresses kept)",
             dns_failures.clone(),
         );
+        let cache_requests = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "cache_requests",
+            "Query answers by what the cache of settled history held: hit, partial, miss, uncacheable",
+            cache_requests.clone(),
+        );
+        let cache_bytes = Gauge::default();
+        registry.register(
+            "cache_bytes",
+            "Bytes of answers the in-memory cache holds",
+            cache_bytes.clone(),
+        );
+        let cache_saved_steps = Counter::default();
+        registry.register(
+            "cache_saved_steps",
+            "Range query steps answered from the cache, not asked of the upstreams",
+            cache_saved_steps.clone(),
+        );
         Metrics {
+            cache_requests,
+            cache_bytes,
+            cache_saved_steps,
             reload_successful,
             reload_success_time,
             dns_failures,
@@ -289,6 +318,21 @@ impl Metrics {
                 table: table.to_string(),
             })
             .inc();
+    }
+
+    /// A query answer, by what the cache held for it (`hit`, `partial`,
+    /// `miss`, `uncacheable`), and the range steps it saved asking for.
+    pub fn cache_request(&self, result: &str, saved_steps: u64) {
+        self.cache_requests
+            .get_or_create(&ResultLabels {
+                result: result.to_string(),
+            })
+            .inc();
+        self.cache_saved_steps.inc_by(saved_steps);
+    }
+
+    pub fn cache_bytes(&self, bytes: usize) {
+        self.cache_bytes.set(bytes as i64);
     }
 
     /// An upstream left the configuration: its health series goes too.
