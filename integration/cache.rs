@@ -122,3 +122,167 @@ fn a_range_shifted_across_the_settle_edge_is_the_uncached_answer_byte_for_byte()
     assert_eq!(cache_requests(&cached.url, "hit"), hits);
     assert_eq!(cache_requests(&cached.url, "miss"), misses + 2.0);
 }
+
+/// A real redis-server on a loopback port, keeping nothing on disk.
+struct Redis {
+    port: u16,
+    process: Option<Process>,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let mut redis = Redis {
+            port: 0,
+            process: None,
+        };
+        on_a_free_port(|port| {
+            redis.port = port;
+            redis.spawn()
+        });
+        redis
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let mut cmd = std::process::Command::new(require("redis-server"));
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null());
+        let child = spawn_tied(cmd).map_err(|e| e.to_string())?;
+        self.process = Some(Process {
+            child,
+            name: "redis".into(),
+        });
+        let port = self.port;
+        wait_until("redis answers", Duration::from_secs(20), || {
+            ask(port, "PING").is_some_and(|r| r.starts_with("+PONG"))
+        });
+        if !listens_on(self.process.as_ref().unwrap().child.id(), port) {
+            return Err(format!("redis: port {port} is another process's"));
+        }
+        Ok(())
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// How many keys it holds.
+    fn keys(&self) -> usize {
+        ask(self.port, "DBSIZE")
+            .and_then(|r| r.trim().trim_start_matches(':').parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// One inline command's reply, or None if Redis is not there.
+fn ask(port: u16, command: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(format!("{command}\r\n").as_bytes()).ok()?;
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+#[test]
+fn two_proxies_share_one_redis_and_answer_without_it_while_it_is_gone() {
+    let c = crate::cluster();
+    let mut redis = Redis::start();
+    let shared = [
+        ("PROM_HA_PROXY__CACHE__BACKEND", "redis"),
+        ("PROM_HA_PROXY__CACHE__URL", &redis.url()),
+    ];
+    let [first, second] =
+        [(); 2].map(|_| Proxy::start_with_env(proxy_binary(), &[&c.a.url, &c.b.url], &[], &shared));
+    let (start, end) = (c.tl.hole_a.start - 1800, c.tl.hole_a.end + 1800);
+    let ask_range = |base: &str, q: &str| {
+        let params = [
+            ("query", q),
+            ("start", &start.to_string()),
+            ("end", &end.to_string()),
+            ("step", "60"),
+        ];
+        http_get(&format!(
+            "{base}/api/v1/query_range?{}",
+            query_string(&params)
+        ))
+        .unwrap()
+    };
+
+    // The first proxy's answer, kept in Redis, is the second's: a hit.
+    let q = "sum by (job) (rate(http_requests_total[5m]))";
+    let warmed = ask_range(&first.url, q);
+    assert_eq!(warmed.0, 200, "{warmed:?}");
+    wait_until("the answer in redis", Duration::from_secs(10), || {
+        redis.keys() >= 1
+    });
+    assert_eq!(ask_range(&second.url, q), warmed);
+    assert_eq!(cache_requests(&second.url, "hit"), 1.0);
+
+    // Redis frozen (SIGSTOP): a lookup waits its bounded time, then the
+    // query is answered without it.
+    let pid = redis.process.as_ref().unwrap().child.id() as i32;
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let errors = |p: &Proxy| metric(&p.url, "prom_ha_proxy_cache_store_errors_total");
+    let frozen = ask_range(&second.url, "min by (job) (rate(http_requests_total[5m]))");
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert_eq!(frozen.0, 200, "{frozen:?}");
+    wait_until(
+        "the timed-out lookup counted",
+        Duration::from_secs(10),
+        || errors(&second) >= 1.0,
+    );
+
+    // Redis killed under a query loop: nothing fails; queries go on uncached.
+    let queries = QueryLoop::default();
+    std::thread::scope(|s| {
+        let _stop = queries.stopper();
+        s.spawn(|| {
+            let q = "avg by (job) (rate(http_requests_total[10m]))";
+            queries.run("redis gone", Duration::from_millis(50), || {
+                Ok(ask_range(&first.url, q))
+            });
+        });
+        wait_until("a few answers", Duration::from_secs(30), || {
+            queries.ok() >= 5
+        });
+        redis.process = None;
+        wait_until("redis missed", Duration::from_secs(30), || {
+            errors(&first) >= 1.0
+        });
+        let answered = queries.ok();
+        wait_until("answers without it", Duration::from_secs(30), || {
+            queries.ok() >= answered + 10
+        });
+        queries.stop();
+    });
+    assert_eq!(queries.failed(), 0);
+    let misses = cache_requests(&first.url, "miss");
+    assert_eq!(
+        ask_range(&first.url, q),
+        warmed,
+        "answered uncached, the same"
+    );
+    assert_eq!(cache_requests(&first.url, "miss"), misses + 1.0);
+
+    // Back on its port (empty): used again, by both.
+    redis.spawn().unwrap();
+    let q = "max by (job) (rate(http_requests_total[15m]))";
+    wait_until("kept in redis again", Duration::from_secs(30), || {
+        let _ = ask_range(&first.url, q);
+        redis.keys() >= 1
+    });
+    // The second's connection broke with the old server: its next ask
+    // finds that out and reconnects; one after, it is served from Redis.
+    let hits = cache_requests(&second.url, "hit");
+    let want = ask_range(&first.url, q);
+    wait_until(
+        "the second served from redis",
+        Duration::from_secs(30),
+        || {
+            assert_eq!(ask_range(&second.url, q), want);
+            cache_requests(&second.url, "hit") > hits
+        },
+    );
+}

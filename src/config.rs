@@ -180,12 +180,35 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Settings of the cache of settled history (`src/cache/`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheConfig {
-    /// Bytes of answers held at most (least recently used out first).
+    pub backend: CacheBackend,
+    /// Bytes of answers held at most in memory (least recently used out
+    /// first); an answer over an eighth of it is not kept, in Redis either.
     pub max_bytes: usize,
     /// No part of an answer is served longer than this after it was asked.
     pub ttl: Duration,
     /// A step is settled, and cached, once everything it reads ended this long ago.
     pub settle: Duration,
+}
+
+/// A Redis URL for the status page: its password, if any, masked.
+fn masked_redis(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("<secret>"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Where cached answers are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheBackend {
+    Memory,
+    /// Shared by every proxy naming this server (`redis://HOST:PORT/DB`).
+    Redis {
+        url: String,
+    },
 }
 
 pub const DEFAULT_CACHE_MAX_BYTES: usize = 128 << 20;
@@ -284,6 +307,8 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawCache {
     enabled: Option<bool>,
+    backend: Option<String>,
+    url: Option<String>,
     max_bytes: Option<i64>,
     ttl: Option<RawDuration>,
     settle: Option<RawDuration>,
@@ -291,7 +316,32 @@ struct RawCache {
 
 impl RawCache {
     fn resolve(self) -> Result<Option<CacheConfig>, ConfigError> {
+        let backend = match (self.backend.as_deref(), self.url) {
+            (None | Some("memory"), None) => CacheBackend::Memory,
+            (Some("redis"), Some(url)) => {
+                if let Err(e) = redis::Client::open(url.as_str()) {
+                    return Err(invalid("cache.url", format!("{url:?}: {e}")));
+                }
+                CacheBackend::Redis { url }
+            }
+            (Some("redis"), None) => {
+                return Err(invalid(
+                    "cache.url",
+                    "backend \"redis\" needs url = \"redis://HOST:PORT/DB\"",
+                ));
+            }
+            (None | Some("memory"), Some(_)) => {
+                return Err(invalid("cache.url", "only with backend = \"redis\""));
+            }
+            (Some(other), _) => {
+                return Err(invalid(
+                    "cache.backend",
+                    format!("{other:?}: \"memory\" or \"redis\""),
+                ));
+            }
+        };
         let config = CacheConfig {
+            backend,
             max_bytes: size("cache.max_bytes", self.max_bytes, DEFAULT_CACHE_MAX_BYTES)?,
             ttl: duration_key("cache.ttl", self.ttl, DEFAULT_CACHE_TTL)?,
             settle: duration_key("cache.settle", self.settle, DEFAULT_SETTLE)?,
@@ -495,6 +545,11 @@ impl Config {
         }
         rows.push(("cache.enabled".into(), self.cache.is_some().to_string()));
         if let Some(c) = &self.cache {
+            let backend = match &c.backend {
+                CacheBackend::Memory => "memory".to_string(),
+                CacheBackend::Redis { url } => format!("redis {}", masked_redis(url)),
+            };
+            rows.push(("cache.backend".into(), backend));
             rows.push(("cache.max_bytes".into(), c.max_bytes.to_string()));
             rows.push(("cache.ttl".into(), d(c.ttl)));
             rows.push(("cache.settle".into(), d(c.settle)));
@@ -1212,6 +1267,42 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(zero.key, "coverage.scrape_interval");
+    }
+
+    #[test]
+    fn the_cache_is_in_memory_by_default_and_a_broken_cache_table_names_its_key() {
+        let load_cache = |table: &str| {
+            load(
+                &format!("[upstreams.a]\nurl='http://a:1'\n[cache]\n{table}"),
+                &[],
+                &Overrides::default(),
+            )
+        };
+        let c = load_cache("").unwrap().cache.unwrap();
+        assert_eq!(
+            (c.backend, c.max_bytes, c.ttl, c.settle),
+            (
+                CacheBackend::Memory,
+                DEFAULT_CACHE_MAX_BYTES,
+                DEFAULT_CACHE_TTL,
+                DEFAULT_SETTLE
+            )
+        );
+        let redis = load_cache("backend='redis'\nurl='redis://127.0.0.1:6379/0'\n").unwrap();
+        assert!(matches!(redis.cache.unwrap().backend, CacheBackend::Redis { .. }));
+        assert_eq!(load_cache("enabled=false\n").unwrap().cache, None);
+        for (table, key) in [
+            ("backend='memcached'\n", "cache.backend"),
+            ("backend='redis'\n", "cache.url"),
+            ("backend='redis'\nurl='http://x'\n", "cache.url"),
+            ("url='redis://x'\n", "cache.url"),
+            ("max_bytes=0\n", "cache.max_bytes"),
+            ("ttl='0s'\n", "cache.ttl"),
+            ("size=1\n", ""),
+        ] {
+            let e = load_cache(table).unwrap_err();
+            assert!(e.key == key || key.is_empty(), "{table}: {e}");
+        }
     }
 
     #[test]

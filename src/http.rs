@@ -178,6 +178,12 @@ pub async fn serve_reloading(
     use actix::Actor;
     let metrics = Arc::new(Metrics::new());
     let supervisor = Supervisor::new(&config, metrics.clone());
+    let cache = match &config.cache {
+        Some(c) => Some(Arc::new(
+            crate::cache::Cache::new(c, metrics.clone()).map_err(std::io::Error::other)?,
+        )),
+        None => None,
+    };
     let upstreams = supervisor.upstreams();
     let queue_deadline = config
         .upstreams
@@ -198,10 +204,7 @@ pub async fn serve_reloading(
             .coverage
             .as_ref()
             .map_or(crate::config::DEFAULT_LOOKBACK_DELTA, |c| c.lookback_delta),
-        cache: config
-            .cache
-            .as_ref()
-            .map(|c| Arc::new(crate::cache::Cache::new(c, metrics.clone()))),
+        cache,
         narrowest_counted: query::narrowest_counted(
             config
                 .coverage

@@ -64,6 +64,7 @@ pub struct Metrics {
     cache_requests: Family<ResultLabels, Counter>,
     cache_bytes: Gauge,
     cache_saved_steps: Counter,
+    cache_store_errors: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -212,7 +213,14 @@ impl Metrics {
             "Range query steps answered from the cache, not asked of the upstreams",
             cache_saved_steps.clone(),
         );
+        let cache_store_errors = Counter::default();
+        registry.register(
+            "cache_store_errors",
+            "Operations on the shared cache (Redis) that failed or timed out; the query went on without it",
+            cache_store_errors.clone(),
+        );
         Metrics {
+            cache_store_errors,
             cache_requests,
             cache_bytes,
             cache_saved_steps,
@@ -329,6 +337,10 @@ impl Metrics {
             })
             .inc();
         self.cache_saved_steps.inc_by(saved_steps);
+    }
+
+    pub fn cache_store_error(&self) {
+        self.cache_store_errors.inc();
     }
 
     pub fn cache_bytes(&self, bytes: usize) {

@@ -8,7 +8,6 @@ use crate::supervisor::{Merged, Piece, ProxyError, Query};
 use bytes::Bytes;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// Answers `query` as `plan` allows, asking what the cache lacks with `ask`
 /// (which admits and sends a query to the supervisor).
@@ -29,14 +28,14 @@ where
             ask(query).await
         }
         Plan::Instant { key } => {
-            if let Some(entry) = cache.get(&key) {
+            if let Some(entry) = cache.get(&key).await {
                 cache.counted("hit", 0);
                 return Ok(Merged::Whole(entry.body));
             }
             cache.counted("miss", 0);
             let t = query.instant_ms.unwrap_or_default();
             let merged = ask(query).await?;
-            Ok(kept(cache, merged, key, t, t, Instant::now()))
+            Ok(kept(cache, merged, key, t, t, crate::time::now_ms()))
         }
         Plan::Range {
             key,
@@ -46,7 +45,7 @@ where
             settled_to_ms,
         } => {
             let usable = |e: &Entry| e.from_ms <= start_ms && start_ms <= e.settled_to_ms;
-            let Some(entry) = cache.get(&key).filter(usable) else {
+            let Some(entry) = cache.get(&key).await.filter(usable) else {
                 cache.counted("miss", 0);
                 let merged = ask(query).await?;
                 return Ok(kept(
@@ -55,7 +54,7 @@ where
                     key,
                     start_ms,
                     settled_to_ms,
-                    Instant::now(),
+                    crate::time::now_ms(),
                 ));
             };
             let cached_to = entry.settled_to_ms.min(end_ms);
@@ -82,7 +81,7 @@ where
                 body: body.clone(),
                 from_ms: start_ms,
                 settled_to_ms: settled_to_ms.max(cached_to),
-                asked_at: entry.asked_at,
+                asked_at_ms: entry.asked_at_ms,
             };
             cache.put(key, kept);
             Ok(Merged::Whole(body))
@@ -159,7 +158,7 @@ fn kept(
     key: String,
     from_ms: i64,
     settled_to_ms: i64,
-    asked_at: Instant,
+    asked_at_ms: i64,
 ) -> Merged {
     let most = cache.largest_entry();
     let cache = cache.clone();
@@ -171,7 +170,7 @@ fn kept(
                     body,
                     from_ms,
                     settled_to_ms,
-                    asked_at,
+                    asked_at_ms,
                 };
                 cache.put(key, entry);
             }

@@ -1,9 +1,9 @@
 //! The in-memory store: answers by key, least recently used out first once
-//! their bytes pass `max_bytes`, and none older than `ttl`. Pure but for
-//! the clock, which comes in as an argument.
+//! their bytes pass `max_bytes`, and none older than `ttl`. Pure: the clock
+//! comes in as an argument.
 
 use bytes::Bytes;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One cached answer.
 #[derive(Clone, Debug)]
@@ -13,9 +13,10 @@ pub struct Entry {
     /// A range's first step and the last settled one; an instant's time twice.
     pub from_ms: i64,
     pub settled_to_ms: i64,
-    /// When the oldest part of it was asked of the upstreams: a join keeps
-    /// its cached part's, so `ttl` bounds how long any sample is served.
-    pub asked_at: Instant,
+    /// When the oldest part of it was asked of the upstreams (Unix ms, so
+    /// that proxies sharing it agree): a join keeps its cached part's, so
+    /// `ttl` bounds how long any sample is served.
+    pub asked_at_ms: i64,
 }
 
 pub struct Memory {
@@ -41,9 +42,9 @@ impl Memory {
     }
 
     /// The entry under `key`, if younger than `ttl` (an older one goes).
-    pub fn get(&mut self, key: &str, now: Instant) -> Option<Entry> {
+    pub fn get(&mut self, key: &str, now_ms: i64) -> Option<Entry> {
         let entry = self.entries.get(key)?;
-        if now.duration_since(entry.asked_at) < self.ttl {
+        if now_ms - entry.asked_at_ms < self.ttl.as_millis() as i64 {
             return Some(entry.clone());
         }
         self.remove(key);
@@ -89,18 +90,18 @@ fn cost(key: &str, entry: &Entry) -> usize {
 mod tests {
     use super::*;
 
-    fn entry(len: usize, at: Instant) -> Entry {
+    fn entry(len: usize, at: i64) -> Entry {
         Entry {
             body: Bytes::from(vec![b'x'; len]),
             from_ms: 0,
             settled_to_ms: 0,
-            asked_at: at,
+            asked_at_ms: at,
         }
     }
 
     #[test]
     fn the_least_recently_used_go_first_once_past_max_bytes() {
-        let now = Instant::now();
+        let now = 1_700_000_000_000;
         let mut m = Memory::new(8_000, Duration::from_secs(60));
         for k in ["a", "b", "c"] {
             m.put(k.into(), entry(999, now));
@@ -121,11 +122,11 @@ mod tests {
 
     #[test]
     fn entries_older_than_the_ttl_or_too_large_are_not_served() {
-        let now = Instant::now();
+        let now = 1_700_000_000_000;
         let mut m = Memory::new(8_000, Duration::from_secs(60));
         m.put("old".into(), entry(10, now));
-        assert!(m.get("old", now + Duration::from_secs(59)).is_some());
-        assert!(m.get("old", now + Duration::from_secs(60)).is_none());
+        assert!(m.get("old", now + 59_000).is_some());
+        assert!(m.get("old", now + 60_000).is_none());
         assert_eq!(m.bytes(), 0);
         m.put("big".into(), entry(1_001, now));
         assert!(m.get("big", now).is_none());

@@ -6,6 +6,7 @@
 //! - `join.rs`: a cached answer's settled steps joined with the fresh ones
 //!   (pure: the merge itself, over two answers);
 //! - `memory.rs`: the in-memory store, least recently used out first;
+//! - `shared.rs`: the store in Redis, shared by several proxies;
 //! - `edge.rs`: a query answered through the cache (asks the supervisor).
 //!
 //! Only answers without warnings are kept: an upstream that failed, was
@@ -17,31 +18,51 @@ mod edge;
 mod join;
 mod memory;
 mod plan;
+mod shared;
 
 pub use edge::answer;
 pub use join::join;
 pub use memory::{Entry, Memory};
 pub use plan::{Asked, Plan, fresh_start, plan};
 
-use crate::config::CacheConfig;
+use crate::config::{CacheBackend, CacheConfig};
 use crate::metrics::Metrics;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The cache a proxy's queries share.
 pub struct Cache {
-    memory: Mutex<Memory>,
+    store: Store,
     settle: Duration,
+    ttl: Duration,
+    max_bytes: usize,
     metrics: Arc<Metrics>,
 }
 
+enum Store {
+    Memory(Mutex<Memory>),
+    Shared(shared::Shared),
+}
+
 impl Cache {
-    pub fn new(config: &CacheConfig, metrics: Arc<Metrics>) -> Cache {
-        Cache {
-            memory: Mutex::new(Memory::new(config.max_bytes, config.ttl)),
+    /// The cache `config` describes; an error (a Redis URL that does not
+    /// read) is the configuration's.
+    pub fn new(config: &CacheConfig, metrics: Arc<Metrics>) -> Result<Cache, String> {
+        let store = match &config.backend {
+            CacheBackend::Memory => {
+                Store::Memory(Mutex::new(Memory::new(config.max_bytes, config.ttl)))
+            }
+            CacheBackend::Redis { url } => {
+                Store::Shared(shared::Shared::start(url, metrics.clone())?)
+            }
+        };
+        Ok(Cache {
+            store,
             settle: config.settle,
+            ttl: config.ttl,
+            max_bytes: config.max_bytes,
             metrics,
-        }
+        })
     }
 
     /// The plan for `asked`, now.
@@ -49,21 +70,39 @@ impl Cache {
         plan(asked, crate::time::now_ms(), self.settle.as_millis() as i64)
     }
 
-    fn get(&self, key: &str) -> Option<Entry> {
-        let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
-        memory.get(key, Instant::now())
+    async fn get(&self, key: &str) -> Option<Entry> {
+        let now_ms = crate::time::now_ms();
+        let entry = match &self.store {
+            Store::Memory(m) => m.lock().unwrap_or_else(|e| e.into_inner()).get(key, now_ms),
+            Store::Shared(s) => s.get(key).await,
+        };
+        // Redis keeps an entry for what was left of the ttl when it was stored.
+        entry.filter(|e| now_ms - e.asked_at_ms < self.ttl.as_millis() as i64)
     }
 
     fn put(&self, key: String, entry: Entry) {
-        let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
-        memory.put(key, entry);
-        self.metrics.cache_bytes(memory.bytes());
+        match &self.store {
+            Store::Memory(m) => {
+                let mut memory = m.lock().unwrap_or_else(|e| e.into_inner());
+                memory.put(key, entry);
+                self.metrics.cache_bytes(memory.bytes());
+            }
+            Store::Shared(s) => {
+                let age = crate::time::now_ms() - entry.asked_at_ms;
+                let left = self
+                    .ttl
+                    .saturating_sub(Duration::from_millis(age.max(0) as u64));
+                if !left.is_zero() {
+                    s.put(key, entry, left);
+                }
+            }
+        }
     }
 
-    /// The largest answer worth gathering to keep (see `Memory::put`).
+    /// The largest answer worth gathering to keep: an eighth of
+    /// `max_bytes` (see `Memory::put`), in Redis too.
     fn largest_entry(&self) -> usize {
-        let memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
-        memory.largest_entry()
+        self.max_bytes / 8
     }
 
     fn counted(&self, result: &str, saved_steps: u64) {
