@@ -27,12 +27,12 @@ const LIVE: [(&str, &str); 3] = [
     ("PROM_HA_PROXY__HEALTH__PROBE_INTERVAL", "500ms"),
 ];
 
-fn range_text(base: &str, q: &str, start: i64, end: i64) -> (u16, String) {
+fn range_text(base: &str, q: &str, (start, end): (i64, i64), step: i64) -> (u16, String) {
     let params = [
         ("query", q),
         ("start", &start.to_string()),
         ("end", &end.to_string()),
-        ("step", "1"),
+        ("step", &step.to_string()),
     ];
     http_get(&format!(
         "{base}/api/v1/query_range?{}",
@@ -74,11 +74,11 @@ fn a_range_shifted_across_the_settle_edge_is_the_uncached_answer_byte_for_byte()
     let partial_before = cache_requests(&cached.url, "partial");
     for q in BATTERY {
         let end = now_s() - 5;
-        let (status, first) = range_text(&cached.url, q, end - 30, end);
+        let (status, first) = range_text(&cached.url, q, (end - 30, end), 1);
         assert_eq!(status, 200, "{q}: {first}");
-        let (status, shifted) = range_text(&cached.url, q, end - 29, end + 1);
+        let (status, shifted) = range_text(&cached.url, q, (end - 29, end + 1), 1);
         assert_eq!(status, 200, "{q}: {shifted}");
-        let (_, want) = range_text(&uncached.url, q, end - 29, end + 1);
+        let (_, want) = range_text(&uncached.url, q, (end - 29, end + 1), 1);
         assert!(shifted == want, "{q}: joined\n{shifted}\nuncached\n{want}");
         assert!(!shifted.contains("warnings"), "{q}: {shifted}");
     }
@@ -94,7 +94,12 @@ fn a_range_shifted_across_the_settle_edge_is_the_uncached_answer_byte_for_byte()
     // Reading past now from its first step on: never cached.
     let uncacheable = cache_requests(&cached.url, "uncacheable");
     let end = now_s() - 5;
-    let (status, _) = range_text(&cached.url, "live_temperature offset -1m", end - 30, end);
+    let (status, _) = range_text(
+        &cached.url,
+        "live_temperature offset -1m",
+        (end - 30, end),
+        1,
+    );
     assert_eq!(status, 200);
     assert_eq!(
         cache_requests(&cached.url, "uncacheable"),
@@ -110,12 +115,8 @@ fn a_range_shifted_across_the_settle_edge_is_the_uncached_answer_byte_for_byte()
     );
     let end = now_s() - 15;
     for _ in 0..2 {
-        let (status, body) = range_text(
-            &cached.url,
-            "min_over_time(live_temperature[4s])",
-            end - 20,
-            end,
-        );
+        let q = "min_over_time(live_temperature[4s])";
+        let (status, body) = range_text(&cached.url, q, (end - 20, end), 1);
         assert_eq!(status, 200, "{body}");
         assert!(body.contains("warnings"), "{body}");
     }
@@ -196,19 +197,7 @@ fn two_proxies_share_one_redis_and_answer_without_it_while_it_is_gone() {
     let [first, second] =
         [(); 2].map(|_| Proxy::start_with_env(proxy_binary(), &[&c.a.url, &c.b.url], &[], &shared));
     let (start, end) = (c.tl.hole_a.start - 1800, c.tl.hole_a.end + 1800);
-    let ask_range = |base: &str, q: &str| {
-        let params = [
-            ("query", q),
-            ("start", &start.to_string()),
-            ("end", &end.to_string()),
-            ("step", "60"),
-        ];
-        http_get(&format!(
-            "{base}/api/v1/query_range?{}",
-            query_string(&params)
-        ))
-        .unwrap()
-    };
+    let ask_range = |base: &str, q: &str| range_text(base, q, (start, end), 60);
 
     // The first proxy's answer, kept in Redis, is the second's: a hit.
     let q = "sum by (job) (rate(http_requests_total[5m]))";

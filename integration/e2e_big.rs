@@ -95,11 +95,14 @@ fn main() {
 
     // The build at hand twice: remembering settled coverage counts (the
     // default), and not, so every query costs what it does asked the first
-    // time (`forgetful`).
-    let forget = [("PROM_HA_PROXY__COVERAGE__REMEMBER_FOR", "0s")];
+    // time (`forgetful`). Both without the cache of answers, which would
+    // answer every round after the first from memory (scripts/bench-dashboard
+    // measures it).
+    let remember = [NO_CACHE];
+    let forget = [("PROM_HA_PROXY__COVERAGE__REMEMBER_FOR", "0s"), NO_CACHE];
     type Env<'a> = &'a [(&'a str, &'a str)];
     let mut binaries: Vec<(&str, std::path::PathBuf, Env)> = vec![
-        ("proxy", proxy_binary.clone(), &[]),
+        ("proxy", proxy_binary.clone(), &remember),
         ("forgetful", proxy_binary, &forget),
     ];
     if let Ok(before) = std::env::var("E2E_BEFORE") {

@@ -1289,7 +1289,10 @@ mod tests {
             )
         );
         let redis = load_cache("backend='redis'\nurl='redis://127.0.0.1:6379/0'\n").unwrap();
-        assert!(matches!(redis.cache.unwrap().backend, CacheBackend::Redis { .. }));
+        assert!(matches!(
+            redis.cache.unwrap().backend,
+            CacheBackend::Redis { .. }
+        ));
         assert_eq!(load_cache("enabled=false\n").unwrap().cache, None);
         for (table, key) in [
             ("backend='memcached'\n", "cache.backend"),

@@ -54,7 +54,8 @@ pub fn plan(asked: &Asked<'_>, now_ms: i64, settle_ms: i64) -> Plan {
     }
     let stretches: &[Stretch] = match asked.reads {
         Reads::Unknown => return Plan::Never("the query was not read"),
-        Reads::Nothing => &[],
+        // `1+1`, `time()`: nothing stored is read, nothing is saved.
+        Reads::Nothing => return Plan::Never("reads no stored data"),
         Reads::Stretches(s) => s,
     };
     let limit_ms = now_ms - settle_ms;
@@ -199,11 +200,8 @@ mod tests {
         // A negative offset reads ahead of its step: settled 10 minutes earlier.
         let ahead = start + (6 * 3_600_000 - SETTLE - 600_000) / step * step;
         assert_eq!(settled("x offset -10m", start, NOW, step), Some(ahead));
-        // Nothing read: every step is.
-        assert_eq!(
-            settled("1+1", start, NOW, step),
-            Some(start + 6 * 3_600_000 / step * step)
-        );
+        // Nothing stored read: nothing to save.
+        assert_eq!(settled("1+1", start, NOW, step), None);
         // A range wholly in the past ends settled.
         assert_eq!(
             settled("x", start, start + 3_600_000, step),
