@@ -57,7 +57,9 @@ fn a_range_shifted_across_the_settle_edge_is_the_uncached_answer_byte_for_byte()
         (a.join().unwrap(), replica(&root, "b", &target))
     });
     let mut cached_env = LIVE.to_vec();
-    cached_env.push(("PROM_HA_PROXY__CACHE__SETTLE", "5s"));
+    // Settled 10 s on: a scrape late by seconds on a busy machine still
+    // lands before its step is kept.
+    cached_env.push(("PROM_HA_PROXY__CACHE__SETTLE", "10s"));
     let cached = Proxy::start_with_env(proxy_binary(), &[&a.url, &b.url], &[], &cached_env);
     let mut uncached_env = LIVE.to_vec();
     uncached_env.push(NO_CACHE);
@@ -67,13 +69,13 @@ fn a_range_shifted_across_the_settle_edge_is_the_uncached_answer_byte_for_byte()
         now_s() >= started + 40
     });
 
-    // Asked, then asked again one step on: the steps settled at the first
-    // ask come from the cache, the rest from the replicas. Every step ends
-    // 4 s or more before now, so its scrapes have all landed, and the
-    // uncached proxy reads the same data.
+    // Asked, then asked again one step on: the first ask's steps, all
+    // settled, come from the cache, the last step from the replicas. Every
+    // step ends 11 s or more before now, so its scrapes have all landed,
+    // and the uncached proxy reads the same data.
     let partial_before = cache_requests(&cached.url, "partial");
     for q in BATTERY {
-        let end = now_s() - 5;
+        let end = now_s() - 12;
         let (status, first) = range_text(&cached.url, q, (end - 30, end), 1);
         assert_eq!(status, 200, "{q}: {first}");
         let (status, shifted) = range_text(&cached.url, q, (end - 29, end + 1), 1);
@@ -175,6 +177,43 @@ impl Redis {
     }
 }
 
+/// A command in Redis' protocol (every argument a bulk string, so keys may
+/// hold any byte); the raw reply, or None if Redis is not there.
+fn command(port: u16, args: &[&[u8]]) -> Option<Vec<u8>> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    s.write_all(&out).ok()?;
+    let mut buf = vec![0u8; 1 << 16];
+    let n = s.read(&mut buf).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+/// Every key the cache holds: `KEYS`' array of bulk strings, read by their
+/// lengths (a key holds newlines).
+fn cache_keys(port: u16) -> Vec<Vec<u8>> {
+    let reply = command(port, &[b"KEYS", b"prom-ha-proxy:cache:*"]).unwrap_or_default();
+    let mut keys = Vec::new();
+    let mut rest = &reply[..];
+    while let Some(at) = rest.iter().position(|&b| b == b'$') {
+        let line_end = rest[at..].windows(2).position(|w| w == b"\r\n").unwrap() + at;
+        let len: usize = std::str::from_utf8(&rest[at + 1..line_end])
+            .unwrap()
+            .parse()
+            .unwrap();
+        keys.push(rest[line_end + 2..line_end + 2 + len].to_vec());
+        rest = &rest[line_end + 2 + len..];
+    }
+    keys
+}
+
 /// One inline command's reply, or None if Redis is not there.
 fn ask(port: u16, command: &str) -> Option<String> {
     use std::io::{Read, Write};
@@ -208,6 +247,19 @@ fn two_proxies_share_one_redis_and_answer_without_it_while_it_is_gone() {
     });
     assert_eq!(ask_range(&second.url, q), warmed);
     assert_eq!(cache_requests(&second.url, "hit"), 1.0);
+
+    // An entry that is not an answer (another program's value under the
+    // key, a half-written one): not served; the query is asked, a miss.
+    for key in cache_keys(redis.port) {
+        // Its times say: from 0, settled to the range's end, asked now.
+        let now_ms = (now_s() * 1000).to_be_bytes();
+        let head = [0i64.to_be_bytes(), (end * 1000).to_be_bytes(), now_ms].concat();
+        let garbage = [&head[..], b"{\"status\":\"succ"].concat();
+        command(redis.port, &[b"SET", &key, &garbage]).unwrap();
+    }
+    let misses = cache_requests(&second.url, "miss");
+    assert_eq!(ask_range(&second.url, q), warmed);
+    assert_eq!(cache_requests(&second.url, "miss"), misses + 1.0);
 
     // Redis frozen (SIGSTOP): a lookup waits its bounded time, then the
     // query is answered without it.

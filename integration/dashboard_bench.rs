@@ -203,6 +203,13 @@ fn main() {
     eprintln!("{minutes} min through the proxy…");
     let (proxied, proxy_cpu) = phase(&proxy.url, minutes, &pids);
     let proxy_own = cpu_s(proxy.process.child.id());
+    let status = std::fs::read_to_string(format!("/proc/{}/status", proxy.process.child.id()));
+    let peak_mb = status
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0);
     let rows = [
         (
             "refresh p50, ms",
@@ -230,7 +237,8 @@ fn main() {
         "{} panels over {HOURS} h at {STEP_S} s steps, refreshed every 30 s for {minutes} min per column \
          ({} refreshes each); {instances} instances ({} series), scraped every 15 s by both replicas; \
          CPU is user + system from /proc over each column's run; idle is replica b's while only a was asked \
-         (scraping, compaction); the proxy's own CPU: {proxy_own:.1} s\n",
+         (scraping, compaction); the proxy's own CPU: {proxy_own:.1} s; its peak RSS: {peak_mb:.1} MB \
+         (cache.max_bytes 128 MiB)\n",
         PANELS.len(),
         direct.len(),
         instances * (4 * 2 + BUCKETS.len() + 2),

@@ -4,7 +4,7 @@
 use super::{Cache, Entry, Plan, fresh_start, join};
 use crate::answer::Answer;
 use crate::http::ApiError;
-use crate::supervisor::{Merged, Piece, ProxyError, Query};
+use crate::supervisor::{Merged, Piece, Query};
 use bytes::Bytes;
 use std::future::Future;
 use std::sync::Arc;
@@ -61,9 +61,13 @@ where
             let saved = ((cached_to - start_ms) / step_ms + 1) as u64;
             let fresh_from = fresh_start(start_ms, cached_to, step_ms);
             if fresh_from > end_ms {
-                let body = joined(entry.body, None, start_ms, end_ms).await?;
-                cache.counted("hit", saved);
-                return Ok(Merged::Whole(body));
+                match joined(entry.body, None, start_ms, end_ms).await {
+                    Ok(body) => {
+                        cache.counted("hit", saved);
+                        return Ok(Merged::Whole(body));
+                    }
+                    Err(why) => return unusable(cache, &why, ask(query).await),
+                }
             }
             let fresh = over_steps(&query, fresh_from, end_ms);
             let fresh = match collect(ask(fresh).await?).await {
@@ -75,7 +79,10 @@ where
                     return ask(query).await;
                 }
             };
-            let body = joined(entry.body, Some(fresh), start_ms, cached_to).await?;
+            let body = match joined(entry.body, Some(fresh), start_ms, cached_to).await {
+                Ok(body) => body,
+                Err(why) => return unusable(cache, &why, ask(query).await),
+            };
             cache.counted("partial", saved);
             let kept = Entry {
                 body: body.clone(),
@@ -101,6 +108,14 @@ fn over_steps(query: &Query, start_ms: i64, end_ms: i64) -> Query {
     }
 }
 
+/// A cached entry that would not join (not an answer: another program's
+/// value in a shared Redis, say): the query asked whole, counted a miss.
+fn unusable(cache: &Cache, why: &str, asked: Result<Merged, ApiError>) -> Result<Merged, ApiError> {
+    log::warn!("cache: an entry not used: {why}");
+    cache.counted("miss", 0);
+    asked
+}
+
 /// The cached answer's steps in `[from_ms, to_ms]` joined with the fresh
 /// answer's, off the arbiter (both are parsed).
 async fn joined(
@@ -108,8 +123,7 @@ async fn joined(
     fresh: Option<Bytes>,
     from_ms: i64,
     to_ms: i64,
-) -> Result<Bytes, ApiError> {
-    let internal = |why: String| ApiError::Proxy(ProxyError::Internal(why));
+) -> Result<Bytes, String> {
     let work = move || -> Result<Bytes, String> {
         let cached = Answer::parse(cached.to_vec()).map_err(|e| format!("cached answer: {e}"))?;
         let fresh = match fresh {
@@ -120,8 +134,7 @@ async fn joined(
     };
     actix_web::web::block(work)
         .await
-        .map_err(|e| internal(e.to_string()))?
-        .map_err(internal)
+        .map_err(|e| e.to_string())?
 }
 
 /// Whether `body` is an answer to keep: a success without warnings or infos.
