@@ -883,7 +883,7 @@ fn offset_replicas_with_a_partial_hole_answer_as_the_complete_one_at_each_step()
         .map(|r| r["metric"]["__name__"].as_str().unwrap().to_string())
         .collect();
     assert!(lacking.contains("up") && lacking.len() == 2, "{lacking:?}");
-    let (mut judged_a, mut judged_b, mut wrong) = (0, 0, Vec::new());
+    let mut judged = crate::oracle::Judged::default();
     let queries = crate::coverage::BROAD
         .iter()
         .chain(crate::coverage::VALUE_SHAPED);
@@ -900,35 +900,22 @@ fn offset_replicas_with_a_partial_hole_answer_as_the_complete_one_at_each_step()
                 // the hole's are one ramp, and either answer is whole.
                 let margin = 2 * STEP_S * 1000;
                 let (hole_from, hole_to) = (hole.start * 1000, hole.end * 1000);
-                let want = match reads {
-                    None => &of_a,
-                    Some((from, to)) if to < hole_from - margin || from > hole_to + margin => &of_a,
-                    Some((from, to)) if from > hole_from && to < hole_to => &of_b,
+                let against_a = match reads {
+                    None => true,
+                    Some((from, to)) if to < hole_from - margin || from > hole_to + margin => true,
+                    Some((from, to)) if from > hole_from && to < hole_to => false,
                     Some(_) => continue,
                 };
-                if std::ptr::eq(want, &of_a) {
-                    judged_a += 1;
-                } else {
-                    judged_b += 1;
-                }
-                if let Some(d) = crate::oracle::step_differs(&got, want, t * 1000) {
-                    wrong.push(format!("{q} at {t}: {d}"));
-                }
+                let want = if against_a { &of_a } else { &of_b };
+                judged.step(&got, want, against_a, t, &format!("{q} at {t}"));
             }
         }
     }
     println!(
-        "{judged_a} steps judged against a, {judged_b} against b, {} wrong",
-        wrong.len()
+        "{} steps judged against a, {} against b, {} wrong",
+        judged.against_a,
+        judged.against_b,
+        judged.wrong.len()
     );
-    assert!(
-        judged_a > 5000 && judged_b > 150,
-        "{judged_a} against a, {judged_b} against b"
-    );
-    assert!(
-        wrong.is_empty(),
-        "{} steps wrong:\n{}",
-        wrong.len(),
-        wrong.join("\n")
-    );
+    judged.assert_right(5000, 150);
 }

@@ -212,7 +212,7 @@ fn a_replica_killed_and_restarted_under_live_scrapes_answers_as_one_prometheus()
     assert!(gap_to - gap_from >= 20, "a's outage {gap_from}..{gap_to}");
     // A scrape a missed is a hole too, where b's answer may go out.
     let missed = &gaps[1..];
-    let (mut judged_a, mut judged_b, mut wrong) = (0, 0, Vec::new());
+    let mut judged = crate::oracle::Judged::default();
     for (q, reach) in BATTERY {
         let (got, of_a, of_b) = (
             points(&range_at(&proxy.url, q, start, end)),
@@ -222,38 +222,29 @@ fn a_replica_killed_and_restarted_under_live_scrapes_answers_as_one_prometheus()
         for t in start..=end {
             // What the step reads: [t - reach, t].
             let reads_missed = missed.iter().any(|&(x, y)| t - reach < y && t > x);
-            let want = if reads_missed {
+            let against_a = if reads_missed {
                 continue;
             } else if t < gap_from || t - reach > gap_to {
-                judged_a += 1;
-                &of_a
+                true
             } else if t - reach > gap_from && t < gap_to {
-                judged_b += 1;
-                &of_b
+                false
             } else {
                 continue;
             };
-            if let Some(d) = crate::oracle::step_differs(&got, want, t * 1000) {
-                wrong.push(format!("{q} at {t} (outage {gap_from}..{gap_to}): {d}"));
-            }
+            let want = if against_a { &of_a } else { &of_b };
+            let what = format!("{q} at {t} (outage {gap_from}..{gap_to})");
+            judged.step(&got, want, against_a, t, &what);
         }
     }
     println!(
         "{} requests across the crash, none failed; a's outage {}s, {} scrapes missed besides; \
-         {judged_a} steps judged against a, {judged_b} against b, {} wrong",
+         {} steps judged against a, {} against b, {} wrong",
         queries.ok(),
         gap_to - gap_from,
         missed.len(),
-        wrong.len()
+        judged.against_a,
+        judged.against_b,
+        judged.wrong.len()
     );
-    assert!(
-        judged_a > 200 && judged_b > 50,
-        "{judged_a} steps judged against a, {judged_b} against b"
-    );
-    assert!(
-        wrong.is_empty(),
-        "{} steps wrong:\n{}",
-        wrong.len(),
-        wrong.join("\n")
-    );
+    judged.assert_right(200, 50);
 }

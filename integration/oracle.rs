@@ -140,6 +140,49 @@ pub fn step_differs(got: &Points, want: &Points, t_ms: i64) -> Option<String> {
     (!same_step).then(|| format!("got {g:?}, want {w:?}"))
 }
 
+/// Steps judged against one of two replicas' own answers, as the tests of
+/// replicas that scrape at their own moments judge them: where the first's
+/// data is complete for a step, its answer; where only the second's is,
+/// the second's.
+#[derive(Default)]
+pub struct Judged {
+    pub against_a: usize,
+    pub against_b: usize,
+    pub wrong: Vec<String>,
+}
+
+impl Judged {
+    /// Judges `got` at step `t_s` (seconds) against `want`, the first's
+    /// answer (`against_a`) or the second's; `what` names the step.
+    pub fn step(&mut self, got: &Points, want: &Points, against_a: bool, t_s: i64, what: &str) {
+        if against_a {
+            self.against_a += 1;
+        } else {
+            self.against_b += 1;
+        }
+        if let Some(d) = step_differs(got, want, t_s * 1000) {
+            self.wrong.push(format!("{what}: {d}"));
+        }
+    }
+
+    /// Fails unless at least `a` and `b` steps were judged each way and
+    /// none was wrong.
+    pub fn assert_right(&self, a: usize, b: usize) {
+        let (judged_a, judged_b) = (self.against_a, self.against_b);
+        assert!(
+            judged_a > a && judged_b > b,
+            "{judged_a} steps judged against a, {judged_b} against b"
+        );
+        let wrong = &self.wrong;
+        assert!(
+            wrong.is_empty(),
+            "{} steps wrong:\n{}",
+            wrong.len(),
+            wrong.join("\n")
+        );
+    }
+}
+
 /// Whether the query's outermost operation orders its result (Prometheus
 /// sorts these instant vectors by value).
 fn ordered(query: &str) -> bool {
