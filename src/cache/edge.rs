@@ -61,27 +61,19 @@ where
             let saved = ((cached_to - start_ms) / step_ms + 1) as u64;
             let fresh_from = fresh_start(start_ms, cached_to, step_ms);
             if fresh_from > end_ms {
-                match joined(entry.body, None, start_ms, end_ms).await {
-                    Ok(body) => {
+                return match joined(entry.body, None, start_ms, end_ms).await {
+                    Joined::Body(body) => {
                         cache.counted("hit", saved);
-                        return Ok(Merged::Whole(body));
+                        Ok(Merged::Whole(body))
                     }
-                    Err(why) => return unusable(cache, &why, ask(query).await),
-                }
+                    not => not_joined(cache, not, ask(query).await),
+                };
             }
             let fresh = over_steps(&query, fresh_from, end_ms);
-            let fresh = match collect(ask(fresh).await?).await {
-                Ok(body) if clean(&body) => body,
-                // A warning (an upstream failed) or a broken merge: the
-                // whole range as if nothing were cached, and nothing kept.
-                _ => {
-                    cache.counted("miss", 0);
-                    return ask(query).await;
-                }
-            };
+            let fresh = collect(ask(fresh).await?).await.ok();
             let body = match joined(entry.body, Some(fresh), start_ms, cached_to).await {
-                Ok(body) => body,
-                Err(why) => return unusable(cache, &why, ask(query).await),
+                Joined::Body(body) => body,
+                not => return not_joined(cache, not, ask(query).await),
             };
             cache.counted("partial", saved);
             let kept = Entry {
@@ -108,39 +100,60 @@ fn over_steps(query: &Query, start_ms: i64, end_ms: i64) -> Query {
     }
 }
 
-/// A cached entry that would not join (not an answer: another program's
-/// value in a shared Redis, say): the query asked whole, counted a miss.
-fn unusable(cache: &Cache, why: &str, asked: Result<Merged, ApiError>) -> Result<Merged, ApiError> {
-    log::warn!("cache: an entry not used: {why}");
+/// What joining a cached answer with the fresh one gave.
+enum Joined {
+    Body(Bytes),
+    /// The fresh steps carry a warning (an upstream failed) or their merge
+    /// broke: the whole range is asked as if nothing were cached, and
+    /// nothing is kept.
+    FreshNotClean,
+    /// The cached entry is not an answer (another program's value in a
+    /// shared Redis, say): likewise, with a warning.
+    Unusable(String),
+}
+
+/// The query asked whole, for an answer that could not be joined; a miss.
+fn not_joined(
+    cache: &Cache,
+    not: Joined,
+    asked: Result<Merged, ApiError>,
+) -> Result<Merged, ApiError> {
+    if let Joined::Unusable(why) = not {
+        log::warn!("cache: an entry not used: {why}");
+    }
     cache.counted("miss", 0);
     asked
 }
 
 /// The cached answer's steps in `[from_ms, to_ms]` joined with the fresh
-/// answer's, off the arbiter (both are parsed).
-async fn joined(
-    cached: Bytes,
-    fresh: Option<Bytes>,
-    from_ms: i64,
-    to_ms: i64,
-) -> Result<Bytes, String> {
-    let work = move || -> Result<Bytes, String> {
-        let cached = Answer::parse(cached.to_vec()).map_err(|e| format!("cached answer: {e}"))?;
+/// answer's, each parsed once, off the arbiter. `fresh`: None for no fresh
+/// steps (a hit); Some(None) for fresh steps whose merge broke.
+async fn joined(cached: Bytes, fresh: Option<Option<Bytes>>, from_ms: i64, to_ms: i64) -> Joined {
+    let work = move || {
         let fresh = match fresh {
-            Some(b) => Some(Answer::parse(b.to_vec()).map_err(|e| format!("fresh answer: {e}"))?),
             None => None,
+            Some(body) => match body.and_then(|b| Answer::parse(b.to_vec()).ok()) {
+                Some(answer) if is_clean(&answer) => Some(answer),
+                _ => return Joined::FreshNotClean,
+            },
         };
-        Ok(join(&cached, from_ms, to_ms, fresh.as_ref()).into())
+        match Answer::parse(cached.to_vec()) {
+            Ok(cached) => Joined::Body(join(&cached, from_ms, to_ms, fresh.as_ref()).into()),
+            Err(e) => Joined::Unusable(format!("cached answer: {e}")),
+        }
     };
     actix_web::web::block(work)
         .await
-        .map_err(|e| e.to_string())?
+        .unwrap_or_else(|e| Joined::Unusable(e.to_string()))
 }
 
 /// Whether `body` is an answer to keep: a success without warnings or infos.
 fn clean(body: &[u8]) -> bool {
-    Answer::parse(body.to_vec())
-        .is_ok_and(|a| a.warnings.is_empty() && a.infos.is_empty() && a.stats.is_none())
+    Answer::parse(body.to_vec()).is_ok_and(|a| is_clean(&a))
+}
+
+fn is_clean(a: &Answer) -> bool {
+    a.warnings.is_empty() && a.infos.is_empty() && a.stats.is_none()
 }
 
 /// Every piece of `merged`, as one body.

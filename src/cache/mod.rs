@@ -72,12 +72,15 @@ impl Cache {
 
     async fn get(&self, key: &str) -> Option<Entry> {
         let now_ms = crate::time::now_ms();
-        let entry = match &self.store {
+        match &self.store {
+            // It forgets what is past the ttl itself.
             Store::Memory(m) => m.lock().unwrap_or_else(|e| e.into_inner()).get(key, now_ms),
-            Store::Shared(s) => s.get(key).await,
-        };
-        // Redis keeps an entry for what was left of the ttl when it was stored.
-        entry.filter(|e| now_ms - e.asked_at_ms < self.ttl.as_millis() as i64)
+            // Redis keeps an entry for what was left of the ttl when it was
+            // stored, by its own clock.
+            Store::Shared(s) => {
+                (s.get(key).await).filter(|e| now_ms - e.asked_at_ms < self.ttl.as_millis() as i64)
+            }
+        }
     }
 
     fn put(&self, key: String, entry: Entry) {
