@@ -109,22 +109,6 @@ fn history(instances: usize) -> String {
     out
 }
 
-/// User + system CPU seconds a process has spent.
-fn cpu_s(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15; 12 and 13 after the name.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 /// One refresh: every panel asked at once over the last 6 h, as Grafana
 /// aligns it; returns how long the slowest took (ms).
 fn refresh(base: &str) -> f64 {

@@ -624,6 +624,22 @@ pub fn proxy_metric(base: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// User + system CPU seconds a process has spent.
+pub fn cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15; 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// The release binary a benchmark runs; `script` builds it first.
 pub fn release_binary(script: &str) -> PathBuf {
     let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/prom-ha-proxy");

@@ -24,6 +24,7 @@ mod kubernetes;
 mod live;
 mod oracle;
 mod pki;
+mod promql_gen;
 mod spellings;
 mod tls;
 
