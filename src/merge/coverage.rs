@@ -171,10 +171,12 @@ impl Steps {
 /// Where the coarse round says a range's coverage must be asked step by step.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Differs {
-    /// Every upstream counted the very same samples in every window.
+    /// The first upstream asked counted as many samples as any other in
+    /// every window: its answer serves throughout.
     Nowhere,
     /// Only the steps in these spans (first and last step of each, ascending,
-    /// apart by more than a step) read a window whose counts differ.
+    /// apart by more than a step) read a window where another upstream
+    /// counted more samples than the first.
     Within(Vec<(i64, i64)>),
     /// Across most of the range, or unknown (a count unreadable, or at a
     /// time that was not asked).
@@ -204,11 +206,18 @@ const MAX_SPANS: usize = 4;
 /// Where upstreams' coarse counts differ, as spans of the range's steps.
 ///
 /// `coarse[u]` is upstream u's coarse answer read by [`totals`] (None if
-/// unreadable), one point per window. A window's count at `c` covers what
-/// the query reads at steps less than `reach_ms` from `c` (the widest moving
-/// stretch: each selector's windows there are its own width wide), so those
-/// steps must be asked where an upstream's count there is not every
-/// other's (a point missing is a count of none). Each span is widened by
+/// unreadable), one point per window, the windows `spacing_ms` apart and
+/// each counting every stretch as a step at its time reads it. What a step
+/// reads lies within the windows at the two times either side of it (each
+/// stretch at least as wide as the spacing), so a step that reads a sample
+/// the first lacks is less than `spacing_ms` from a window where the first
+/// counted fewer: those steps must be asked where another upstream counted
+/// more samples than the first (a point missing is a count of none). Where the first
+/// counted as many as any, it lacks nothing the others hold (short of two
+/// holes within one window), and its answer serves however few the others
+/// hold: a hole in a later upstream alone asks nothing more of anyone, where
+/// asking its spans cost every upstream the coverage over their steps and
+/// the others their main answer there. Each span is widened by
 /// `margin_ms` on both sides, steps outside the hole from which each
 /// upstream's usual deficit is learnt (see [`StepMask::from_coverage`]), and
 /// spans that meet are joined. Spans covering three quarters of the steps or
@@ -219,7 +228,7 @@ const MAX_SPANS: usize = 4;
 pub fn differing_spans(
     coarse: &[Option<Vec<(i64, f64)>>],
     steps: Steps,
-    reach_ms: i64,
+    spacing_ms: i64,
     margin_ms: i64,
 ) -> Differs {
     let Some(last) = steps.last() else {
@@ -238,9 +247,19 @@ pub fn differing_spans(
             at.entry(*t).or_insert_with(|| vec![None; coarse.len()])[u] = Some(*count);
         }
     }
+    let widen = spacing_ms + margin_ms;
+    // A window no step reads is no window that was asked: the answer is
+    // not what it should be, and says nothing of where to look.
+    let unasked = |c: i64| c + widen < steps.start_ms || c - widen > last;
+    if at
+        .iter()
+        .any(|(c, counts)| unasked(*c) && counts.iter().any(|n| *n != counts[0]))
+    {
+        return Differs::Throughout;
+    }
     let differing = at
         .into_iter()
-        .filter(|(_, counts)| counts.iter().any(|c| *c != counts[0]))
+        .filter(|(_, counts)| counts.iter().any(|c| *c > counts[0]))
         .map(|(t, _)| t);
     // Each differing window's steps, widened and snapped to the steps.
     let on_step_at_or_after = |t: i64| {
@@ -251,14 +270,8 @@ pub fn differing_spans(
         let k = (t - steps.start_ms).max(0);
         (steps.start_ms + k / steps.step_ms * steps.step_ms).min(last)
     };
-    let widen = reach_ms + margin_ms;
     let mut spans: Vec<(i64, i64)> = Vec::new();
     for c in differing {
-        // A window no step reads is no window that was asked: the answer
-        // is not what it should be, and says nothing of where to look.
-        if c + widen < steps.start_ms || c - widen > last {
-            return Differs::Throughout;
-        }
         let (from, to) = (
             on_step_at_or_after(c - widen),
             on_step_at_or_before(c + widen),
@@ -984,27 +997,56 @@ mod tests {
             differing_spans(&[full.clone(), full.clone()], RANGE, FIVE_MIN, FIVE_MIN),
             Differs::Nowhere
         );
-        // Each differing window reaches one stretch each way, and the margin one more.
+        // Each differing window reaches one spacing each way, and the margin one more.
         let minute = 60_000;
         assert_eq!(
             differing_spans(&[a.clone(), full.clone()], RANGE, FIVE_MIN, FIVE_MIN),
             Differs::Within(vec![(55 * minute, 95 * minute)])
         );
-        // A second hole far off is a second span; one near the end stops at the last step.
+        // A hole in a later upstream alone asks nothing: the first's
+        // answer serves there.
         let b = windows(|t| if t / 60_000 >= 175 { 0.0 } else { 400.0 });
         assert_eq!(
+            differing_spans(&[full.clone(), b.clone()], RANGE, FIVE_MIN, FIVE_MIN),
+            Differs::Nowhere
+        );
+        assert_eq!(
             differing_spans(&[a.clone(), b.clone()], RANGE, FIVE_MIN, FIVE_MIN),
+            Differs::Within(vec![(55 * minute, 95 * minute)])
+        );
+        // A second hole in the first far off is a second span; one near the
+        // end stops at the last step.
+        let (a_twice, full_or_b) = (
+            windows(|t| {
+                a.as_ref().unwrap()[(t / FIVE_MIN) as usize]
+                    .1
+                    .min(b.as_ref().unwrap()[(t / FIVE_MIN) as usize].1)
+            }),
+            windows(|_| 400.0),
+        );
+        assert_eq!(
+            differing_spans(&[a_twice, full_or_b], RANGE, FIVE_MIN, FIVE_MIN),
             Differs::Within(vec![
                 (55 * minute, 95 * minute),
                 (165 * minute, 180 * minute)
             ])
         );
-        // A window only one upstream answered differs (no samples is no point).
+        // A window only another upstream answered differs (no samples is no
+        // point); one only the first answered does not.
         let mut gap = full.clone().unwrap();
         gap.remove(10);
         assert_eq!(
-            differing_spans(&[full.clone(), Some(gap)], RANGE, FIVE_MIN, FIVE_MIN),
+            differing_spans(
+                &[Some(gap.clone()), full.clone()],
+                RANGE,
+                FIVE_MIN,
+                FIVE_MIN
+            ),
             Differs::Within(vec![(40 * minute, 60 * minute)])
+        );
+        assert_eq!(
+            differing_spans(&[full.clone(), Some(gap)], RANGE, FIVE_MIN, FIVE_MIN),
+            Differs::Nowhere
         );
         // Spans that meet are one; steps off the grid snap inward onto it.
         let steps = Steps {
@@ -1029,12 +1071,17 @@ mod tests {
             differing_spans(&[at(80.0), at(80.0)], instant, 0, 0),
             Differs::Nowhere
         );
+        // The first holding more than another is the first's answer.
         assert_eq!(
             differing_spans(&[at(80.0), at(79.0)], instant, 0, 0),
+            Differs::Nowhere
+        );
+        assert_eq!(
+            differing_spans(&[at(79.0), at(80.0)], instant, 0, 0),
             Differs::Throughout
         );
         assert_eq!(
-            differing_spans(&[at(80.0), Some(vec![])], instant, 0, 0),
+            differing_spans(&[Some(vec![]), at(80.0)], instant, 0, 0),
             Differs::Throughout
         );
         // Counts at another time than the one asked: not to be placed.
@@ -1056,7 +1103,7 @@ mod tests {
             }
         });
         assert_eq!(
-            differing_spans(&[full.clone(), offset], RANGE, FIVE_MIN, FIVE_MIN),
+            differing_spans(&[offset, full.clone()], RANGE, FIVE_MIN, FIVE_MIN),
             Differs::Throughout
         );
         assert_eq!(
@@ -1066,7 +1113,7 @@ mod tests {
         // Many holes far apart: more spans than are worth asking apart.
         let holes = windows(|t| if t % (6 * FIVE_MIN) == 0 { 0.0 } else { 400.0 });
         assert_eq!(
-            differing_spans(&[full.clone(), holes], RANGE, FIVE_MIN, 0),
+            differing_spans(&[holes, full.clone()], RANGE, FIVE_MIN, 0),
             Differs::Throughout
         );
         // One hole, a quarter of the range: asked apart; a wider reach makes it most.
@@ -1078,11 +1125,11 @@ mod tests {
             }
         });
         assert!(matches!(
-            differing_spans(&[full.clone(), quarter.clone()], RANGE, FIVE_MIN, FIVE_MIN),
+            differing_spans(&[quarter.clone(), full.clone()], RANGE, FIVE_MIN, FIVE_MIN),
             Differs::Within(_)
         ));
         assert_eq!(
-            differing_spans(&[full, quarter], RANGE, 60 * 60_000, FIVE_MIN),
+            differing_spans(&[quarter, full], RANGE, 60 * 60_000, FIVE_MIN),
             Differs::Throughout
         );
     }

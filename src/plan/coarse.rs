@@ -207,19 +207,20 @@ impl CoarseRound {
         }
     }
 
-    /// Where the upstreams asked answered the coarse coverage with other
-    /// counts. Where every upstream holds the very same samples in every
-    /// window a step reads, none lacks a sample another holds (short of two
-    /// holes of one size within one window), that step's mask would admit
-    /// them all, and it needs no coverage of its own; elsewhere the coverage
-    /// over the query's steps is asked, span by span (a span reaching
-    /// `LEARN_MARGIN_STEPS` steps, and one stretch, past what differs, to
-    /// learn each upstream's usual deficit from). Costs each replica one read
-    /// of the selectors' samples, against two plus a count at every step for
-    /// the coverage over the query's steps.
+    /// Where another upstream asked counted more samples than the first in
+    /// some window. Where the first holds as many as any in every window a
+    /// step reads, it lacks no sample another holds (short of two holes of
+    /// one size within one window), its answer serves, and that step needs
+    /// no coverage of its own; elsewhere the coverage over the query's steps
+    /// is asked, span by span (a span reaching one window's spacing and
+    /// `LEARN_MARGIN_STEPS` steps past what differs, to learn each
+    /// upstream's usual deficit from). Costs each replica one read of the
+    /// selectors' samples, against two plus a count at every step for the
+    /// coverage over the query's steps.
     pub fn differs(&self, totals: &[Option<Vec<(i64, f64)>>]) -> Differs {
-        let margin_ms = margin_ms(self.reach_ms, self.steps.step_ms);
-        coverage::differing_spans(totals, self.steps, self.reach_ms, margin_ms)
+        let spacing_ms = self.windows.map_or(0, |w| w.step_ms);
+        let margin_ms = margin_ms(self.steps.step_ms);
+        coverage::differing_spans(totals, self.steps, spacing_ms, margin_ms)
     }
 
     /// Whether the range holds twice the steps one hole's span asks (a

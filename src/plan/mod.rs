@@ -64,22 +64,26 @@ pub(crate) fn coarse_pays(
     width_ms >= COARSE_STEPS * step_ms || steps >= 8 * one_span_steps(reach_ms, step_ms)
 }
 
-/// How many steps one hole's span asks besides the hole's own: the widest
-/// moving stretch and the margin, on each side (`CoarseRound::differs`).
+/// How many steps one hole's span asks besides the hole's own, at most: the
+/// widest moving stretch (the windows that count the hole's samples reach
+/// that far past it, and one spacing more) and the margin, on each side
+/// (`CoarseRound::differs`).
 pub(crate) fn one_span_steps(reach_ms: i64, step_ms: i64) -> i64 {
-    2 * (reach_ms + margin_ms(reach_ms, step_ms)) / step_ms + 1
+    2 * (reach_ms + margin_ms(step_ms)) / step_ms + 1
 }
 
 /// How far past what differs a span asked apart reaches on each side,
-/// besides the widest moving stretch (`reach_ms`): steps to learn each
-/// upstream's usual deficit from.
-pub(crate) fn margin_ms(reach_ms: i64, step_ms: i64) -> i64 {
-    reach_ms.max(LEARN_MARGIN_STEPS * step_ms)
+/// besides one window's spacing: steps to learn each upstream's usual
+/// deficit from.
+pub(crate) fn margin_ms(step_ms: i64) -> i64 {
+    LEARN_MARGIN_STEPS * step_ms
 }
 
-/// Steps learnt from on each side of a span asked apart, at the least (see
-/// `CoarseRound::differs`): an upstream's usual deficit is its 80th percentile
-/// over the steps outside holes, and a scrape offset recurs within a few steps.
+/// Steps learnt from on each side of a span asked apart (see
+/// `CoarseRound::differs`): an upstream's usual deficit is its 80th
+/// percentile over the steps outside holes, and a scrape offset recurs
+/// within 15 steps (a step of whole seconds meets a 15 s scrape's phase
+/// again after 15 steps at most).
 const LEARN_MARGIN_STEPS: i64 = 16;
 
 /// How a query's coverage is asked.
@@ -158,12 +162,9 @@ fn fine_request(
 
 /// The coarse round: an instant's is its own window, once (a range of one
 /// step, so differing counts ask the coverage over its history whole); a
-/// range's, where it pays (`coarse_pays`), windows one stretch apart (where
-/// the stretch is narrower than a step, the query's own steps), on
-/// multiples of their width, so that a range asked again with its start
-/// moved on (a dashboard refreshing) counts at the same times and what is
-/// remembered serves; the first at or before `start`, the last at or past
-/// `end`.
+/// range's, where it pays (`coarse_pays`), over `coarse_windows`, so that
+/// a range asked again with its start moved on (a dashboard refreshing)
+/// counts at the same times and what is remembered serves.
 fn coarse_round(
     request: &ApiRequest,
     when: When,
@@ -202,15 +203,9 @@ fn coarse_round(
                 && end_ms >= start_ms
                 && coarse_pays(start_ms, end_ms, step_ms, width, reach_ms) =>
         {
-            let width = width.max(step_ms);
-            let first = start_ms.div_euclid(width) * width;
-            let tiles = (end_ms - first + width - 1) / width;
-            let windows = Steps {
-                start_ms: first,
-                end_ms: first + tiles * width,
-                step_ms: width,
-            };
-            let asked = request.as_range(&samples, first, windows.end_ms, width);
+            let windows = coarse_windows(start_ms, end_ms, step_ms, width);
+            let asked =
+                request.as_range(&samples, windows.start_ms, windows.end_ms, windows.step_ms);
             let steps = Steps {
                 start_ms,
                 end_ms,
@@ -219,6 +214,27 @@ fn coarse_round(
             Some(round(asked, steps, reach_ms, Some(windows)))
         }
         _ => None,
+    }
+}
+
+/// A range's coarse windows' ends: one narrowest moving stretch (`width_ms`)
+/// apart, on multiples of it, so that a range asked again with its start
+/// moved on counts at the same times; the first at or before `start_ms`,
+/// the last at or past `end_ms`. A stretch narrower than a step is counted
+/// at the steps themselves: windows one step apart on multiples of the step
+/// would leave what the steps of a range not aligned on its step read
+/// uncounted between them (a range Grafana aligns meets the same ones).
+fn coarse_windows(start_ms: i64, end_ms: i64, step_ms: i64, width_ms: i64) -> Steps {
+    let (width, anchor) = match width_ms < step_ms {
+        true => (step_ms, start_ms.rem_euclid(step_ms)),
+        false => (width_ms, 0),
+    };
+    let first = anchor + (start_ms - anchor).div_euclid(width) * width;
+    let tiles = (end_ms - first + width - 1) / width;
+    Steps {
+        start_ms: first,
+        end_ms: first + tiles * width,
+        step_ms: width,
     }
 }
 

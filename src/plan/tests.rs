@@ -27,6 +27,29 @@ fn a_coarse_round_is_asked_where_it_saves_more_than_a_hole_costs() {
     assert!(coarse_pays(0, 30 * 24 * hour, hour, 5 * minute, 5 * minute));
 }
 
+#[test]
+fn coarse_windows_cover_every_step_of_a_range_however_it_is_aligned() {
+    let minute = 60_000;
+    // A stretch of five minutes at 15 s steps: windows on multiples of five
+    // minutes, from the one at or before the start.
+    let w = coarse_windows(7 * minute + 17_000, 60 * minute, 15_000, 5 * minute);
+    assert_eq!(
+        (w.start_ms, w.end_ms, w.step_ms),
+        (5 * minute, 60 * minute, 5 * minute)
+    );
+    // A stretch of one minute at 5-minute steps: a window at each step, on
+    // the steps of a range that starts 17 s past a multiple of the step;
+    // on multiples of the step where the range is aligned on it.
+    let start = 10 * minute + 17_000;
+    let w = coarse_windows(start, start + 60 * minute, 5 * minute, minute);
+    assert_eq!(
+        (w.start_ms, w.end_ms, w.step_ms),
+        (start, start + 60 * minute, 5 * minute)
+    );
+    let w = coarse_windows(10 * minute, 70 * minute, 5 * minute, minute);
+    assert_eq!((w.start_ms, w.end_ms), (10 * minute, 70 * minute));
+}
+
 /// A range's coarse round over windows `first..=last`, `width` apart.
 fn coarse_round(first: i64, last: i64, width: i64) -> CoarseRound {
     let request = ApiRequest {
@@ -62,10 +85,10 @@ fn coarse_round(first: i64, last: i64, width: i64) -> CoarseRound {
 fn the_others_wait_for_the_coarse_counts_in_a_range_holding_two_spans_of_a_hole() {
     let minute = 60_000;
     // At 15-second steps with a 5-minute look-back, one hole's span asks
-    // 2 x (20 + 20) + 1 = 81 steps: 162 steps (40.25 minutes) or more.
+    // 2 x (20 + 16) + 1 = 73 steps: 146 steps (36.25 minutes) or more.
     assert!(coarse_round(0, 3 * 60 * minute, 5 * minute).holds_two_spans());
-    assert!(coarse_round(0, 161 * 15_000, 5 * minute).holds_two_spans());
-    assert!(!coarse_round(0, 160 * 15_000, 5 * minute).holds_two_spans());
+    assert!(coarse_round(0, 145 * 15_000, 5 * minute).holds_two_spans());
+    assert!(!coarse_round(0, 144 * 15_000, 5 * minute).holds_two_spans());
     assert!(!coarse_round(0, 15 * minute, 5 * minute).holds_two_spans());
     // A 1-minute stretch: 16 steps each side to learn from, 2 x (4 + 16)
     // + 1 = 41 steps, so 82 (20.25 minutes).
