@@ -132,7 +132,7 @@ impl Metrics {
         let verbatim_answers = Family::<EndpointLabels, Counter>::default();
         registry.register(
             "verbatim_answers",
-            "Query answers sent as the first upstream gave them, unparsed, the coverage having shown every upstream holds the same samples, by endpoint",
+            "Query answers sent as the first upstream gave them, unparsed, the coverage having shown it holds as many samples as any, by endpoint",
             verbatim_answers.clone(),
         );
         let filled_samples = Counter::default();

@@ -74,8 +74,8 @@ impl Fetched {
 }
 
 /// Whether one upstream's answer to a query goes to the client as it came:
-/// the supervisor decides once the coverage shows every upstream holds the
-/// same samples; each backend reading a main answer watches for it.
+/// the supervisor decides once the coverage shows the first holds as many
+/// samples as any; each backend reading a main answer watches for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verbatim {
     /// Not decided yet: read and parse as usual.

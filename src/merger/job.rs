@@ -47,7 +47,7 @@ pub struct MergeJob {
     /// Per upstream, whether it was asked in parts (and not again whole).
     pub partial: Vec<bool>,
     /// Per span of steps asked (the whole range, or the spans where the
-    /// coarse counts differ; none if no coverage was asked or needed), each
+    /// first lacks samples another holds; none if no coverage was asked or needed), each
     /// upstream's answer to the coverage query over it, if asked.
     pub coverage: Vec<Vec<SpanCoverage>>,
     /// How wide the coverage query's moving stretches are in all.

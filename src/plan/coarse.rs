@@ -11,8 +11,8 @@ use std::time::Instant;
 
 /// A query's coarse coverage round, and what it takes to ask the coverage
 /// over only some of a range's steps afterwards. An instant's is one window,
-/// its own, counted at its time (`steps` is that one step): where every
-/// upstream holds the very same samples there, its history is not asked.
+/// its own, counted at its time (`steps` is that one step): where the first
+/// upstream holds as many samples as any there, its history is not asked.
 pub struct CoarseRound {
     /// None when every count needed is remembered.
     pub request: Option<Arc<ApiRequest>>,

@@ -92,7 +92,8 @@ pub struct CoveragePlan {
     pub fine: Arc<ApiRequest>,
     /// For a range of many steps, the same counts in windows one stretch
     /// wide and one stretch apart; for an instant, in its own window: asked
-    /// first, and `fine` is asked only where the upstreams' counts differ.
+    /// first, and `fine` is asked only where another upstream counted more
+    /// than the first.
     pub coarse: Option<CoarseRound>,
 }
 
@@ -265,8 +266,8 @@ impl Asks {
 #[derive(Clone, Debug, PartialEq)]
 pub struct MainPlan {
     /// The upstream whose answer may go out as it came, unparsed (the
-    /// first), where the coarse counts may show every upstream holding the
-    /// same samples: not with replica labels to take out, nor with an
+    /// first), where the coarse counts may show it holding as many samples
+    /// as any: not with replica labels to take out, nor with an
     /// upstream down, which the answer's warnings must name.
     pub verbatim_from: Option<usize>,
     /// Where the upstreams differ, known before the query goes out: every

@@ -275,7 +275,8 @@ fn ask_others_if_first_is_empty(
 impl Run {
     /// The coverage, asked with the user's query, of every upstream at once:
     /// the coarse round first where there is one, and the coverage over the
-    /// query's own steps only where the coarse counts differ, one request per
+    /// query's own steps only where another upstream counted more than the
+    /// first (`CoarseRound::differs`), one request per
     /// span of steps. Tells the others what they are asked, and decides
     /// whether one answer goes out as it came.
     async fn coverage_rounds(
@@ -345,7 +346,7 @@ impl Run {
             .foreseen
             .clone()
             .unwrap_or_else(|| coarse.differs(&totals));
-        // Every upstream holds the same samples, or (an instant) one holds
+        // The first holds as many samples as any, or (an instant) one holds
         // them all and the others none: one answers alone.
         let alone = main.verbatim_from.and_then(|first| match differs {
             Differs::Nowhere => Some(first),
@@ -552,7 +553,7 @@ fn split_mains(all: Vec<Main>) -> Split {
     (fetched, partial, more)
 }
 
-/// Every upstream holds the same samples: the one picked answers alone, as
+/// The one picked holds as many samples as any: it answers alone, as
 /// it came. Its framing (length or chunks) said the body is whole; its
 /// opening and end say it is a query answer.
 fn verbatim_answer(
