@@ -640,6 +640,87 @@ pub fn cpu_s(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// A real redis-server on a loopback port, keeping nothing on disk.
+pub struct Redis {
+    pub port: u16,
+    pub process: Option<Process>,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let mut redis = Redis {
+            port: 0,
+            process: None,
+        };
+        on_a_free_port(|port| {
+            redis.port = port;
+            redis.spawn()
+        });
+        redis
+    }
+
+    pub fn spawn(&mut self) -> Result<(), String> {
+        let mut cmd = std::process::Command::new(require("redis-server"));
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null());
+        let child = spawn_tied(cmd).map_err(|e| e.to_string())?;
+        self.process = Some(Process {
+            child,
+            name: "redis".into(),
+        });
+        let port = self.port;
+        wait_until("redis answers", Duration::from_secs(20), || {
+            ask(port, "PING").is_some_and(|r| r.starts_with("+PONG"))
+        });
+        if !listens_on(self.process.as_ref().unwrap().child.id(), port) {
+            return Err(format!("redis: port {port} is another process's"));
+        }
+        Ok(())
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// How many keys it holds.
+    pub fn keys(&self) -> usize {
+        ask(self.port, "DBSIZE")
+            .and_then(|r| r.trim().trim_start_matches(':').parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// A command in Redis' protocol (every argument a bulk string, so keys may
+/// hold any byte); the raw reply, or None if Redis is not there.
+pub fn command(port: u16, args: &[&[u8]]) -> Option<Vec<u8>> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    s.write_all(&out).ok()?;
+    let mut buf = vec![0u8; 1 << 16];
+    let n = s.read(&mut buf).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+/// One inline command's reply, or None if Redis is not there.
+pub fn ask(port: u16, command: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(format!("{command}\r\n").as_bytes()).ok()?;
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
 /// The release binary a benchmark runs; `script` builds it first.
 pub fn release_binary(script: &str) -> PathBuf {
     let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/prom-ha-proxy");
