@@ -105,8 +105,10 @@ fn main() {
         ("proxy", proxy_binary.clone(), &remember),
         ("forgetful", proxy_binary, &forget),
     ];
+    // An older build as the build at hand runs, without the cache of
+    // answers (so it must be one that has `cache.enabled`).
     if let Ok(before) = std::env::var("E2E_BEFORE") {
-        binaries.insert(0, ("before", before.into(), &[]));
+        binaries.insert(0, ("before", before.into(), &remember));
     }
     let proxies: Vec<TimedProxy> = binaries
         .iter()
