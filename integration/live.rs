@@ -152,6 +152,34 @@ fn gaps(a: &Prometheus, from: i64, to: i64) -> Vec<(i64, i64)> {
         .collect()
 }
 
+/// The steps (seconds) at which a holds fewer scrapes than b in the
+/// `reach` seconds the step reads: a scrape late under a busy machine, not
+/// missed, leaves a one short of b at a few steps.
+fn scrapes_short(a: &Prometheus, b: &Prometheus, reach: i64, start: i64, end: i64) -> Vec<i64> {
+    let q = format!("count_over_time(up[{reach}s])");
+    let counts = |p: &Prometheus| -> std::collections::BTreeMap<i64, f64> {
+        let v = range_at(&p.url, &q, start, end);
+        v["data"]["result"][0]["values"]
+            .as_array()
+            .map(|values| {
+                values
+                    .iter()
+                    .map(|p| {
+                        (
+                            p[0].as_f64().unwrap() as i64,
+                            p[1].as_str().unwrap().parse().unwrap(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (of_a, of_b) = (counts(a), counts(b));
+    (start..=end)
+        .filter(|t| of_a.get(t).copied().unwrap_or(0.0) < of_b.get(t).copied().unwrap_or(0.0))
+        .collect()
+}
+
 #[test]
 fn a_replica_killed_and_restarted_under_live_scrapes_answers_as_one_prometheus() {
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("live");
@@ -213,18 +241,26 @@ fn a_replica_killed_and_restarted_under_live_scrapes_answers_as_one_prometheus()
     // A scrape a missed is a hole too, where b's answer may go out.
     let missed = &gaps[1..];
     let mut judged = crate::oracle::Judged::default();
+    let mut skipped_short = 0;
     for (q, reach) in BATTERY {
         let (got, of_a, of_b) = (
             points(&range_at(&proxy.url, q, start, end)),
             points(&range_at(&a.url, q, start, end)),
             points(&range_at(&b.url, q, start, end)),
         );
+        let a_short = scrapes_short(&a, &b, *reach, start, end);
         for t in start..=end {
             // What the step reads: [t - reach, t].
             let reads_missed = missed.iter().any(|&(x, y)| t - reach < y && t > x);
             let against_a = if reads_missed {
                 continue;
             } else if t < gap_from || t - reach > gap_to {
+                // A scrape of a's late under load leaves it a sample short
+                // there, where b's answer is as right.
+                if a_short.contains(&t) {
+                    skipped_short += 1;
+                    continue;
+                }
                 true
             } else if t - reach > gap_from && t < gap_to {
                 false
@@ -237,7 +273,8 @@ fn a_replica_killed_and_restarted_under_live_scrapes_answers_as_one_prometheus()
         }
     }
     println!(
-        "{} requests across the crash, none failed; a's outage {}s, {} scrapes missed besides; \
+        "{} requests across the crash, none failed; a's outage {}s, {} scrapes missed besides, \
+         {skipped_short} steps with a scrape short; \
          {} steps judged against a, {} against b, {} wrong",
         queries.ok(),
         gap_to - gap_from,
