@@ -9,6 +9,7 @@
 use crate::harness::*;
 use crate::{points, proxy_binary};
 use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -155,28 +156,25 @@ fn gaps(a: &Prometheus, from: i64, to: i64) -> Vec<(i64, i64)> {
 /// The steps (seconds) at which a holds fewer scrapes than b in the
 /// `reach` seconds the step reads: a scrape late under a busy machine, not
 /// missed, leaves a one short of b at a few steps.
-fn scrapes_short(a: &Prometheus, b: &Prometheus, reach: i64, start: i64, end: i64) -> Vec<i64> {
+fn scrapes_short(
+    a: &Prometheus,
+    b: &Prometheus,
+    reach: i64,
+    start: i64,
+    end: i64,
+) -> BTreeSet<i64> {
     let q = format!("count_over_time(up[{reach}s])");
-    let counts = |p: &Prometheus| -> std::collections::BTreeMap<i64, f64> {
-        let v = range_at(&p.url, &q, start, end);
-        v["data"]["result"][0]["values"]
-            .as_array()
-            .map(|values| {
-                values
-                    .iter()
-                    .map(|p| {
-                        (
-                            p[0].as_f64().unwrap() as i64,
-                            p[1].as_str().unwrap().parse().unwrap(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+    // Each replica's one `up` series: count by time (ms).
+    let counts = |p: &Prometheus| {
+        points(&range_at(&p.url, &q, start, end))
+            .values()
+            .next()
+            .cloned()
     };
-    let (of_a, of_b) = (counts(a), counts(b));
+    let (of_a, of_b) = (counts(a).unwrap_or_default(), counts(b).unwrap_or_default());
+    let at = |c: &BTreeMap<i64, f64>, t: i64| c.get(&(t * 1000)).copied().unwrap_or(0.0);
     (start..=end)
-        .filter(|t| of_a.get(t).copied().unwrap_or(0.0) < of_b.get(t).copied().unwrap_or(0.0))
+        .filter(|&t| at(&of_a, t) < at(&of_b, t))
         .collect()
 }
 
@@ -242,13 +240,17 @@ fn a_replica_killed_and_restarted_under_live_scrapes_answers_as_one_prometheus()
     let missed = &gaps[1..];
     let mut judged = crate::oracle::Judged::default();
     let mut skipped_short = 0;
+    // Per reach, the steps where a holds a scrape fewer than b.
+    let mut short = BTreeMap::new();
     for (q, reach) in BATTERY {
         let (got, of_a, of_b) = (
             points(&range_at(&proxy.url, q, start, end)),
             points(&range_at(&a.url, q, start, end)),
             points(&range_at(&b.url, q, start, end)),
         );
-        let a_short = scrapes_short(&a, &b, *reach, start, end);
+        let a_short = short
+            .entry(*reach)
+            .or_insert_with(|| scrapes_short(&a, &b, *reach, start, end));
         for t in start..=end {
             // What the step reads: [t - reach, t].
             let reads_missed = missed.iter().any(|&(x, y)| t - reach < y && t > x);
